@@ -1,0 +1,303 @@
+"""The `bienc` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from importlib import resources as package_files
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from core.errors import BiencError
+from core.jobs import JobStatus
+from core.resources import Resources, close_resources
+from core.settings import MAX_TOP_K, Settings, get_settings
+from core.store import Hit
+from ingest.readers import read_path
+from search.evaluation import load_qrels, load_queries, score_run
+from search.searcher import SearchRequest
+
+EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 3
+DEMO_COLLECTION = "demo"
+DEMO_QUERIES = (
+    "Where is the Eiffel Tower located?",
+    "Which language is used to write software?",
+    "How do plants make energy from light?",
+)
+
+
+def _runtime(settings: Settings) -> Any:
+    from bienc.runtime import Runtime  # heavy imports (celery, torch) only for real commands
+
+    return Runtime(Resources(settings))
+
+
+def _print_hits(query: str, hits: Sequence[Hit]) -> None:
+    print(f"\nquery: {query}")
+    if not hits:
+        print("  (no results)")
+    for rank, hit in enumerate(hits, start=1):
+        text = (hit.snippet or hit.text or "").replace("\n", " ")
+        print(f"  {rank:>3}. {hit.score:.4f}  {hit.doc_id}  {text[:100]}")
+
+
+def _progress_printer(total_hint: int) -> tuple[Any, Any]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_hint, unit="doc", file=sys.stderr, disable=None, dynamic_ncols=True)
+
+    def update(status: JobStatus) -> None:
+        bar.total = status.total
+        bar.n = status.total - status.queued
+        bar.set_postfix(indexed=status.indexed, skipped=status.skipped, failed=status.failed,
+                        refresh=False)
+        if status.last_error:
+            bar.set_description("retrying", refresh=False)
+        bar.refresh()
+
+    return bar, update
+
+
+def _report_job(status: JobStatus, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(status.to_dict(), indent=2))
+    else:
+        print(f"job {status.job_id}: {status.state}; {status.indexed} indexed, {status.skipped} "
+              f"unchanged, {status.failed} failed, {status.queued} queued "
+              f"(collection {status.collection!r})")
+        for where, reason in list(status.failures.items())[:20]:
+            print(f"  failed {where}: {reason}")
+        if len(status.failures) > 20:
+            print(f"  ... and {len(status.failures) - 20} more (bienc job {status.job_id} --json)")
+        if status.last_error:
+            print(f"  last error: {status.last_error}")
+    if not status.finished:
+        return EXIT_OK
+    return EXIT_OK if status.failed == 0 else EXIT_PARTIAL
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    collection = args.collection or settings.collection
+    runtime = _runtime(settings)
+    items = read_path(Path(args.path), settings.max_text_chars)
+    with runtime.serving():
+        submission = runtime.ingest(items, collection)
+        for bad in submission.rejected[:20]:
+            print(f"skipped {args.path} {bad}", file=sys.stderr)
+        if submission.duplicates:
+            print(f"{submission.duplicates} repeated ids: the last occurrence of each was kept",
+                  file=sys.stderr)
+        if not (args.wait or runtime.embedded):
+            print(f"job {submission.job_id}: {submission.accepted} documents queued "
+                  f"({len(submission.rejected)} rejected); follow with `bienc job {submission.job_id}`")
+            return EXIT_OK if not submission.rejected else EXIT_PARTIAL
+        bar, update = _progress_printer(submission.accepted + len(submission.rejected))
+        try:
+            status = runtime.wait(submission.job_id, on_progress=update)
+        finally:
+            bar.close()
+    return _report_job(status, args.json)
+
+
+def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = _runtime(settings)
+    status = runtime.resources.jobs.get(args.job_id)
+    if status is None:
+        print(f"bienc: job {args.job_id} is unknown (expired, or another broker)", file=sys.stderr)
+        return EXIT_ERROR
+    return _report_job(status, args.json)
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    collection = args.collection or settings.collection
+    filters = json.loads(args.filter) if args.filter else None
+    request = SearchRequest(queries=[args.query], top_k=args.k, filter=filters,
+                            score_threshold=args.score_threshold)
+    hits = _runtime(settings).search(collection, request)[0]
+    if args.json:
+        print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
+    else:
+        _print_hits(args.query, hits)
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
+    store = _runtime(settings).resources.store
+    names = [args.collection] if args.collection else store.list_collections()
+    infos = [store.info(name).to_dict() for name in names]
+    if args.json:
+        print(json.dumps({"store": settings.store_location, "collections": infos}, indent=2))
+        return EXIT_OK
+    print(f"store: {settings.store_location}")
+    if not infos:
+        print("no collections yet: `bienc ingest FILE --collection NAME`")
+    for info in infos:
+        print(f"  {info['name']}: model {info['model']}, {info['dimension']}-d, "
+              f"{info['documents']} documents, {info['points']} points")
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    collection = args.collection or settings.collection
+    queries = load_queries(Path(args.queries))
+    qrels = load_qrels(Path(args.qrels))
+    judged = [q for q in qrels if q in queries]
+    if not judged:
+        raise BiencError("no query id of the qrels appears in the queries file")
+    runtime = _runtime(settings)
+    runtime.resources.encoder  # noqa: B018 - load before timing
+    run: dict[str, list[str]] = {}
+    latencies_ms: list[float] = []
+    for query_id in judged:
+        started = time.perf_counter()
+        hits = runtime.search(collection, SearchRequest([queries[query_id]], top_k=args.k,
+                                                        with_text=False))[0]
+        latencies_ms.append((time.perf_counter() - started) * 1000)
+        run[query_id] = [h.doc_id for h in hits]
+    metrics = score_run(run, {q: qrels[q] for q in judged})
+    latencies_ms.sort()
+    report: dict[str, Any] = {
+        "collection": collection, "queries": len(judged), "top_k": args.k, **metrics,
+        "search_ms_p50": statistics.median(latencies_ms),
+        "search_ms_p99": latencies_ms[min(len(latencies_ms) - 1, int(0.99 * len(latencies_ms)))],
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            print(f"{key:>14}: {value:.4f}" if isinstance(value, float) else f"{key:>14}: {value}")
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.embedded_queue:
+        raise BiencError(
+            "`bienc worker` serves a shared broker: set BIENC_BROKER_URL=redis://HOST:6379/0 "
+            "(with no broker, `bienc ingest` runs its own worker in-process)"
+        )
+    from core.resources import set_resources
+    from workers.app import INGEST_QUEUE, configure_app
+
+    resources = Resources(settings)
+    set_resources(resources)
+    resources.encoder  # noqa: B018 - load the model before taking work
+    resources.store  # noqa: B018 - and own the store (the embedded one allows one process)
+    app = configure_app(settings)
+    concurrency = args.concurrency or settings.worker_concurrency
+    pool = "solo" if concurrency == 1 else "threads"
+    app.worker_main(["worker", "-Q", INGEST_QUEUE, "--pool", pool, "--concurrency",
+                     str(concurrency), "--loglevel", args.loglevel, "--without-gossip",
+                     "--without-mingle"])
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    sample = package_files.files("bienc").joinpath("sample_corpus.jsonl")
+    print(f"bienc demo: store {settings.store_location}, "
+          f"queue {'embedded Redis' if settings.embedded_queue else settings.broker_url}")
+    runtime = _runtime(settings)
+    with package_files.as_file(sample) as path, runtime.serving():
+        submission = runtime.ingest(read_path(path, settings.max_text_chars), DEMO_COLLECTION)
+        status = runtime.wait(submission.job_id, timeout_s=600)
+    print(f"ingested {status.total} sample documents through the queue: {status.indexed} "
+          f"indexed, {status.skipped} unchanged since last run, {status.failed} failed "
+          f"(collection {DEMO_COLLECTION!r}, job {status.job_id})")
+    results = runtime.search(DEMO_COLLECTION, SearchRequest(list(DEMO_QUERIES), top_k=3))
+    for query, hits in zip(DEMO_QUERIES, results, strict=True):
+        _print_hits(query, hits)
+    return EXIT_OK if status.failed == 0 else EXIT_PARTIAL
+
+
+def _top_k(value: str) -> int:
+    k = int(value)
+    if not 1 <= k <= MAX_TOP_K:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_TOP_K}")
+    return k
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bienc", description="Bi-encoder retrieval service.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="ingest a sample corpus through the queue and search it")
+    demo.set_defaults(func=cmd_demo)
+
+    ingest = sub.add_parser("ingest", help="ingest JSONL, CSV, or a folder of .txt/.md files")
+    ingest.add_argument("path")
+    ingest.add_argument("--collection", "-c")
+    ingest.add_argument("--wait", action="store_true",
+                        help="return once every document is indexed (always so when embedded)")
+    ingest.add_argument("--json", action="store_true", help="print the final job status as JSON")
+    ingest.set_defaults(func=cmd_ingest)
+
+    job = sub.add_parser("job", help="status of an ingest job")
+    job.add_argument("job_id")
+    job.add_argument("--json", action="store_true")
+    job.set_defaults(func=cmd_job)
+
+    search = sub.add_parser("search", help="search a collection")
+    search.add_argument("query")
+    search.add_argument("--collection", "-c")
+    search.add_argument("-k", type=_top_k, default=10, help="documents to return (1-1000)")
+    search.add_argument("--filter", help='exact-match metadata filter as JSON, e.g. {"lang": "en"}')
+    search.add_argument("--score-threshold", type=float)
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(func=cmd_search)
+
+    worker = sub.add_parser("worker", help="run a Celery worker for BIENC_BROKER_URL")
+    worker.add_argument("--concurrency", type=int)
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(func=cmd_worker)
+
+    info = sub.add_parser("info", help="model, dimension and counts per collection")
+    info.add_argument("--collection", "-c")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_info)
+
+    evaluate = sub.add_parser("eval", help="nDCG@10, MRR@10, recall@10/100/1000 on a BEIR split")
+    evaluate.add_argument("--collection", "-c")
+    evaluate.add_argument("--queries", required=True, help="BEIR queries.jsonl")
+    evaluate.add_argument("--qrels", required=True, help="BEIR qrels TSV (with header)")
+    evaluate.add_argument("-k", type=_top_k, default=MAX_TOP_K, help="depth retrieved per query")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = "BIENC_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
+            print(f"bienc: invalid setting {field}: {error['msg']}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        code: int = args.func(args, settings)
+        return code
+    except BiencError as exc:
+        print(f"bienc: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except json.JSONDecodeError as exc:
+        print(f"bienc: --filter is not valid JSON: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("bienc: interrupted; queued documents stay in the queue", file=sys.stderr)
+        return 130
+    finally:
+        close_resources()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Wiring for entry points: the queue, the in-process worker of the embedded default, and the
+ingest / search calls that the CLI and the HTTP API share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery import Celery
+
+from core.jobs import JobStatus
+from core.resources import Resources, set_resources
+from core.store import Hit
+from ingest.producer import Submission, submit, validate_collection_name, wait_for_job
+from ingest.readers import Item
+from search.searcher import SearchRequest, search
+from workers.app import INGEST_QUEUE, configure_app
+from workers.inprocess import InProcessWorker
+from workers.tasks import index_batch
+
+
+class Runtime:
+    def __init__(self, resources: Resources):
+        set_resources(resources)  # the in-process worker's tasks share this encoder and store
+        self.resources = resources
+        self.settings = resources.settings
+        self._app: Celery | None = None
+
+    @property
+    def app(self) -> Celery:
+        """The Celery app bound to the broker; starts the embedded Redis on first use."""
+        if self._app is None:
+            self._app = configure_app(self.settings)
+        return self._app
+
+    @property
+    def embedded(self) -> bool:
+        return self.settings.embedded_queue
+
+    @contextmanager
+    def serving(self) -> Iterator[Runtime]:
+        """Run the in-process worker while inside, when no external broker is configured."""
+        if not self.embedded:
+            yield self
+            return
+        with InProcessWorker(self.app):
+            yield self
+
+    def enqueue(self, job_id: str, collection: str, batch_no: int,
+                documents: list[dict[str, Any]]) -> None:
+        self.app  # noqa: B018 - binds the task's app to the broker before the first send
+        index_batch.apply_async(args=(job_id, collection, batch_no, documents), queue=INGEST_QUEUE)
+
+    def ingest(self, items: Iterable[Item], collection: str) -> Submission:
+        """Accept documents for `collection`. With the embedded store the collection is
+        checked first, so a wrong model is refused before anything is queued."""
+        validate_collection_name(collection)
+        if self.embedded or self.settings.qdrant_url:
+            encoder = self.resources.encoder
+            self.resources.store.ensure_collection(collection, encoder.dimension, encoder.identity)
+        return submit(items, collection, jobs=self.resources.jobs, enqueue=self.enqueue,
+                      batch_size=self.settings.ingest_batch_size)
+
+    def wait(self, job_id: str, on_progress: Callable[[JobStatus], None] | None = None,
+             timeout_s: float | None = None) -> JobStatus:
+        return wait_for_job(self.resources.jobs, job_id, on_progress=on_progress,
+                            timeout_s=timeout_s)
+
+    def search(self, collection: str, request: SearchRequest) -> list[list[Hit]]:
+        return search(self.resources.store, self.resources.encoder, collection, request)

@@ -1,0 +1,148 @@
+"""Ingest job state in Redis, readable from any process that reaches the broker.
+
+A job's counts are derived from per-batch records, each written whole by the task that
+indexed the batch. A redelivered batch overwrites its own record, so at-least-once delivery
+never double-counts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+import redis
+
+JobState = Literal["queued", "running", "retrying", "completed", "completed_with_errors", "failed"]
+_PREFIX = "bienc:job:"
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one task did with its batch."""
+
+    indexed: int = 0
+    skipped: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str
+    collection: str
+    state: JobState
+    total: int
+    queued: int
+    indexed: int
+    skipped: int
+    failed: int
+    failures: dict[str, str]
+    created_at: float
+    updated_at: float
+    last_error: str | None
+
+    @property
+    def finished(self) -> bool:
+        return self.queued == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id, "collection": self.collection, "state": self.state,
+            "total": self.total, "queued": self.queued, "indexed": self.indexed,
+            "skipped": self.skipped, "failed": self.failed, "failures": self.failures,
+            "created_at": self.created_at, "updated_at": self.updated_at,
+            "last_error": self.last_error,
+        }
+
+
+def derive_state(total: int, indexed: int, skipped: int, failed: int, *, retrying: bool,
+                 started: bool) -> JobState:
+    """The job's state from its counts (pure). `started`: a worker has finished a batch."""
+    done = indexed + skipped + failed
+    if done < total:
+        if retrying:
+            return "retrying"
+        return "running" if started else "queued"
+    if failed == 0:
+        return "completed"
+    return "failed" if failed == total else "completed_with_errors"
+
+
+class JobTracker:
+    """Creates jobs and records their progress. Every write is idempotent per batch."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int):
+        self._redis = client
+        self._ttl_s = ttl_s
+
+    def create(self, collection: str, accepted: int, rejected: dict[str, str]) -> str:
+        """Register a job of `accepted` documents plus `rejected` records that never queue."""
+        job_id = uuid.uuid4().hex
+        now = time.time()
+        key = _PREFIX + job_id
+        pipe = self._redis.pipeline()
+        pipe.hset(key, mapping={
+            "collection": collection, "total": accepted + len(rejected),
+            "rejected": len(rejected), "created_at": now, "updated_at": now,
+        })
+        if rejected:
+            pipe.hset(key + ":failures", mapping=cast(Any, rejected))
+        for suffix in ("", ":failures"):
+            pipe.expire(key + suffix, self._ttl_s)
+        pipe.execute()
+        return job_id
+
+    def record_batch(self, job_id: str, batch_no: int, outcome: BatchOutcome) -> None:
+        key = _PREFIX + job_id
+        record = {"indexed": outcome.indexed, "skipped": outcome.skipped,
+                  "failed": len(outcome.failures)}
+        pipe = self._redis.pipeline()
+        pipe.hset(key + ":batches", str(batch_no), json.dumps(record))
+        if outcome.failures:
+            pipe.hset(key + ":failures", mapping=cast(Any, outcome.failures))
+        pipe.hset(key, "updated_at", time.time())
+        pipe.hdel(key, "last_error")
+        for suffix in (":batches", ":failures"):
+            pipe.expire(key + suffix, self._ttl_s)
+        pipe.execute()
+
+    def note_retry(self, job_id: str, error: str) -> None:
+        """Show a transient error on the job while its batch waits to be retried."""
+        self._redis.hset(_PREFIX + job_id, mapping={"last_error": error, "updated_at": time.time()})
+
+    def get(self, job_id: str) -> JobStatus | None:
+        key = _PREFIX + job_id
+        pipe = self._redis.pipeline()
+        pipe.hgetall(key)
+        pipe.hvals(key + ":batches")
+        pipe.hgetall(key + ":failures")
+        meta_raw, batches_raw, failures_raw = pipe.execute()
+        if not meta_raw:
+            return None
+        meta = {k.decode(): v.decode() for k, v in meta_raw.items()}
+        indexed = skipped = 0
+        failed = int(meta.get("rejected", 0))
+        for raw in batches_raw:
+            record = json.loads(raw)
+            indexed += record["indexed"]
+            skipped += record["skipped"]
+            failed += record["failed"]
+        total = int(meta["total"])
+        last_error = meta.get("last_error")
+        return JobStatus(
+            job_id=job_id,
+            collection=meta["collection"],
+            state=derive_state(total, indexed, skipped, failed, retrying=last_error is not None,
+                               started=bool(batches_raw)),
+            total=total,
+            queued=max(total - indexed - skipped - failed, 0),
+            indexed=indexed,
+            skipped=skipped,
+            failed=failed,
+            failures={k.decode(): v.decode() for k, v in failures_raw.items()},
+            created_at=float(meta["created_at"]),
+            updated_at=float(meta["updated_at"]),
+            last_error=last_error,
+        )

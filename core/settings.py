@@ -1,0 +1,109 @@
+"""The one place that reads configuration: `BIENC_*` environment variables, validated at start."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MAX_TOP_K = 1000
+
+
+class Settings(BaseSettings):
+    """Every knob bienc has. Each field `x` is read from `BIENC_X`."""
+
+    model_config = SettingsConfigDict(env_prefix="BIENC_", extra="ignore")
+
+    # Encoder
+    model: str = Field(
+        default="all-MiniLM-L6-v2",
+        description="sentence-transformers model name or local path (default: bundled, offline)",
+    )
+    hf_offline: bool = Field(default=True, description="never reach the Hugging Face hub")
+    device: str = Field(default="cpu", description="torch device for the encoder")
+    dtype: str = Field(
+        default="auto",
+        description="encoder precision: auto (bfloat16 where the CPU has native bf16), float32, bfloat16",
+    )
+    encode_batch_size: int = Field(default=32, ge=1, le=1024, description="texts per forward pass")
+    max_seq_length: int = Field(default=256, ge=16, le=8192, description="model's token window")
+
+    # Chunking
+    chunk_tokens: int = Field(default=128, ge=16, description="tokens per chunk (model tokenizer)")
+    chunk_overlap: int = Field(default=32, ge=0, description="tokens shared by neighbouring chunks")
+
+    # Store
+    qdrant_url: str | None = Field(default=None, description="Qdrant server URL; unset = embedded")
+    qdrant_api_key: str | None = Field(default=None, description="API key for the Qdrant server")
+    qdrant_path: str = Field(
+        default="", description="embedded store folder or ':memory:'; empty = DATA_DIR/qdrant"
+    )
+    qdrant_timeout_s: int = Field(default=30, ge=1, description="per-request timeout to Qdrant")
+    shard_number: int | None = Field(default=None, ge=1, description="new collections' shards")
+    replication_factor: int | None = Field(default=None, ge=1, description="new collections' replicas")
+    collection: str = Field(default="documents", description="collection used when none is named")
+
+    # Queue
+    broker_url: str | None = Field(
+        default=None, description="Redis URL of the Celery broker; unset = embedded Redis in DATA_DIR"
+    )
+    data_dir: Path = Field(default=Path(".bienc"), description="embedded store and queue live here")
+    ingest_batch_size: int = Field(default=64, ge=1, le=10_000, description="documents per task")
+    task_max_retries: int = Field(default=5, ge=0, description="retries of a store outage per batch")
+    retry_backoff_s: float = Field(default=2.0, gt=0, description="first retry delay, doubled each try")
+    retry_backoff_max_s: float = Field(default=60.0, gt=0, description="cap on one retry delay")
+    job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="how long job status is kept")
+    worker_concurrency: int = Field(default=1, ge=1, description="tasks a worker runs at once")
+
+    # Input limits
+    max_text_chars: int = Field(default=1_000_000, ge=1, description="longest accepted document")
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str) -> str:
+        if value not in {"auto", "float32", "bfloat16"}:
+            raise ValueError("must be one of auto, float32, bfloat16")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _redis_broker(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis:// or rediss:// URL (job state lives in Redis)")
+        return value or None
+
+    @field_validator("qdrant_url")
+    @classmethod
+    def _empty_url_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _overlap_below_window(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(
+                f"BIENC_CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than "
+                f"BIENC_CHUNK_TOKENS ({self.chunk_tokens})"
+            )
+        return self
+
+    @property
+    def embedded_queue(self) -> bool:
+        """True when no broker is configured and bienc runs its own Redis in-process."""
+        return self.broker_url is None
+
+    @property
+    def store_location(self) -> str:
+        """Where the store lives, for messages: the server URL or the local folder."""
+        return self.qdrant_url or self.resolved_qdrant_path
+
+    @property
+    def resolved_qdrant_path(self) -> str:
+        return self.qdrant_path or str(self.data_dir / "qdrant")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read from the environment once per process."""
+    return Settings()

@@ -1,0 +1,306 @@
+"""Chunk vectors in Qdrant: one small interface over a Qdrant server and the embedded engine.
+
+A point is one chunk of one document. Its id is derived from (document id, chunk number), so
+writing a document again overwrites its points instead of adding new ones. Chunk 0 carries the
+whole document text; every chunk carries the document id, title, metadata and content hash.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from core.errors import (
+    CollectionError,
+    CollectionNotFoundError,
+    ConfigError,
+    InvalidInputError,
+    StoreUnavailableError,
+)
+from core.settings import Settings
+
+_POINT_NAMESPACE = uuid.UUID("6f1c3a52-8a0e-4d55-9a53-2f1f0b1e7c11")
+SCHEMA_VERSION = 1
+MetadataValue = str | int | float | bool
+
+
+def point_id(doc_id: str, chunk_no: int) -> str:
+    """Deterministic point id of a document's chunk: same input, same id, across processes."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, f"{doc_id}\x00{chunk_no}"))
+
+
+@dataclass(frozen=True)
+class ChunkPoint:
+    doc_id: str
+    chunk_no: int
+    vector: np.ndarray
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One document in a result list, scored by its best-matching chunk."""
+
+    doc_id: str
+    score: float
+    text: str | None
+    snippet: str | None
+    title: str | None
+    metadata: dict[str, Any]
+    chunk: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.doc_id, "score": self.score, "text": self.text, "snippet": self.snippet,
+            "title": self.title, "metadata": self.metadata, "chunk": self.chunk,
+        }
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    model: str | None
+    dimension: int
+    documents: int
+    points: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "model": self.model, "dimension": self.dimension,
+                "documents": self.documents, "points": self.points}
+
+
+def metadata_filter(filters: Mapping[str, Any] | None) -> qm.Filter | None:
+    """Exact-match filter on user metadata; a list value matches any of its items."""
+    if not filters:
+        return None
+    conditions: list[qm.Condition] = []
+    for key, value in filters.items():
+        if not key or not isinstance(key, str):
+            raise InvalidInputError("filter keys must be non-empty strings")
+        field = f"metadata.{key}"
+        if isinstance(value, list) and value and all(isinstance(v, (str, int)) for v in value):
+            conditions.append(qm.FieldCondition(key=field, match=qm.MatchAny(any=value)))
+        elif isinstance(value, (str, int, bool)):
+            conditions.append(qm.FieldCondition(key=field, match=qm.MatchValue(value=value)))
+        else:
+            raise InvalidInputError(
+                f"filter {key!r}: value must be a string, integer, boolean or a non-empty list of "
+                f"strings or integers, got {value!r}"
+            )
+    return qm.Filter(must=conditions)
+
+
+def _is_transient(exc: Exception) -> bool:
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code is None or exc.status_code >= 500 or exc.status_code == 429
+    return isinstance(exc, (ResponseHandlingException, httpx.TransportError, ConnectionError))
+
+
+class VectorStore:
+    """Collections of chunk points. Methods raise StoreUnavailableError when Qdrant does not
+    answer (callers may retry), CollectionError for a missing or mismatched collection."""
+
+    def __init__(self, client: QdrantClient, location: str, *, shard_number: int | None = None,
+                 replication_factor: int | None = None):
+        self._client = client
+        self.location = location
+        self._shard_number = shard_number
+        self._replication_factor = replication_factor
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if _is_transient(exc):
+                raise StoreUnavailableError(
+                    f"Qdrant at {self.location} did not answer ({what}): {exc}"
+                ) from exc
+            raise
+
+    def close(self) -> None:
+        """Release the store (the embedded engine's folder lock, or the HTTP connections)."""
+        self._client.close()
+
+    # Collections
+
+    def ensure_collection(self, name: str, dimension: int, model: str) -> None:
+        """Create `name` for `model` if missing; refuse one that another model filled."""
+        if not self._call("collection_exists", self._client.collection_exists, name):
+            try:
+                self._call("create_collection", self._client.create_collection, name,
+                    vectors_config=qm.VectorParams(size=dimension, distance=qm.Distance.COSINE),
+                    shard_number=self._shard_number, replication_factor=self._replication_factor,
+                    metadata={"bienc_schema": SCHEMA_VERSION, "model": model, "dimension": dimension},
+                )
+            except (ValueError, UnexpectedResponse) as exc:
+                if "already exists" not in str(exc):  # a concurrent worker created it first
+                    raise
+            self._create_indexes(name)
+        self.check_collection(name, dimension, model)
+
+    def _create_indexes(self, name: str) -> None:
+        if self.location.startswith(("http://", "https://")):  # the embedded engine has none
+            for field_name, schema in (("doc_id", qm.PayloadSchemaType.KEYWORD),
+                                       ("chunk", qm.PayloadSchemaType.INTEGER)):
+                self._call("create_payload_index", self._client.create_payload_index,
+                           name, field_name, field_schema=schema)
+
+    def check_collection(self, name: str, dimension: int, model: str) -> None:
+        """Raise CollectionError unless `name` exists and holds `dimension`-d vectors of `model`."""
+        info = self._collection(name)
+        params = info.config.params.vectors
+        size = params.size if isinstance(params, qm.VectorParams) else None
+        recorded = info.config.metadata or {}
+        if recorded.get("bienc_schema") is None:
+            raise CollectionError(
+                f"collection {name!r} at {self.location} was not created by bienc; "
+                "choose another collection name"
+            )
+        if size != dimension or recorded.get("model") != model:
+            raise CollectionError(
+                f"collection {name!r} holds {size}-d vectors of model {recorded.get('model')!r}, "
+                f"but the configured model {model!r} makes {dimension}-d vectors. Use another "
+                f"collection, or set BIENC_MODEL to {recorded.get('model')!r}."
+            )
+
+    def _collection(self, name: str) -> qm.CollectionInfo:
+        try:
+            return self._call("get_collection", self._client.get_collection, name)  # type: ignore[no-any-return]
+        except (ValueError, UnexpectedResponse) as exc:
+            if isinstance(exc, UnexpectedResponse) and exc.status_code != 404:
+                raise
+            raise CollectionNotFoundError(
+                f"collection {name!r} does not exist at {self.location}; ingest into it first"
+            ) from exc
+
+    def list_collections(self) -> list[str]:
+        response = self._call("get_collections", self._client.get_collections)
+        return sorted(c.name for c in response.collections)
+
+    def info(self, name: str) -> CollectionInfo:
+        info = self._collection(name)
+        params = info.config.params.vectors
+        first_chunks = qm.Filter(must=[qm.FieldCondition(key="chunk", match=qm.MatchValue(value=0))])
+        documents = self._call("count", self._client.count, name, count_filter=first_chunks).count
+        points = self._call("count", self._client.count, name).count
+        return CollectionInfo(
+            name=name,
+            model=(info.config.metadata or {}).get("model"),
+            dimension=params.size if isinstance(params, qm.VectorParams) else 0,
+            documents=documents,
+            points=points,
+        )
+
+    def delete_collection(self, name: str) -> bool:
+        """Drop `name` and its points; False when it did not exist."""
+        if not self._call("collection_exists", self._client.collection_exists, name):
+            return False
+        self._call("delete_collection", self._client.delete_collection, name)
+        return True
+
+    # Points
+
+    def upsert(self, name: str, points: Sequence[ChunkPoint]) -> None:
+        """Write points and return once Qdrant has applied them. Existing ids are overwritten."""
+        if not points:
+            return
+        structs = [
+            qm.PointStruct(id=point_id(p.doc_id, p.chunk_no), vector=p.vector.tolist(),
+                           payload=p.payload)
+            for p in points
+        ]
+        self._call("upsert", self._client.upsert, name, points=structs, wait=True)
+
+    def first_chunks(self, name: str, doc_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Payload of chunk 0 of each stored document among `doc_ids` (absent ids are left out)."""
+        ids = [point_id(doc_id, 0) for doc_id in doc_ids]
+        if not ids:
+            return {}
+        records = self._call("retrieve", self._client.retrieve, name, ids=ids,
+                             with_payload=True, with_vectors=False)
+        return {r.payload["doc_id"]: r.payload for r in records if r.payload}
+
+    def delete_chunks_from(self, name: str, first_stale: Mapping[str, int]) -> None:
+        """For each document, delete its chunks numbered `first_stale[doc_id]` and above."""
+        if not first_stale:
+            return
+        per_doc = [
+            qm.Filter(must=[
+                qm.FieldCondition(key="doc_id", match=qm.MatchValue(value=doc_id)),
+                qm.FieldCondition(key="chunk", range=qm.Range(gte=first)),
+            ])
+            for doc_id, first in first_stale.items()
+        ]
+        selector = qm.FilterSelector(filter=qm.Filter(should=per_doc))  # type: ignore[arg-type]
+        self._call("delete", self._client.delete, name, points_selector=selector, wait=True)
+
+    def delete_documents(self, name: str, doc_ids: Sequence[str]) -> None:
+        """Delete every chunk of the given documents."""
+        if not doc_ids:
+            return
+        self._collection(name)
+        selector = qm.FilterSelector(filter=qm.Filter(must=[
+            qm.FieldCondition(key="doc_id", match=qm.MatchAny(any=list(doc_ids)))]))
+        self._call("delete", self._client.delete, name, points_selector=selector, wait=True)
+
+    def get_document(self, name: str, doc_id: str) -> dict[str, Any] | None:
+        """Chunk 0's payload of a document: its full text, title and metadata."""
+        self._collection(name)
+        return self.first_chunks(name, [doc_id]).get(doc_id)
+
+    # Search
+
+    def search(self, name: str, vector: np.ndarray, top_k: int, *,
+               query_filter: qm.Filter | None = None, score_threshold: float | None = None,
+               with_text: bool = True) -> list[Hit]:
+        """The `top_k` best documents, each scored by its best chunk, best first."""
+        result = self._call("query_points_groups", self._client.query_points_groups, name,
+            query=vector.tolist(), group_by="doc_id", limit=top_k, group_size=1,
+            query_filter=query_filter, score_threshold=score_threshold,
+            with_payload=["doc_id", "chunk", "chunk_text", "text", "title", "metadata"],
+        )
+        best = [group.hits[0] for group in result.groups if group.hits]
+        full_texts: dict[str, str] = {}
+        if with_text:
+            missing = [p.payload["doc_id"] for p in best if p.payload and p.payload["chunk"] != 0]
+            full_texts = {d: p.get("text", "") for d, p in self.first_chunks(name, missing).items()}
+        hits = []
+        for point in best:
+            payload = point.payload or {}
+            doc_id = payload["doc_id"]
+            snippet = payload.get("chunk_text", payload.get("text"))
+            text = payload.get("text") if payload.get("chunk") == 0 else full_texts.get(doc_id)
+            hits.append(Hit(
+                doc_id=doc_id, score=float(point.score), text=text if with_text else None,
+                snippet=snippet if with_text else None, title=payload.get("title"),
+                metadata=payload.get("metadata") or {}, chunk=int(payload.get("chunk", 0)),
+            ))
+        return hits
+
+
+def open_store(settings: Settings) -> VectorStore:
+    """Connect to the configured Qdrant server, or open the embedded store on disk."""
+    if settings.qdrant_url:
+        client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key,
+                              timeout=settings.qdrant_timeout_s)
+    elif settings.resolved_qdrant_path == ":memory:":
+        client = QdrantClient(location=":memory:")
+    else:
+        try:
+            client = QdrantClient(path=settings.resolved_qdrant_path)
+        except RuntimeError as exc:  # portalocker: another process holds the folder
+            raise ConfigError(
+                f"the embedded store {settings.resolved_qdrant_path} is open in another process "
+                "(a running `bienc worker` or `bienc serve`?). Stop it first, or run a Qdrant "
+                "server and set BIENC_QDRANT_URL so that processes can share it."
+            ) from exc
+    return VectorStore(client, settings.store_location, shard_number=settings.shard_number,
+                       replication_factor=settings.replication_factor)

@@ -1,0 +1,105 @@
+"""What a document is, and turning a raw record (a JSON object, a CSV row) into one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_ID_CHARS = 512
+
+
+class RecordError(ValueError):
+    """A record that cannot become a document; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    text: str
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        """Changes when anything that reaches the index changes: text, title or metadata."""
+        canonical = json.dumps([self.text, self.title, self.metadata], sort_keys=True,
+                               ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_message(self) -> dict[str, Any]:
+        """JSON-safe form for a task message."""
+        return {"id": self.id, "text": self.text, "title": self.title, "metadata": self.metadata}
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> Document:
+        return cls(message["id"], message["text"], message.get("title"), message.get("metadata") or {})
+
+
+def _check_json_value(value: Any, where: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise RecordError(f"{where}: keys must be strings")
+            _check_json_value(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json_value(item, f"{where}[{i}]")
+    elif isinstance(value, float) and value != value:
+        raise RecordError(f"{where}: NaN is not allowed")
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise RecordError(f"{where}: unsupported value of type {type(value).__name__}")
+
+
+def parse_record(record: Any, max_text_chars: int) -> Document:
+    """Validate one record in either accepted form and return its Document.
+
+    Forms: BEIR `{"_id", "title", "text"}` and `{"id", "text", "title"?, "metadata"?}`.
+    Integer ids are taken as their decimal string. Raises RecordError naming the field.
+    """
+    if not isinstance(record, dict):
+        raise RecordError(f"expected a JSON object, got {type(record).__name__}")
+    if "_id" in record and "id" in record:
+        raise RecordError("give either 'id' or '_id', not both")
+    raw_id = record.get("id", record.get("_id"))
+    id_field = "id" if "id" in record else "_id"
+    if raw_id is None:
+        raise RecordError("missing field 'id' (or BEIR '_id')")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+        raise RecordError(f"field '{id_field}' must be a string or integer, got {raw_id!r}")
+    doc_id = str(raw_id)
+    if not doc_id.strip():
+        raise RecordError(f"field '{id_field}' is empty")
+    if len(doc_id) > MAX_ID_CHARS:
+        raise RecordError(f"field '{id_field}' is longer than {MAX_ID_CHARS} characters")
+    text = record.get("text")
+    if not isinstance(text, str):
+        if text is None:
+            raise RecordError("missing field 'text'")
+        raise RecordError(f"field 'text' must be a string, got {type(text).__name__}")
+    title = record.get("title")
+    if title is not None and not isinstance(title, str):
+        raise RecordError(f"field 'title' must be a string, got {type(title).__name__}")
+    title = title.strip() or None if title else None
+    if not text.strip() and not title:
+        raise RecordError("field 'text' is empty")
+    if len(text) + len(title or "") > max_text_chars:
+        raise RecordError(
+            f"field 'text' has {len(text)} characters, over the limit of {max_text_chars} "
+            "(BIENC_MAX_TEXT_CHARS)"
+        )
+    for name, value in (("text", text), ("title", title or "")):
+        if "\x00" in value:
+            raise RecordError(f"field '{name}' contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RecordError(f"field '{name}' is not valid Unicode (lone surrogate)") from exc
+    metadata = record.get("metadata", {})
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise RecordError(f"field 'metadata' must be an object, got {type(metadata).__name__}")
+    _check_json_value(metadata, "metadata")
+    return Document(id=doc_id, text=text, title=title, metadata=metadata)

@@ -1,0 +1,100 @@
+"""Accepting documents: validate, de-duplicate, register a job, enqueue batches; then wait."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import InvalidInputError
+from core.jobs import BatchOutcome, JobStatus, JobTracker
+from ingest.documents import Document
+from ingest.readers import BadRecord, Item
+
+_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
+
+# enqueue(job_id, collection, batch_no, documents as messages)
+Enqueue = Callable[[str, str, int, list[dict[str, Any]]], None]
+
+
+def validate_collection_name(name: str) -> str:
+    if not _COLLECTION_NAME.match(name):
+        raise InvalidInputError(
+            f"collection name {name!r} is invalid: use 1-255 letters, digits, '_', '-' or '.', "
+            "not starting with '-' or '.'"
+        )
+    return name
+
+
+@dataclass
+class Submission:
+    job_id: str
+    accepted: int
+    rejected: list[BadRecord] = field(default_factory=list)
+    duplicates: int = 0
+
+
+def collect(items: Iterable[Item]) -> tuple[list[Document], list[BadRecord], int]:
+    """Valid documents (the last occurrence of each id wins, in order of that occurrence),
+    bad records, and how many earlier occurrences of repeated ids were dropped."""
+    latest: dict[str, Document] = {}
+    bad: list[BadRecord] = []
+    duplicates = 0
+    for item in items:
+        if isinstance(item, BadRecord):
+            bad.append(item)
+            continue
+        if item.id in latest:
+            duplicates += 1
+            del latest[item.id]  # re-insert so order follows the winning occurrence
+        latest[item.id] = item
+    return list(latest.values()), bad, duplicates
+
+
+def batched(documents: list[Document], size: int) -> Iterator[list[Document]]:
+    for start in range(0, len(documents), size):
+        yield documents[start : start + size]
+
+
+def submit(items: Iterable[Item], collection: str, *, jobs: JobTracker, enqueue: Enqueue,
+           batch_size: int) -> Submission:
+    """Register a job for `items` and enqueue its batches; returns once all are queued.
+
+    Bad records are part of the job as failures named by their line, and do not stop the
+    rest. If the broker fails part-way, the batches not queued are marked failed on the job
+    (so its counts stay true) and the error propagates.
+    """
+    validate_collection_name(collection)
+    documents, bad, duplicates = collect(items)
+    job_id = jobs.create(collection, len(documents), {r.where: r.reason for r in bad})
+    for batch_no, batch in enumerate(batched(documents, batch_size)):
+        try:
+            enqueue(job_id, collection, batch_no, [d.to_message() for d in batch])
+        except Exception as exc:
+            reason = f"not queued: broker error {type(exc).__name__}: {exc}"[:500]
+            for later_no, later in enumerate(batched(documents, batch_size)):
+                if later_no >= batch_no:
+                    jobs.record_batch(job_id, later_no,
+                                      BatchOutcome(failures={d.id: reason for d in later}))
+            raise
+    return Submission(job_id, len(documents), bad, duplicates)
+
+
+def wait_for_job(jobs: JobTracker, job_id: str, *, timeout_s: float | None = None,
+                 on_progress: Callable[[JobStatus], None] | None = None,
+                 poll_s: float = 0.2) -> JobStatus:
+    """Poll until every document of the job is indexed, skipped or failed."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        status = jobs.get(job_id)
+        if status is None:
+            raise InvalidInputError(f"job {job_id} is unknown (expired or never created)")
+        if on_progress is not None:
+            on_progress(status)
+        if status.finished:
+            return status
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still has {status.queued} documents queued")
+        time.sleep(poll_s)

@@ -1,0 +1,133 @@
+"""Documents out of files: JSONL, CSV, or a folder of .txt/.md files.
+
+Readers never stop at a bad record: they yield a BadRecord naming where it is (line, row or
+file) and why, and go on with the rest of the input.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from core.errors import InvalidInputError
+from ingest.documents import Document, RecordError, parse_record
+
+TEXT_SUFFIXES = (".txt", ".md")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+Item = Document | BadRecord
+
+
+def read_path(path: Path, max_text_chars: int) -> Iterator[Item]:
+    """Every record of a file or folder, in order, chosen by suffix."""
+    if path.is_dir():
+        yield from read_folder(path, max_text_chars)
+    elif not path.exists():
+        raise InvalidInputError(f"{path}: no such file or folder")
+    elif path.suffix.lower() in JSONL_SUFFIXES:
+        with path.open("rb") as stream:
+            yield from read_jsonl(stream, max_text_chars)
+    elif path.suffix.lower() == ".csv":
+        with path.open("rb") as stream:
+            yield from read_csv(stream, max_text_chars)
+    elif path.suffix.lower() in TEXT_SUFFIXES:
+        yield _text_file(path, path.name, max_text_chars)
+    else:
+        raise InvalidInputError(
+            f"{path}: unknown format; use .jsonl/.ndjson, .csv, .txt/.md, or a folder of .txt/.md"
+        )
+
+
+def read_jsonl(stream: BinaryIO, max_text_chars: int) -> Iterator[Item]:
+    for line_no, raw in enumerate(stream, start=1):
+        where = f"line {line_no}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield BadRecord(where, f"not valid UTF-8 (byte {exc.start})")
+            continue
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield BadRecord(where, f"invalid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        try:
+            yield parse_record(record, max_text_chars)
+        except RecordError as exc:
+            yield BadRecord(where, str(exc))
+
+
+def read_csv(stream: BinaryIO, max_text_chars: int) -> Iterator[Item]:
+    """A header row naming `id` (or `_id`) and `text`, optionally `title`; other columns
+    become string metadata."""
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+    reader = csv.DictReader(text)
+    header = reader.fieldnames or []
+    if not ({"id", "_id"} & set(header)) or "text" not in header:
+        yield BadRecord("line 1", f"CSV header must name 'id' and 'text' columns, got {header}")
+        return
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield BadRecord(f"line {reader.line_num}", f"malformed CSV: {exc}")
+            continue
+        where = f"line {reader.line_num}"
+        if None in row:
+            yield BadRecord(where, "more fields than the header names")
+            continue
+        if any(_has_surrogate(v) for v in row.values() if v):
+            yield BadRecord(where, "not valid UTF-8")
+            continue
+        known = {"id", "_id", "text", "title"}
+        record: dict[str, object] = {k: v for k, v in row.items() if k in known and v is not None}
+        if record.get("title") == "":
+            record.pop("title")
+        record["metadata"] = {k: v for k, v in row.items() if k not in known and v}
+        try:
+            yield parse_record(record, max_text_chars)
+        except RecordError as exc:
+            yield BadRecord(where, str(exc))
+
+
+def _has_surrogate(value: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+def read_folder(folder: Path, max_text_chars: int) -> Iterator[Item]:
+    """Each .txt/.md file below `folder` is a document whose id is its relative path."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+    for path in files:
+        yield _text_file(path, path.relative_to(folder).as_posix(), max_text_chars)
+
+
+def _text_file(path: Path, doc_id: str, max_text_chars: int) -> Item:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return BadRecord(doc_id, f"not valid UTF-8 (byte {exc.start})")
+    except OSError as exc:
+        return BadRecord(doc_id, f"cannot read: {exc.strerror}")
+    try:
+        return parse_record({"id": doc_id, "text": text, "metadata": {"path": doc_id}}, max_text_chars)
+    except RecordError as exc:
+        return BadRecord(doc_id, str(exc))

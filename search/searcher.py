@@ -1,0 +1,54 @@
+"""The query side: encode queries (batched), ANN top-K per query, document-level hits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from core.encoder import Encoder
+from core.errors import InvalidInputError
+from core.settings import MAX_TOP_K
+from core.store import Hit, VectorStore, metadata_filter
+
+MAX_QUERY_CHARS = 10_000
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    queries: Sequence[str]
+    top_k: int = 10
+    filter: Mapping[str, Any] | None = None
+    score_threshold: float | None = None
+    with_text: bool = True
+
+
+def validate_request(request: SearchRequest) -> None:
+    if not request.queries:
+        raise InvalidInputError("give at least one query")
+    for i, query in enumerate(request.queries):
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInputError(f"query {i} is empty")
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidInputError(f"query {i} is longer than {MAX_QUERY_CHARS} characters")
+    if isinstance(request.top_k, bool) or not 1 <= request.top_k <= MAX_TOP_K:
+        raise InvalidInputError(f"top_k must be between 1 and {MAX_TOP_K}, got {request.top_k}")
+    if request.score_threshold is not None and not -1.0 <= request.score_threshold <= 1.0:
+        raise InvalidInputError("score_threshold must be a cosine similarity in [-1, 1]")
+
+
+def search(store: VectorStore, encoder: Encoder, collection: str,
+           request: SearchRequest) -> list[list[Hit]]:
+    """One ranked list of documents per query, best first, `top_k` documents at most each.
+
+    Refuses a collection filled by another model: its vectors would not be comparable.
+    """
+    validate_request(request)
+    query_filter = metadata_filter(request.filter)
+    store.check_collection(collection, encoder.dimension, encoder.identity)
+    vectors = encoder.encode_queries(list(request.queries))
+    return [
+        store.search(collection, vector, request.top_k, query_filter=query_filter,
+                     score_threshold=request.score_threshold, with_text=request.with_text)
+        for vector in vectors
+    ]

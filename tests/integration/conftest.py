@@ -1,0 +1,68 @@
+"""Helpers to run the real `bienc` command and a real `bienc worker` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BIENC = [sys.executable, "-m", "bienc.cli"]
+
+
+def bienc_env(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BIENC_")}
+    env.update({f"BIENC_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+def run_bienc(*args: str, cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BIENC, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def run_json(*args: str, cwd: Path, env: dict[str, str]) -> Any:
+    result = run_bienc(*args, "--json", cwd=cwd, env=env)
+    assert result.returncode in (0, 3), result.stderr
+    return json.loads(result.stdout)
+
+
+@contextmanager
+def worker_process(cwd: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """A `bienc worker` process; stopped with SIGTERM (warm shutdown) on exit."""
+    log = (cwd / "worker.log").open("w")
+    process = subprocess.Popen([*BIENC, "worker", "--loglevel", "INFO"], cwd=cwd, env=env,
+                               stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def write_jsonl(path: Path, records: list[Any]) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture
+def long_document() -> dict[str, Any]:
+    """A document far over the model's 256-token window, with a distinctive closing sentence."""
+    filler = " ".join(
+        f"Paragraph {i} discusses routine laboratory procedures and general observations."
+        for i in range(60)
+    )
+    ending = "The final section reports that the migratory hummingbirds navigate by polarised light."
+    return {"id": "long-1", "title": "A long report", "text": f"{filler} {ending}"}

@@ -1,0 +1,60 @@
+"""The embedded default: no servers configured, one process, real model."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from tests.integration.conftest import bienc_env, run_bienc, run_json, write_jsonl
+
+
+def test_demo_ranks_the_eiffel_tower_first(tmp_path: Path) -> None:
+    result = run_bienc("demo", cwd=tmp_path, env=bienc_env())
+    assert result.returncode == 0, result.stderr
+    block = result.stdout.split("query: Where is the Eiffel Tower located?")[1]
+    first = block.strip().splitlines()[0]
+    assert "eiffel-tower" in first and "The Eiffel Tower is in Paris." in first
+    assert "20 indexed" in result.stdout
+    rerun = run_bienc("demo", cwd=tmp_path, env=bienc_env())
+    assert "0 indexed, 20 unchanged" in rerun.stdout
+
+
+def test_long_document_is_found_by_a_phrase_from_its_end(tmp_path: Path,
+                                                         long_document: dict[str, Any]) -> None:
+    env = bienc_env()
+    others = [{"id": f"n{i}", "text": f"Note {i} about tax law and accounting."} for i in range(5)]
+    corpus = write_jsonl(tmp_path / "c.jsonl", [long_document, *others])
+    assert run_bienc("ingest", str(corpus), "-c", "long", cwd=tmp_path, env=env).returncode == 0
+    hits = run_json("search", "hummingbirds navigate by polarised light", "-c", "long", cwd=tmp_path, env=env)
+    assert hits[0]["id"] == "long-1"
+    assert "polarised light" in hits[0]["snippet"]
+    assert hits[0]["text"] == long_document["text"]
+    info = run_json("info", "-c", "long", cwd=tmp_path, env=env)["collections"][0]
+    assert info["documents"] == 6 and info["points"] > 6
+
+
+def test_collection_of_another_dimension_is_refused(tmp_path: Path) -> None:
+    client = QdrantClient(path=str(tmp_path / ".bienc" / "qdrant"))
+    client.create_collection("wide", vectors_config=qm.VectorParams(size=768, distance=qm.Distance.COSINE),
+                             metadata={"bienc_schema": 1, "model": "other/model-768", "dimension": 768})
+    client.close()
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"id": "1", "text": "hello"}])
+    result = run_bienc("ingest", str(corpus), "-c", "wide", cwd=tmp_path, env=bienc_env())
+    assert result.returncode == 1
+    assert "holds 768-d vectors of model 'other/model-768'" in result.stderr
+    assert "Traceback" not in result.stderr
+    search = run_bienc("search", "hello", "-c", "wide", cwd=tmp_path, env=bienc_env())
+    assert search.returncode == 1 and "768-d" in search.stderr
+
+
+def test_unloadable_model_is_one_clear_error(tmp_path: Path) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"id": "1", "text": "hello"}])
+    result = run_bienc("ingest", str(corpus), cwd=tmp_path, env=bienc_env(model=str(tmp_path / "nope")))
+    assert result.returncode == 1
+    assert "cannot load model" in result.stderr and "BIENC_MODEL" in result.stderr
+    assert "Traceback" not in result.stderr
+    bad = run_bienc("info", cwd=tmp_path, env=bienc_env(chunk_overlap="500"))
+    assert bad.returncode == 1 and "BIENC_CHUNK_OVERLAP" in bad.stderr
+    assert json.loads(json.dumps(bad.stderr))  # printable, no binary garbage

@@ -1,0 +1,62 @@
+"""Ingest through real Redis and a real `bienc worker` process, then query the same store.
+
+This is the documented topology for a machine without a Qdrant server: the worker owns the
+embedded store while it runs; search, info and eval open it once the worker has stopped.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tests.conftest import TEST_REDIS_URL
+from tests.integration.conftest import bienc_env, run_bienc, run_json, worker_process, write_jsonl
+
+SHORT = [
+    {"id": f"doc-{i}", "text": text, "metadata": {"group": "a" if i % 2 else "b"}}
+    for i, text in enumerate([
+        "Paris is the capital of France.",
+        "The Eiffel Tower is in Paris.",
+        "Berlin is the capital of Germany.",
+        "Python is a programming language.",
+        "Penguins live in the southern hemisphere.",
+        "The mitochondria is the powerhouse of the cell.",
+    ])
+]
+
+
+def test_ingest_through_redis_and_a_worker(tmp_path: Path, redis_db: redis.Redis,
+                                           long_document: dict[str, Any]) -> None:
+    env = bienc_env(broker_url=TEST_REDIS_URL, data_dir=str(tmp_path / "data"))
+    corpus = write_jsonl(tmp_path / "corpus.jsonl",
+                         [*SHORT[:3], "{broken json", *SHORT[3:], long_document])
+    with worker_process(tmp_path, env):
+        first = run_bienc("ingest", str(corpus), "-c", "t", "--wait", "--json", cwd=tmp_path, env=env)
+        assert first.returncode == 3, first.stderr  # finished, with a rejected record
+        assert "line 4" in first.stderr and "invalid JSON" in first.stderr
+        status = run_json("job", first.stdout.split('"job_id": "')[1].split('"')[0], cwd=tmp_path, env=env)
+        assert (status["state"], status["indexed"], status["failed"], status["queued"]) == (
+            "completed_with_errors", 7, 1, 0)
+        assert "invalid JSON" in status["failures"]["line 4"]
+
+        again = run_json("ingest", str(corpus), "-c", "t", "--wait", cwd=tmp_path, env=env)
+        assert (again["indexed"], again["skipped"]) == (0, 7)  # unchanged: nothing re-encoded
+
+        shorter = dict(long_document, text="Now a short note about hummingbirds.")
+        update = write_jsonl(tmp_path / "update.jsonl", [shorter, SHORT[0]])
+        changed = run_json("ingest", str(update), "-c", "t", "--wait", cwd=tmp_path, env=env)
+        assert (changed["indexed"], changed["skipped"], changed["failed"]) == (1, 1, 0)
+
+    info = run_json("info", "-c", "t", cwd=tmp_path, env=env)["collections"][0]
+    assert info["documents"] == 7
+    assert info["points"] == 7  # the shrunk document left no orphan chunk behind
+
+    hits = run_json("search", "Where is the Eiffel Tower?", "-c", "t", "-k", "3", cwd=tmp_path, env=env)
+    assert hits[0]["id"] == "doc-1"
+    assert hits[0]["metadata"] == {"group": "a"}
+    assert len(hits) == 3 and hits[0]["score"] > hits[1]["score"]
+    filtered = run_json("search", "Where is the Eiffel Tower?", "-c", "t", "--filter", '{"group": "b"}',
+                        cwd=tmp_path, env=env)
+    assert filtered and all(h["metadata"]["group"] == "b" for h in filtered)
+
+    assert not redis_db.keys("celery*") or redis_db.llen("bienc.ingest") == 0  # queue drained

@@ -1,0 +1,62 @@
+import io
+from pathlib import Path
+
+import pytest
+
+from core.errors import InvalidInputError
+from ingest.documents import Document
+from ingest.readers import BadRecord, read_csv, read_jsonl, read_path
+
+
+def test_jsonl_reports_bad_lines_by_number_and_keeps_the_rest() -> None:
+    data = (
+        b'{"_id": "1", "title": "A", "text": "first"}\n'
+        b"\n"
+        b"{not json}\n"
+        b'{"id": "2", "text": "second", "metadata": {"lang": "en"}}\n'
+        b'{"id": "3", "text": "caf\xff"}\n'
+        b'{"id": "4"}\n'
+    )
+    items = list(read_jsonl(io.BytesIO(data), 1000))
+    docs = [i for i in items if isinstance(i, Document)]
+    bad = [i for i in items if isinstance(i, BadRecord)]
+    assert [d.id for d in docs] == ["1", "2"]
+    assert docs[1].metadata == {"lang": "en"}
+    assert [(b.where, b.reason.split(":")[0]) for b in bad] == [
+        ("line 3", "invalid JSON"),
+        ("line 5", "not valid UTF-8 (byte 24)"),
+        ("line 6", "missing field 'text'"),
+    ]
+
+
+def test_csv_extra_columns_become_metadata_and_bad_rows_are_named() -> None:
+    data = b'id,title,text,lang\n1,T,hello world,en\n2,,,fr\n3,,"multi\nline",de\n'
+    items = list(read_csv(io.BytesIO(data), 1000))
+    assert items[0] == Document("1", "hello world", "T", {"lang": "en"})
+    assert isinstance(items[1], BadRecord) and items[1].where == "line 3"
+    assert "'text' is empty" in items[1].reason
+    assert items[2] == Document("3", "multi\nline", None, {"lang": "de"})
+
+
+def test_csv_without_text_column_is_one_clear_error() -> None:
+    items = list(read_csv(io.BytesIO(b"id,body\n1,x\n"), 1000))
+    assert len(items) == 1 and isinstance(items[0], BadRecord)
+    assert "'id' and 'text'" in items[0].reason
+
+
+def test_folder_documents_are_named_by_relative_path(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text("alpha")
+    (tmp_path / "sub" / "b.md").write_text("# Beta\nbody")
+    (tmp_path / "sub" / "c.bin").write_bytes(b"\x00")
+    (tmp_path / "bad.txt").write_bytes(b"\xfe\xff")
+    items = list(read_path(tmp_path, 1000))
+    assert [getattr(i, "id", None) or i.where for i in items] == ["a.txt", "bad.txt", "sub/b.md"]  # type: ignore[union-attr]
+    assert isinstance(items[1], BadRecord) and "UTF-8" in items[1].reason
+
+
+def test_unknown_format_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "data.parquet"
+    path.write_bytes(b"x")
+    with pytest.raises(InvalidInputError, match="unknown format"):
+        list(read_path(path, 1000))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -17,6 +18,7 @@ import redis
 
 JobState = Literal["queued", "running", "retrying", "completed", "completed_with_errors", "failed"]
 _PREFIX = "bienc:job:"
+_DEAD_JOBS = "bienc:dead-jobs"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class JobStatus:
     created_at: float
     updated_at: float
     last_error: str | None
+    dead_letters: int = 0
 
     @property
     def finished(self) -> bool:
@@ -53,7 +56,7 @@ class JobStatus:
             "total": self.total, "queued": self.queued, "indexed": self.indexed,
             "skipped": self.skipped, "failed": self.failed, "failures": self.failures,
             "created_at": self.created_at, "updated_at": self.updated_at,
-            "last_error": self.last_error,
+            "last_error": self.last_error, "dead_letters": self.dead_letters,
         }
 
 
@@ -94,12 +97,18 @@ class JobTracker:
         pipe.execute()
         return job_id
 
-    def record_batch(self, job_id: str, batch_no: int, outcome: BatchOutcome) -> None:
+    def record_batch(self, job_id: str, batch_no: int, outcome: BatchOutcome,
+                     doc_ids: Sequence[str] = ()) -> None:
+        """Record what a batch did; a replayed batch replaces its earlier record, and reasons
+        of its `doc_ids` that no longer failed are removed."""
         key = _PREFIX + job_id
         record = {"indexed": outcome.indexed, "skipped": outcome.skipped,
                   "failed": len(outcome.failures)}
         pipe = self._redis.pipeline()
         pipe.hset(key + ":batches", str(batch_no), json.dumps(record))
+        resolved = [d for d in doc_ids if d not in outcome.failures]
+        if resolved:
+            pipe.hdel(key + ":failures", *resolved)
         if outcome.failures:
             pipe.hset(key + ":failures", mapping=cast(Any, outcome.failures))
         pipe.hset(key, "updated_at", time.time())
@@ -107,6 +116,41 @@ class JobTracker:
         for suffix in (":batches", ":failures"):
             pipe.expire(key + suffix, self._ttl_s)
         pipe.execute()
+
+    def dead_letter(self, job_id: str, batch_no: int, collection: str,
+                    documents: list[dict[str, Any]], reason: str) -> None:
+        """Keep a batch that exhausted its retries, without expiry, until it is replayed."""
+        record = {"collection": collection, "documents": documents, "reason": reason}
+        pipe = self._redis.pipeline()
+        pipe.hset(_PREFIX + job_id + ":dead", str(batch_no), json.dumps(record))
+        pipe.sadd(_DEAD_JOBS, job_id)
+        pipe.execute()
+
+    def dead_letters(self, job_id: str) -> dict[int, dict[str, Any]]:
+        """Dead-lettered batches of a job: batch number to {collection, documents, reason}."""
+        raw = self._redis.hgetall(_PREFIX + job_id + ":dead")
+        return {int(k): json.loads(v) for k, v in raw.items()}
+
+    def jobs_with_dead_letters(self) -> list[str]:
+        members = self._redis.smembers(_DEAD_JOBS)
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+    def reopen_batch(self, job_id: str, batch_no: int, doc_ids: Sequence[str]) -> None:
+        """Count a batch as queued again (before it is re-sent), dropping its old outcome."""
+        key = _PREFIX + job_id
+        pipe = self._redis.pipeline()
+        pipe.hdel(key + ":batches", str(batch_no))
+        if doc_ids:
+            pipe.hdel(key + ":failures", *doc_ids)
+        pipe.hset(key, "updated_at", time.time())
+        pipe.execute()
+
+    def forget_dead_letter(self, job_id: str, batch_no: int) -> None:
+        """Drop a dead letter once its batch is queued again."""
+        key = _PREFIX + job_id + ":dead"
+        self._redis.hdel(key, str(batch_no))
+        if not self._redis.exists(key):
+            self._redis.srem(_DEAD_JOBS, job_id)
 
     def note_retry(self, job_id: str, error: str) -> None:
         """Show a transient error on the job while its batch waits to be retried."""
@@ -118,7 +162,8 @@ class JobTracker:
         pipe.hgetall(key)
         pipe.hvals(key + ":batches")
         pipe.hgetall(key + ":failures")
-        meta_raw, batches_raw, failures_raw = pipe.execute()
+        pipe.hlen(key + ":dead")
+        meta_raw, batches_raw, failures_raw, dead = pipe.execute()
         if not meta_raw:
             return None
         meta = {k.decode(): v.decode() for k, v in meta_raw.items()}
@@ -145,4 +190,5 @@ class JobTracker:
             created_at=float(meta["created_at"]),
             updated_at=float(meta["updated_at"]),
             last_error=last_error,
+            dead_letters=int(dead),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,9 @@ class Settings(BaseSettings):
     max_seq_length: int = Field(default=256, ge=16, le=8192, description="model's token window")
 
     # Chunking
+    chunking: bool = Field(
+        default=True, description="split long documents; false = one window, the rest cut off"
+    )
     chunk_tokens: int = Field(default=128, ge=16, description="tokens per chunk (model tokenizer)")
     chunk_overlap: int = Field(default=32, ge=0, description="tokens shared by neighbouring chunks")
 
@@ -38,7 +42,12 @@ class Settings(BaseSettings):
     qdrant_url: str | None = Field(default=None, description="Qdrant server URL; unset = embedded")
     qdrant_api_key: str | None = Field(default=None, description="API key for the Qdrant server")
     qdrant_path: str = Field(
-        default="", description="embedded store folder or ':memory:'; empty = DATA_DIR/qdrant"
+        default="", description="embedded store folder, or ':memory:' (qdrant-local only); "
+        "empty = DATA_DIR/qdrant or DATA_DIR/edge"
+    )
+    embedded_store: Literal["qdrant-local", "edge"] = Field(
+        default="qdrant-local",
+        description="engine without a server: qdrant-client local mode (exact) or Qdrant Edge (HNSW)",
     )
     qdrant_timeout_s: int = Field(default=30, ge=1, description="per-request timeout to Qdrant")
     shard_number: int | None = Field(default=None, ge=1, description="new collections' shards")
@@ -55,10 +64,25 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(default=2.0, gt=0, description="first retry delay, doubled each try")
     retry_backoff_max_s: float = Field(default=60.0, gt=0, description="cap on one retry delay")
     job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="how long job status is kept")
+    visibility_timeout_s: int = Field(
+        default=900, ge=1, description="a batch unacknowledged this long is redelivered"
+    )
     worker_concurrency: int = Field(default=1, ge=1, description="tasks a worker runs at once")
+
+    # Backpressure
+    max_queued_documents: int = Field(
+        default=200_000, ge=1, description="API answers 429 while about this many documents wait"
+    )
 
     # Input limits
     max_text_chars: int = Field(default=1_000_000, ge=1, description="longest accepted document")
+
+    # HTTP API
+    api_max_documents: int = Field(default=1000, ge=1, description="documents per ingest request")
+    api_max_request_bytes: int = Field(default=10_000_000, ge=1, description="largest request body")
+    api_key: str | None = Field(
+        default=None, description="if set, API requests need `Authorization: Bearer KEY` or `X-API-Key`"
+    )
 
     @field_validator("dtype")
     @classmethod
@@ -88,6 +112,16 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _redelivery_after_retry_wait(self) -> Settings:
+        # A batch waiting for its retry is unacknowledged; it must not be redelivered meanwhile.
+        if self.visibility_timeout_s <= self.retry_backoff_max_s:
+            raise ValueError(
+                f"BIENC_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must exceed "
+                f"BIENC_RETRY_BACKOFF_MAX_S ({self.retry_backoff_max_s})"
+            )
+        return self
+
     @property
     def embedded_queue(self) -> bool:
         """True when no broker is configured and bienc runs its own Redis in-process."""
@@ -100,7 +134,8 @@ class Settings(BaseSettings):
 
     @property
     def resolved_qdrant_path(self) -> str:
-        return self.qdrant_path or str(self.data_dir / "qdrant")
+        default = "edge" if self.embedded_store == "edge" else "qdrant"
+        return self.qdrant_path or str(self.data_dir / default)
 
 
 @lru_cache(maxsize=1)

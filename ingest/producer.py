@@ -20,7 +20,7 @@ Enqueue = Callable[[str, str, int, list[dict[str, Any]]], None]
 
 
 def validate_collection_name(name: str) -> str:
-    if not _COLLECTION_NAME.match(name):
+    if not _COLLECTION_NAME.fullmatch(name):
         raise InvalidInputError(
             f"collection name {name!r} is invalid: use 1-255 letters, digits, '_', '-' or '.', "
             "not starting with '-' or '.'"
@@ -80,6 +80,23 @@ def submit(items: Iterable[Item], collection: str, *, jobs: JobTracker, enqueue:
                                       BatchOutcome(failures={d.id: reason for d in later}))
             raise
     return Submission(job_id, len(documents), bad, duplicates)
+
+
+def replay_dead_letters(jobs: JobTracker, job_id: str, enqueue: Enqueue) -> int:
+    """Queue a job's dead-lettered batches again; returns how many. Each dead letter is
+    dropped only after its batch is queued, so a broker error loses nothing."""
+    letters = jobs.dead_letters(job_id)
+    for batch_no, letter in sorted(letters.items()):
+        doc_ids = [d["id"] for d in letter["documents"]]
+        jobs.reopen_batch(job_id, batch_no, doc_ids)
+        try:
+            enqueue(job_id, letter["collection"], batch_no, letter["documents"])
+        except Exception:
+            jobs.record_batch(job_id, batch_no,
+                              BatchOutcome(failures=dict.fromkeys(doc_ids, letter["reason"])))
+            raise
+        jobs.forget_dead_letter(job_id, batch_no)
+    return len(letters)
 
 
 def wait_for_job(jobs: JobTracker, job_id: str, *, timeout_s: float | None = None,

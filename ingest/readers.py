@@ -56,12 +56,12 @@ def read_path(path: Path, max_text_chars: int) -> Iterator[Item]:
 def read_jsonl(stream: BinaryIO, max_text_chars: int) -> Iterator[Item]:
     for line_no, raw in enumerate(stream, start=1):
         where = f"line {line_no}"
+        if not raw.strip():  # only ASCII whitespace: a blank line; anything else is a record
+            continue
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             yield BadRecord(where, f"not valid UTF-8 (byte {exc.start})")
-            continue
-        if not line.strip():
             continue
         try:
             record = json.loads(line)

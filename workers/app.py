@@ -8,9 +8,6 @@ from core.broker import celery_broker_url, redis_url
 from core.settings import Settings
 
 INGEST_QUEUE = "bienc.ingest"
-# A batch unacknowledged for this long is handed to another worker (Redis visibility
-# timeout); it must exceed the longest batch, including its retries' waits.
-VISIBILITY_TIMEOUT_S = 3600
 
 app = Celery("bienc", include=["workers.tasks"])
 app.conf.update(
@@ -24,7 +21,6 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
-    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
     worker_hijack_root_logger=False,
 )
 
@@ -33,4 +29,13 @@ def configure_app(settings: Settings) -> Celery:
     """Point the app at the configured broker (starting the embedded Redis if none is set)."""
     app.conf.broker_url = celery_broker_url(redis_url(settings))
     app.conf.worker_concurrency = settings.worker_concurrency
+    # A batch unacknowledged for this long is handed to another worker (a dead worker's
+    # batches come back this way); it must exceed the longest batch and retry wait.
+    # kombu sweeps for such batches every interval x throttle seconds (100 s by default);
+    # sweeping at a tenth of the timeout bounds the wait near the timeout itself.
+    app.conf.broker_transport_options = {
+        "visibility_timeout": settings.visibility_timeout_s,
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 10)),
+        "unacked_restore_throttle": 1,
+    }
     return app

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.encoder import Encoder
+from core.errors import CollectionError, StoreUnavailableError
 from core.jobs import BatchOutcome
-from core.store import ChunkPoint, VectorStore
+from core.store import ChunkPoint, Store
 from ingest.chunking import Chunk, chunk_document
 from ingest.documents import Document
 
@@ -22,9 +23,10 @@ log = logging.getLogger(__name__)
 class ChunkingParams:
     chunk_tokens: int
     overlap: int
+    enabled: bool = True
 
     def fingerprint(self) -> str:
-        return f"{self.chunk_tokens}/{self.overlap}"
+        return f"{self.chunk_tokens}/{self.overlap}" if self.enabled else "truncate"
 
 
 def index_hash(document: Document, params: ChunkingParams) -> str:
@@ -34,7 +36,10 @@ def index_hash(document: Document, params: ChunkingParams) -> str:
 
 def chunk_documents(documents: Sequence[Document], encoder: Encoder,
                     params: ChunkingParams) -> list[list[Chunk]]:
-    """Chunks of each document, in the model's own tokens."""
+    """Chunks of each document, in the model's own tokens. Without chunking, each document
+    is one chunk that the model truncates to its window."""
+    if not params.enabled:
+        return [[Chunk(0, f"{d.title} {d.text}" if d.title else d.text, d.text)] for d in documents]
     tokenizer = encoder.tokenizer
     chunk_tokens = min(params.chunk_tokens, encoder.max_seq_length)
     bodies = tokenizer([d.text for d in documents], add_special_tokens=False,
@@ -48,8 +53,9 @@ def chunk_documents(documents: Sequence[Document], encoder: Encoder,
 
 
 def build_points(document: Document, chunks: Sequence[Chunk], vectors: np.ndarray,
-                 content_hash: str) -> list[ChunkPoint]:
-    """Points of one document: chunk 0 holds the full text, every chunk its own window."""
+                 content_hash: str, job_id: str = "") -> list[ChunkPoint]:
+    """Points of one document: chunk 0 holds the full text and the job that wrote it, every
+    chunk its own window."""
     points = []
     for chunk, vector in zip(chunks, vectors, strict=True):
         payload: dict[str, object] = {
@@ -58,6 +64,7 @@ def build_points(document: Document, chunks: Sequence[Chunk], vectors: np.ndarra
         }
         if chunk.chunk_no == 0:
             payload["text"] = document.text
+            payload["job_id"] = job_id
         if len(chunks) > 1:
             payload["chunk_text"] = chunk.body
         points.append(ChunkPoint(document.id, chunk.chunk_no, vector, payload))
@@ -92,30 +99,62 @@ def _encode_isolating_failures(
     return vectors, failures
 
 
+def _upsert_isolating_failures(store: Store, collection: str,
+                               points: Sequence[ChunkPoint]) -> dict[str, str]:
+    """Upsert all points; if the store refuses the batch (not an outage), write document by
+    document so that only the documents it refuses fail."""
+    try:
+        store.upsert(collection, points)
+        return {}
+    except (StoreUnavailableError, CollectionError):
+        raise
+    except Exception:
+        log.warning("the store refused a batch of %d points; isolating the bad ones", len(points))
+    by_doc: dict[str, list[ChunkPoint]] = {}
+    for point in points:
+        by_doc.setdefault(point.doc_id, []).append(point)
+    failures = {}
+    for doc_id, doc_points in by_doc.items():
+        try:
+            store.upsert(collection, doc_points)
+        except (StoreUnavailableError, CollectionError):
+            raise
+        except Exception as exc:
+            failures[doc_id] = f"store refused the document: {type(exc).__name__}: {exc}"[:500]
+    return failures
+
+
 def index_documents(documents: Sequence[Document], collection: str, encoder: Encoder,
-                    store: VectorStore, params: ChunkingParams) -> BatchOutcome:
+                    store: Store, params: ChunkingParams, job_id: str = "") -> BatchOutcome:
     """Make `documents` searchable in `collection` exactly as given. Idempotent.
 
     Documents whose text, title, metadata and chunking are unchanged since their last ingest
-    cost no encoding. Raises StoreUnavailableError (retry the batch) or CollectionError.
+    cost no encoding and count as skipped, unless this job wrote them: then an earlier
+    delivery of this batch did, and they count as indexed (its stale-chunk cleanup is
+    repeated in case it died before). Raises StoreUnavailableError (retry the batch) or
+    CollectionError.
     """
     store.ensure_collection(collection, encoder.dimension, encoder.identity)
     stored = store.first_chunks(collection, [d.id for d in documents])
     hashes = {d.id: index_hash(d, params) for d in documents}
     changed = [d for d in documents if stored.get(d.id, {}).get("content_hash") != hashes[d.id]]
-    skipped = len(documents) - len(changed)
+    resumed = {d.id: int(stored[d.id].get("chunks", 1)) for d in documents
+               if d not in changed and job_id and stored[d.id].get("job_id") == job_id}
+    store.delete_chunks_from(collection, resumed)
+    skipped = len(documents) - len(changed) - len(resumed)
     if not changed:
-        return BatchOutcome(indexed=0, skipped=skipped)
+        return BatchOutcome(indexed=len(resumed), skipped=skipped)
     chunked = chunk_documents(changed, encoder, params)
     vectors, failures = _encode_isolating_failures(encoder, changed, chunked)
     points: list[ChunkPoint] = []
     written: list[tuple[Document, int]] = []
     for document, chunks, doc_vectors in zip(changed, chunked, vectors, strict=True):
         if doc_vectors is not None:
-            points.extend(build_points(document, chunks, doc_vectors, hashes[document.id]))
+            points.extend(build_points(document, chunks, doc_vectors, hashes[document.id], job_id))
             written.append((document, len(chunks)))
-    store.upsert(collection, points)
+    failures.update(_upsert_isolating_failures(store, collection, points))
+    written = [(d, n) for d, n in written if d.id not in failures]
     stale = {d.id: n for d, n in written if int(stored.get(d.id, {}).get("chunks", 0)) > n}
     store.delete_chunks_from(collection, stale)
-    return BatchOutcome(indexed=len(written), skipped=skipped, failures=failures)
+    return BatchOutcome(indexed=len(written) + len(resumed), skipped=skipped, failures=failures)
 

@@ -31,19 +31,23 @@ def index_batch(self: Task, job_id: str, collection: str, batch_no: int,
     resources = get_resources()
     settings = resources.settings
     docs = [Document.from_message(m) for m in documents]
-    params = ChunkingParams(settings.chunk_tokens, settings.chunk_overlap)
+    params = ChunkingParams(settings.chunk_tokens, settings.chunk_overlap, settings.chunking)
     try:
-        outcome = index_documents(docs, collection, resources.encoder, resources.store, params)
+        outcome = index_documents(docs, collection, resources.encoder, resources.store, params,
+                                  job_id)
     except StoreUnavailableError as exc:
         retries = self.request.retries or 0
         if retries < settings.task_max_retries:
             resources.jobs.note_retry(job_id, str(exc)[:500])
             delay = retry_delay_s(retries, settings.retry_backoff_s, settings.retry_backoff_max_s)
             raise self.retry(exc=exc, countdown=delay) from exc
-        outcome = _all_failed(docs, f"store unavailable after {retries} retries: {exc}")
+        reason = (f"store unavailable after {retries} retries: {exc}; kept as a dead letter, "
+                  f"replay with `bienc jobs retry {job_id}`")
+        resources.jobs.dead_letter(job_id, batch_no, collection, documents, reason[:1000])
+        outcome = _all_failed(docs, reason)
     except BiencError as exc:  # not transient (wrong collection, model missing): do not retry
         outcome = _all_failed(docs, str(exc))
-    resources.jobs.record_batch(job_id, batch_no, outcome)
+    resources.jobs.record_batch(job_id, batch_no, outcome, [d.id for d in docs])
 
 
 def _all_failed(docs: list[Document], reason: str) -> BatchOutcome:

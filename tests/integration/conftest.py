@@ -23,7 +23,8 @@ def bienc_env(**settings: str) -> dict[str, str]:
     return env
 
 
-def run_bienc(*args: str, cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_bienc(*args: str, cwd: Path, env: dict[str, str],
+              timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*BIENC, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
 

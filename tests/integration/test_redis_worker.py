@@ -4,6 +4,7 @@ This is the documented topology for a machine without a Qdrant server: the worke
 embedded store while it runs; search, info and eval open it once the worker has stopped.
 """
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ def test_ingest_through_redis_and_a_worker(tmp_path: Path, redis_db: redis.Redis
         first = run_bienc("ingest", str(corpus), "-c", "t", "--wait", "--json", cwd=tmp_path, env=env)
         assert first.returncode == 3, first.stderr  # finished, with a rejected record
         assert "line 4" in first.stderr and "invalid JSON" in first.stderr
-        status = run_json("job", first.stdout.split('"job_id": "')[1].split('"')[0], cwd=tmp_path, env=env)
+        job_id = json.loads(first.stdout)["job_id"]
+        status = run_json("jobs", "show", job_id, cwd=tmp_path, env=env)
         assert (status["state"], status["indexed"], status["failed"], status["queued"]) == (
             "completed_with_errors", 7, 1, 0)
         assert "invalid JSON" in status["failures"]["line 4"]

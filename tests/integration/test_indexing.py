@@ -1,0 +1,104 @@
+"""Indexing logic in-process with the real model and the embedded store."""
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from core.encoder import Encoder
+from core.store import VectorStore
+from ingest.documents import Document
+from search.searcher import SearchRequest, search
+from workers.indexing import ChunkingParams, build_points, chunk_documents, index_documents, index_hash
+
+PARAMS = ChunkingParams(chunk_tokens=64, overlap=16)
+
+
+class FaultyEncoder(Encoder):
+    """The real encoder, made to fail on texts containing a marker (fault injection)."""
+
+    def __init__(self, real: Encoder, marker: str):
+        self.__dict__.update(real.__dict__)
+        self._marker = marker
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if any(self._marker in t for t in texts):
+            raise RuntimeError("poisoned input")
+        return super().encode_documents(texts)
+
+
+@pytest.fixture
+def store() -> VectorStore:
+    return VectorStore(QdrantClient(location=":memory:"), ":memory:")
+
+
+def _docs(n: int, prefix: str = "") -> list[Document]:
+    topics = ["volcanoes", "chess openings", "bread baking", "jazz history", "tidal energy"]
+    return [Document(f"d{i}", f"{prefix}A note on {topics[i % 5]}, number {i}.") for i in range(n)]
+
+
+def test_identical_reingest_encodes_nothing(encoder: Encoder, store: VectorStore) -> None:
+    docs = _docs(12)
+    first = index_documents(docs, "c", encoder, store, PARAMS)
+    calls = encoder.calls
+    second = index_documents(docs, "c", encoder, store, PARAMS)
+    assert (first.indexed, second.indexed, second.skipped) == (12, 0, 12)
+    assert encoder.calls == calls  # no forward pass at all
+    changed = [*docs[:11], Document("d11", "A different note on volcanoes.")]
+    third = index_documents(changed, "c", encoder, store, PARAMS)
+    assert (third.indexed, third.skipped) == (1, 11)
+    assert encoder.calls == calls + 1
+    other_chunking = index_documents(docs[:2], "c", encoder, store, ChunkingParams(32, 8))
+    assert other_chunking.indexed == 2  # chunking changed: the points change too
+
+
+def test_a_poison_document_fails_alone(encoder: Encoder, store: VectorStore) -> None:
+    docs = [*_docs(5), Document("bad", "this one is POISON for the encoder")]
+    outcome = index_documents(docs, "c", FaultyEncoder(encoder, "POISON"), store, PARAMS)
+    assert outcome.indexed == 5
+    assert list(outcome.failures) == ["bad"] and "poisoned input" in outcome.failures["bad"]
+    assert store.info("c").documents == 5
+
+
+def test_shrinking_a_document_leaves_no_orphan_chunk(encoder: Encoder, store: VectorStore) -> None:
+    long_text = " ".join(f"Sentence {i} about the slow growth of coral reefs." for i in range(40))
+    index_documents([Document("reef", long_text, "Reefs")], "c", encoder, store, PARAMS)
+    assert store.info("c").points > 5
+    index_documents([Document("reef", "Coral reefs grow slowly.", "Reefs")], "c", encoder, store, PARAMS)
+    info = store.info("c")
+    assert (info.documents, info.points) == (1, 1)
+    hit = search(store, encoder, "c", SearchRequest(["coral"], top_k=5))[0][0]
+    assert hit.text == "Coral reefs grow slowly." and hit.snippet == hit.text
+
+
+def test_top_k_counts_documents_not_chunks(encoder: Encoder, store: VectorStore) -> None:
+    long_text = " ".join(f"Paragraph {i}: glaciers retreat as summers warm." for i in range(30))
+    docs = [Document(f"g{i}", long_text + f" Glacier number {i}.") for i in range(12)]
+    index_documents(docs, "c", encoder, store, PARAMS)
+    assert store.info("c").points > 3 * len(docs)
+    for k in (10, 1000):
+        hits = search(store, encoder, "c", SearchRequest(["glaciers retreat"], top_k=k))[0]
+        ids = [h.doc_id for h in hits]
+        assert len(ids) == len(set(ids)) == min(k, 12)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_a_redelivered_batch_counts_as_indexed_and_finishes_cleanup(encoder: Encoder,
+                                                                    store: VectorStore) -> None:
+    long_text = " ".join(f"Sentence {i} about tides and the moon." for i in range(40))
+    index_documents([Document("t", long_text)], "c", encoder, store, PARAMS, job_id="old")
+    many = store.info("c").points
+    short = Document("t", "Tides follow the moon.")
+    # a first delivery wrote the new chunks, then its worker died before deleting stale ones
+    doc_hash = index_hash(short, PARAMS)
+    store.upsert("c", build_points(short, chunk_documents([short], encoder, PARAMS)[0],
+                                   encoder.encode_documents([short.text]), doc_hash, "job-2"))
+    assert store.info("c").points == many
+    calls = encoder.calls
+    redelivered = index_documents([short], "c", encoder, store, PARAMS, job_id="job-2")
+    assert (redelivered.indexed, redelivered.skipped) == (1, 0)
+    assert encoder.calls == calls
+    assert store.info("c").points == 1
+    again = index_documents([short], "c", encoder, store, PARAMS, job_id="job-3")
+    assert (again.indexed, again.skipped) == (0, 1)  # another job: genuinely unchanged

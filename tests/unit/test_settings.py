@@ -1,0 +1,36 @@
+import pytest
+from pydantic import ValidationError
+
+from core.encoder import choose_dtype, cpu_has_native_bf16
+from core.settings import Settings
+
+
+def test_defaults_are_the_embedded_setup() -> None:
+    settings = Settings(_env_file=None)
+    assert settings.embedded_queue and settings.qdrant_url is None
+    assert settings.resolved_qdrant_path.endswith("qdrant")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BIENC_CHUNK_OVERLAP": "200"}, "BIENC_CHUNK_OVERLAP"),
+        ({"BIENC_DTYPE": "fp8"}, "auto, float32, bfloat16"),
+        ({"BIENC_BROKER_URL": "amqp://guest@localhost//"}, "redis://"),
+        ({"BIENC_VISIBILITY_TIMEOUT_S": "30"}, "BIENC_RETRY_BACKOFF_MAX_S"),
+        ({"BIENC_ENCODE_BATCH_SIZE": "0"}, "greater than or equal to 1"),
+    ],
+)
+def test_invalid_settings_are_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch,
+                                                      env: dict[str, str], message: str) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError, match=message):
+        Settings()
+
+
+def test_bf16_only_where_the_cpu_has_it() -> None:
+    assert cpu_has_native_bf16("flags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n")
+    assert not cpu_has_native_bf16("flags\t\t: fpu avx2 avx512f\n")
+    assert choose_dtype("float32", "cpu") == "float32"
+    assert choose_dtype("auto", "cuda") == "float32"

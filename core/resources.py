@@ -14,14 +14,14 @@ from core.broker import redis_url
 from core.encoder import Encoder, load_encoder
 from core.jobs import JobTracker
 from core.settings import Settings, get_settings
-from core.store import VectorStore, open_store
+from core.store import Store, open_store
 
 
 class Resources:
     """Lazily built, thread-safe holders of the encoder, the store and the job tracker."""
 
     def __init__(self, settings: Settings, *, encoder: Encoder | None = None,
-                 store: VectorStore | None = None, redis_client: redis.Redis | None = None):
+                 store: Store | None = None, redis_client: redis.Redis | None = None):
         self.settings = settings
         self._encoder = encoder
         self._store = store
@@ -36,7 +36,7 @@ class Resources:
             return self._encoder
 
     @property
-    def store(self) -> VectorStore:
+    def store(self) -> Store:
         with self._lock:
             if self._store is None:
                 self._store = open_store(self.settings)

@@ -7,10 +7,13 @@ whole document text; every chunk carries the document id, title, metadata and co
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -77,6 +80,29 @@ class CollectionInfo:
                 "documents": self.documents, "points": self.points}
 
 
+class Store(Protocol):
+    """What bienc needs from a vector store; VectorStore (qdrant-client: a Qdrant server or
+    its embedded local mode) and EdgeVectorStore (Qdrant Edge, in-process) provide it."""
+
+    location: str
+
+    def close(self) -> None: ...
+    def ensure_collection(self, name: str, dimension: int, model: str) -> None: ...
+    def check_collection(self, name: str, dimension: int, model: str) -> None: ...
+    def list_collections(self) -> list[str]: ...
+    def info(self, name: str) -> CollectionInfo: ...
+    def delete_collection(self, name: str) -> bool: ...
+    def upsert(self, name: str, points: Sequence[ChunkPoint]) -> None: ...
+    def first_chunks(self, name: str, doc_ids: Iterable[str],
+                     fields: list[str] | None = None) -> dict[str, dict[str, Any]]: ...
+    def delete_chunks_from(self, name: str, first_stale: Mapping[str, int]) -> None: ...
+    def delete_documents(self, name: str, doc_ids: Sequence[str]) -> None: ...
+    def get_document(self, name: str, doc_id: str) -> dict[str, Any] | None: ...
+    def search(self, name: str, vector: np.ndarray, top_k: int, *,
+               query_filter: qm.Filter | None = None, score_threshold: float | None = None,
+               with_text: bool = True) -> list[Hit]: ...
+
+
 def metadata_filter(filters: Mapping[str, Any] | None) -> qm.Filter | None:
     """Exact-match filter on user metadata; a list value matches any of its items."""
     if not filters:
@@ -112,12 +138,18 @@ class VectorStore:
                  replication_factor: int | None = None):
         self._client = client
         self.location = location
+        # The embedded engine is plain Python without locking of its own: calls from the
+        # API's threads and the in-process worker take turns. A server needs no such lock.
+        self._lock: AbstractContextManager[Any] = (
+            nullcontext() if location.startswith(("http://", "https://")) else threading.RLock()
+        )
         self._shard_number = shard_number
         self._replication_factor = replication_factor
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with self._lock:
+                return fn(*args, **kwargs)
         except Exception as exc:
             if _is_transient(exc):
                 raise StoreUnavailableError(
@@ -127,7 +159,8 @@ class VectorStore:
 
     def close(self) -> None:
         """Release the store (the embedded engine's folder lock, or the HTTP connections)."""
-        self._client.close()
+        with self._lock:
+            self._client.close()
 
     # Collections
 
@@ -219,13 +252,16 @@ class VectorStore:
         ]
         self._call("upsert", self._client.upsert, name, points=structs, wait=True)
 
-    def first_chunks(self, name: str, doc_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Payload of chunk 0 of each stored document among `doc_ids` (absent ids are left out)."""
+    def first_chunks(self, name: str, doc_ids: Iterable[str],
+                     fields: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Payload (all of it, or `fields`) of chunk 0 of each stored document among
+        `doc_ids`; absent documents are left out."""
         ids = [point_id(doc_id, 0) for doc_id in doc_ids]
         if not ids:
             return {}
         records = self._call("retrieve", self._client.retrieve, name, ids=ids,
-                             with_payload=True, with_vectors=False)
+                             with_payload=fields if fields is not None else True,
+                             with_vectors=False)
         return {r.payload["doc_id"]: r.payload for r in records if r.payload}
 
     def delete_chunks_from(self, name: str, first_stale: Mapping[str, int]) -> None:
@@ -261,33 +297,44 @@ class VectorStore:
     def search(self, name: str, vector: np.ndarray, top_k: int, *,
                query_filter: qm.Filter | None = None, score_threshold: float | None = None,
                with_text: bool = True) -> list[Hit]:
-        """The `top_k` best documents, each scored by its best chunk, best first."""
+        """The `top_k` best documents, each scored by its best chunk, best first.
+
+        A hit whose chunk belongs to another version of the document than its chunk 0 (a
+        re-ingest is being written) is left out rather than shown with mixed text.
+        """
+        fields = ["doc_id", "chunk", "content_hash", "title", "metadata"]
+        if with_text:
+            fields += ["chunk_text", "text"]
         result = self._call("query_points_groups", self._client.query_points_groups, name,
             query=vector.tolist(), group_by="doc_id", limit=top_k, group_size=1,
-            query_filter=query_filter, score_threshold=score_threshold,
-            with_payload=["doc_id", "chunk", "chunk_text", "text", "title", "metadata"],
+            query_filter=query_filter, score_threshold=score_threshold, with_payload=fields,
         )
-        best = [group.hits[0] for group in result.groups if group.hits]
-        full_texts: dict[str, str] = {}
-        if with_text:
-            missing = [p.payload["doc_id"] for p in best if p.payload and p.payload["chunk"] != 0]
-            full_texts = {d: p.get("text", "") for d, p in self.first_chunks(name, missing).items()}
+        best = [group.hits[0].payload | {"_score": group.hits[0].score}
+                for group in result.groups if group.hits and group.hits[0].payload]
+        later = [p["doc_id"] for p in best if p["chunk"] != 0]
+        heads = self.first_chunks(name, later, ["doc_id", "content_hash", *(["text"] if with_text else [])])
         hits = []
-        for point in best:
-            payload = point.payload or {}
+        for payload in best:
             doc_id = payload["doc_id"]
-            snippet = payload.get("chunk_text", payload.get("text"))
-            text = payload.get("text") if payload.get("chunk") == 0 else full_texts.get(doc_id)
+            head = payload if payload["chunk"] == 0 else heads.get(doc_id)
+            if head is None or head.get("content_hash") != payload.get("content_hash"):
+                continue  # mid-replacement: chunks of two versions
             hits.append(Hit(
-                doc_id=doc_id, score=float(point.score), text=text if with_text else None,
-                snippet=snippet if with_text else None, title=payload.get("title"),
-                metadata=payload.get("metadata") or {}, chunk=int(payload.get("chunk", 0)),
+                doc_id=doc_id, score=float(payload["_score"]),
+                text=head.get("text") if with_text else None,
+                snippet=payload.get("chunk_text", payload.get("text")) if with_text else None,
+                title=payload.get("title"), metadata=payload.get("metadata") or {},
+                chunk=int(payload["chunk"]),
             ))
         return hits
 
 
-def open_store(settings: Settings) -> VectorStore:
+def open_store(settings: Settings) -> Store:
     """Connect to the configured Qdrant server, or open the embedded store on disk."""
+    if not settings.qdrant_url and settings.embedded_store == "edge":
+        from core.edge_store import EdgeVectorStore
+
+        return EdgeVectorStore(Path(settings.resolved_qdrant_path))
     if settings.qdrant_url:
         client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key,
                               timeout=settings.qdrant_timeout_s)

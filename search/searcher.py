@@ -9,7 +9,7 @@ from typing import Any
 from core.encoder import Encoder
 from core.errors import InvalidInputError
 from core.settings import MAX_TOP_K
-from core.store import Hit, VectorStore, metadata_filter
+from core.store import Hit, Store, metadata_filter
 
 MAX_QUERY_CHARS = 10_000
 
@@ -37,7 +37,7 @@ def validate_request(request: SearchRequest) -> None:
         raise InvalidInputError("score_threshold must be a cosine similarity in [-1, 1]")
 
 
-def search(store: VectorStore, encoder: Encoder, collection: str,
+def search(store: Store, encoder: Encoder, collection: str,
            request: SearchRequest) -> list[list[Hit]]:
     """One ranked list of documents per query, best first, `top_k` documents at most each.
 

@@ -1,0 +1,529 @@
+"""Chunk vectors in Qdrant Edge: the same interface as core.store.VectorStore over Qdrant's own
+Rust engine running in-process (``qdrant_edge.EdgeShard``, with HNSW), instead of
+qdrant-client's pure-Python local mode (exact search, slow).
+
+Layout. One EdgeShard per collection::
+
+    root/
+      .lock                     held (flock) while a process has the store open
+      <collection>/
+        collection.json         {"bienc_schema": 1, "model": ..., "dimension": ...}
+        shard/                  the EdgeShard (segments, WAL, edge_config.json)
+
+A collection exists exactly when its collection.json does: it is written (atomically) before the
+shard is created and removed before the shard is deleted, so a crash leaves at worst a folder
+without it, which the next ensure_collection clears. Point ids are core.store.point_id's uuid5
+strings, so a document written again overwrites its points.
+
+Document-level search. Edge has no grouping, so `search` over-fetches chunks: it asks for
+``top_k * 4`` chunks (payload: `doc_id` and `chunk` only), keeps each document's first (= best)
+chunk, and asks again for more (at least twice as many; more when few distinct documents came
+per chunk) until `top_k` distinct documents are found or fewer chunks than asked come back
+(collection, filter or score threshold exhausted). Only then are the payloads the `top_k` hits
+need read, in one `retrieve` of their best chunks plus, for documents whose best chunk is not
+chunk 0, their chunk 0 (full text, and the content_hash that must match, as in VectorStore).
+Reading payloads dominates a top-1000 query (~4,000 chunks' ids, then ~1,750 records).
+
+Indexing (HNSW) and optimize(). Edge does not optimize in the background: new points land in a
+plain (brute-force searched) appendable segment until `optimize()` builds HNSW for segments above
+the indexing threshold. `optimize()` blocks, and (qdrant-edge-py 0.9.0, measured) holds the GIL
+while it runs, so every thread of the process waits for it. Hence:
+
+* The trigger is on the write path: once `indexing_threshold` points (default 10,000) were
+  upserted since the last optimize, that upsert runs `optimize()` (then `flush()`). The indexing
+  worker pays for the build, not a user's search, and the build is never repeated for nothing.
+  Until then the newest points (fewer than `indexing_threshold`) are searched by brute force,
+  ~1 ms at 10k x 384-d. `search` runs the same check, a fallback for a shard loaded with more
+  un-optimized points (written by a process that stopped before optimizing); a search could
+  then wait for one build.
+* Edge's own `indexing_threshold` (KB) is set to the same number of points, so when the trigger
+  fires the optimizer has exactly that segment to index.
+* 10,000 points a build keeps each stall short: one 10k x 384-d build took 2-5 s on a busy
+  2-core machine, one 20k build 15-18 s (the cost grows faster than the points).
+  `default_segment_number` is 16 so that each optimize indexes only the new segment; with
+  Edge's automatic setting every optimize merged all segments into one and rebuilt HNSW over the
+  whole collection, a stall growing with the collection. The price is up to ~16 segments
+  (~160k chunks) for a search to visit before merges start; merges then rebuild bigger segments.
+
+Filters. core.store.metadata_filter's qdrant-client Filter is translated to Edge's. Filtering on
+a payload field without an index reads every candidate's payload (~1.5 us a point: 150 ms a query
+at 100k chunks); with an index it is ~0.1 ms. `doc_id` and `chunk` are indexed when a collection
+is created; a `metadata.*` key is indexed (keyword, integer or bool, from the filter's value) the
+first time a search filters on it, at most 32 keys a collection. Edge 0.9.0 converts a Python bool
+in MatchValue to an integer (True matches 1, not true); a numpy bool is passed instead.
+
+Threads and processes. EdgeShard may be called from any thread; one re-entrant lock still guards
+each method, for this object's own state (open shards, the optimize counter) and so that a search
+sees no half-applied write. One process opens the store: `root/.lock` is taken when the store is
+constructed and a second process gets ConfigError, as does Edge's own WAL lock if it trips.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import qdrant_edge as qe
+from qdrant_client import models as qm
+
+from core.errors import (
+    CollectionError,
+    CollectionNotFoundError,
+    ConfigError,
+    InvalidInputError,
+    StoreUnavailableError,
+)
+from core.store import SCHEMA_VERSION, ChunkPoint, CollectionInfo, Hit, point_id
+
+log = logging.getLogger(__name__)
+
+_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
+_META_FILE = "collection.json"
+_SHARD_DIR = "shard"
+_OVERFETCH = 4  # chunks asked for per wanted document, before doubling
+_SEGMENT_NUMBER = 16
+_MAX_AUTO_INDEXES = 32
+_HIT_FIELDS = ["doc_id", "chunk", "content_hash", "title", "metadata"]
+_TEXT_FIELDS = ["chunk_text", "text"]
+
+
+class _Collection:
+    """An open shard and what this process knows about it."""
+
+    def __init__(self, shard: qe.EdgeShard, meta: dict[str, Any], pending: int,
+                 indexed_fields: set[str]):
+        self.shard = shard
+        self.meta = meta
+        self.pending = pending  # points written since the last optimize
+        self.indexed_fields = indexed_fields
+        self.auto_indexes = 0
+
+
+class EdgeVectorStore:
+    """Collections of chunk points in Qdrant Edge shards under `root`; the interface, results
+    and errors of core.store.VectorStore. A missing collection raises CollectionNotFoundError
+    from every method that needs it (VectorStore's local mode lets some raise ValueError)."""
+
+    def __init__(self, root: Path, *, hnsw_m: int = 16, hnsw_ef_construct: int = 100,
+                 search_ef: int = 128, indexing_threshold: int = 10_000):
+        if min(hnsw_m, hnsw_ef_construct, search_ef, indexing_threshold) < 1:
+            raise ConfigError("hnsw_m, hnsw_ef_construct, search_ef and indexing_threshold must be >= 1")
+        self._root = Path(root)
+        self.location = str(self._root)
+        self._hnsw_m = hnsw_m
+        self._hnsw_ef_construct = hnsw_ef_construct
+        self._search_ef = search_ef
+        self._indexing_threshold = indexing_threshold
+        self._lock = threading.RLock()
+        self._open: dict[str, _Collection] = {}
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._lock_file: IO[bytes] | None = self._take_folder_lock()
+
+    def _take_folder_lock(self) -> IO[bytes]:
+        handle = (self._root / ".lock").open("ab")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.close()
+            raise self._in_use_error() from exc
+        return handle
+
+    def _in_use_error(self) -> ConfigError:
+        return ConfigError(
+            f"the embedded store {self.location} is open in another process (a running "
+            "`bienc worker` or `bienc serve`?). Stop it first, or run a Qdrant server and set "
+            "BIENC_QDRANT_URL so that processes can share it."
+        )
+
+    def close(self) -> None:
+        """Flush and close every open shard and release the folder lock."""
+        with self._lock:
+            for name, collection in self._open.items():
+                try:
+                    collection.shard.flush()
+                    collection.shard.close()
+                except Exception:  # close the others and release the folder all the same
+                    log.exception("closing Edge collection %r failed", name)
+            self._open.clear()
+            if self._lock_file is not None:
+                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+                self._lock_file.close()
+                self._lock_file = None
+
+    # Collections: files and shards
+
+    def _folder(self, name: str) -> Path:
+        if not isinstance(name, str) or not _COLLECTION_NAME.match(name):
+            raise InvalidInputError(
+                f"collection name {name!r} is invalid: use 1-255 letters, digits, '_', '-' or '.', "
+                "not starting with '-' or '.'"
+            )
+        return self._root / name
+
+    def _exists(self, name: str) -> bool:
+        return (self._folder(name) / _META_FILE).is_file()
+
+    def _check_open(self) -> None:
+        if self._lock_file is None:
+            raise StoreUnavailableError(f"the Edge store at {self.location} is closed")
+
+    def _edge_config(self, dimension: int) -> qe.EdgeConfig:
+        threshold_kb = max(1, self._indexing_threshold * dimension * 4 // 1024)
+        # Below full_scan_threshold a segment is searched by brute force even when indexed, and
+        # a filter matching fewer points is served by payload index plus brute force. Half a
+        # segment's worth: an indexed segment is searched through its graph (Qdrant's default
+        # of 10 MB would leave a 10k x 64-d segment, 2.5 MB, brute-forced).
+        return qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
+            hnsw_config=qe.HnswIndexConfig(m=self._hnsw_m, ef_construct=self._hnsw_ef_construct,
+                                           full_scan_threshold=max(1, threshold_kb // 2)),
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold_kb,
+                                               default_segment_number=_SEGMENT_NUMBER),
+        )
+
+    def _collection(self, name: str) -> _Collection:
+        """The open shard of `name`, loading it on first use."""
+        self._check_open()
+        collection = self._open.get(name)
+        if collection is not None:
+            return collection
+        folder = self._folder(name)
+        try:
+            meta = json.loads((folder / _META_FILE).read_text())
+        except FileNotFoundError as exc:
+            raise CollectionNotFoundError(
+                f"collection {name!r} does not exist at {self.location}; ingest into it first"
+            ) from exc
+        dimension = meta.get("dimension")
+        if not isinstance(dimension, int) or dimension < 1:
+            raise CollectionError(f"collection {name!r} at {self.location}: {_META_FILE} is damaged")
+        shard_dir = folder / _SHARD_DIR
+        config = self._edge_config(dimension)
+        shard = self._edge("open the shard", qe.EdgeShard.load, str(shard_dir), config) \
+            if shard_dir.exists() else self._create_shard(shard_dir, config)
+        info = shard.info()
+        collection = _Collection(shard, meta, max(0, info.points_count - info.indexed_vectors_count),
+                                 set(info.payload_schema))
+        self._open[name] = collection
+        return collection
+
+    def _create_shard(self, shard_dir: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
+        shard: qe.EdgeShard = self._edge("create the shard", qe.EdgeShard.create, str(shard_dir), config)
+        for field_name, schema in (("doc_id", qe.PayloadSchemaType.Keyword),
+                                   ("chunk", qe.PayloadSchemaType.Integer)):
+            shard.update(qe.UpdateOperation.create_field_index(field_name, schema))
+        return shard
+
+    def _edge(self, what: str, fn: Any, *args: Any) -> Any:
+        """Call Edge, turning its 'WAL is locked' error into the ConfigError of a busy store."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            if "WouldBlock" in str(exc):  # another process holds the shard's WAL
+                raise self._in_use_error() from exc
+            raise CollectionError(f"cannot {what} at {self.location}: {exc}") from exc
+
+    def ensure_collection(self, name: str, dimension: int, model: str) -> None:
+        """Create `name` for `model` if missing; refuse one that another model filled."""
+        with self._lock:
+            self._check_open()
+            if not self._exists(name):
+                folder = self._folder(name)
+                if folder.exists():  # left by a crash before collection.json was written
+                    stale = self._open.pop(name, None)
+                    if stale is not None:
+                        stale.shard.close()
+                    shutil.rmtree(folder)
+                folder.mkdir(parents=True)
+                meta = {"bienc_schema": SCHEMA_VERSION, "model": model, "dimension": dimension}
+                tmp = folder / f".{_META_FILE}.{uuid.uuid4().hex}"
+                tmp.write_text(json.dumps(meta))
+                os.replace(tmp, folder / _META_FILE)
+                self._collection(name)  # creates the shard and its payload indexes
+            self.check_collection(name, dimension, model)
+
+    def check_collection(self, name: str, dimension: int, model: str) -> None:
+        """Raise CollectionError unless `name` exists and holds `dimension`-d vectors of `model`."""
+        with self._lock:
+            recorded = self._collection(name).meta
+        size = recorded.get("dimension")
+        if recorded.get("bienc_schema") is None:
+            raise CollectionError(
+                f"collection {name!r} at {self.location} was not created by bienc; "
+                "choose another collection name"
+            )
+        if size != dimension or recorded.get("model") != model:
+            raise CollectionError(
+                f"collection {name!r} holds {size}-d vectors of model {recorded.get('model')!r}, "
+                f"but the configured model {model!r} makes {dimension}-d vectors. Use another "
+                f"collection, or set BIENC_MODEL to {recorded.get('model')!r}."
+            )
+
+    def list_collections(self) -> list[str]:
+        with self._lock:
+            self._check_open()
+            return sorted(p.name for p in self._root.iterdir()
+                          if _COLLECTION_NAME.match(p.name) and (p / _META_FILE).is_file())
+
+    def info(self, name: str) -> CollectionInfo:
+        with self._lock:
+            collection = self._collection(name)
+            first_chunks = qe.Filter(must=[qe.FieldCondition(key="chunk", match=qe.MatchValue(0))])
+            documents = collection.shard.count(qe.CountRequest(exact=True, filter=first_chunks))
+            points = collection.shard.count(qe.CountRequest(exact=True))
+        return CollectionInfo(name=name, model=collection.meta.get("model"),
+                              dimension=int(collection.meta.get("dimension", 0)),
+                              documents=documents, points=points)
+
+    def delete_collection(self, name: str) -> bool:
+        """Drop `name` and its points; False when it did not exist."""
+        with self._lock:
+            self._check_open()
+            if not self._exists(name):
+                return False
+            collection = self._open.pop(name, None)
+            if collection is not None:
+                collection.shard.close()
+            folder = self._folder(name)
+            (folder / _META_FILE).unlink()
+            shutil.rmtree(folder)
+            return True
+
+    # Points
+
+    def upsert(self, name: str, points: Sequence[ChunkPoint]) -> None:
+        """Write points and return once they are searchable. Existing ids are overwritten.
+        Every `indexing_threshold` points, also builds HNSW (see the module's docstring)."""
+        if not points:
+            return
+        edge_points = [
+            qe.Point(id=point_id(p.doc_id, p.chunk_no),
+                     vector=np.asarray(p.vector, dtype=np.float32).tolist(), payload=p.payload)
+            for p in points
+        ]
+        with self._lock:
+            collection = self._collection(name)
+            collection.shard.update(qe.UpdateOperation.upsert_points(edge_points))
+            collection.pending += len(edge_points)
+            self._maybe_optimize(name, collection)
+
+    def _maybe_optimize(self, name: str, collection: _Collection) -> None:
+        if collection.pending < self._indexing_threshold:
+            return
+        started = time.perf_counter()
+        changed = collection.shard.optimize()
+        collection.shard.flush()
+        collection.pending = 0
+        log.info("optimized Edge collection %r in %.1f s (changed: %s)", name,
+                 time.perf_counter() - started, changed)
+
+    def first_chunks(self, name: str, doc_ids: Iterable[str],
+                     fields: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Payload (all of it, or `fields`) of chunk 0 of each stored document among
+        `doc_ids`; absent documents are left out."""
+        ids = {point_id(doc_id, 0): doc_id for doc_id in doc_ids}
+        if not ids:
+            return {}
+        with self._lock:
+            records = self._collection(name).shard.retrieve(
+                list(ids), fields if fields is not None else True, False)
+        return {ids[str(r.id)]: r.payload for r in records if r.payload}
+
+    def delete_chunks_from(self, name: str, first_stale: Mapping[str, int]) -> None:
+        """For each document, delete its chunks numbered `first_stale[doc_id]` and above."""
+        if not first_stale:
+            return
+        per_doc: list[qe.ConditionType] = [
+            qe.Filter(must=[
+                qe.FieldCondition(key="doc_id", match=qe.MatchValue(doc_id)),
+                qe.FieldCondition(key="chunk", range=qe.RangeFloat(gte=float(first))),
+            ])
+            for doc_id, first in first_stale.items()
+        ]
+        with self._lock:
+            self._collection(name).shard.update(
+                qe.UpdateOperation.delete_points_by_filter(qe.Filter(should=per_doc)))
+
+    def delete_documents(self, name: str, doc_ids: Sequence[str]) -> None:
+        """Delete every chunk of the given documents."""
+        if not doc_ids:
+            return
+        selector = qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(doc_ids)))])
+        with self._lock:
+            self._collection(name).shard.update(qe.UpdateOperation.delete_points_by_filter(selector))
+
+    def get_document(self, name: str, doc_id: str) -> dict[str, Any] | None:
+        """Chunk 0's payload of a document: its full text, title and metadata."""
+        with self._lock:
+            self._collection(name)
+            return self.first_chunks(name, [doc_id]).get(doc_id)
+
+    # Search
+
+    def search(self, name: str, vector: np.ndarray, top_k: int, *,
+               query_filter: qm.Filter | None = None, score_threshold: float | None = None,
+               with_text: bool = True) -> list[Hit]:
+        """The `top_k` best documents, each scored by its best chunk, best first.
+
+        A hit whose chunk belongs to another version of the document than its chunk 0 (a
+        re-ingest is being written) is left out rather than shown with mixed text.
+        """
+        edge_filter = _edge_filter(query_filter) if query_filter is not None else None
+        query = qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist())
+        params = qe.SearchParams(hnsw_ef=self._search_ef)
+        with self._lock:
+            collection = self._collection(name)
+            self._maybe_optimize(name, collection)
+            if query_filter is not None:
+                self._index_filter_fields(collection, query_filter)
+            # document id -> (point id, chunk number, score) of its best chunk, best first
+            best: dict[str, tuple[qe.PointId, int, float]] = {}
+            limit = max(1, top_k) * _OVERFETCH
+            while True:
+                scored = collection.shard.query(qe.QueryRequest(
+                    limit=limit, query=query, filter=edge_filter, score_threshold=score_threshold,
+                    params=params, with_payload=["doc_id", "chunk"], with_vector=False))
+                best = {}
+                for point in scored:
+                    payload = point.payload
+                    doc_id = payload.get("doc_id") if payload else None
+                    if doc_id is not None and doc_id not in best:  # results come best first
+                        best[doc_id] = (point.id, payload.get("chunk", -1), point.score)  # type: ignore[union-attr]
+                if len(best) >= top_k or len(scored) < limit:
+                    break
+                # grow by the documents-per-chunk seen so far, at least doubling
+                limit = max(2 * limit, int(limit * 1.25 * top_k / max(1, len(best))))
+            chosen = list(best.items())[:max(0, top_k)]
+            wanted = [pid for pid, _, _ in best.values()][:len(chosen)]
+            wanted += [point_id(doc_id, 0) for doc_id, (_, chunk, _) in chosen if chunk != 0]
+            fields = _HIT_FIELDS + (_TEXT_FIELDS if with_text else [])
+            records = collection.shard.retrieve(wanted, fields, False) if wanted else []
+        # by (document, chunk) read from the payloads: cheaper than converting point ids
+        payloads = {(p.get("doc_id"), p.get("chunk")): p
+                    for p in (r.payload for r in records) if p}  # .payload converts on each read
+        hits = []
+        for doc_id, (_, chunk, score) in chosen:
+            payload = payloads.get((doc_id, chunk))
+            head = payloads.get((doc_id, 0))
+            if payload is None or head is None or head.get("content_hash") != payload.get("content_hash"):
+                continue  # deleted meanwhile, or mid-replacement: chunks of two versions
+            hits.append(Hit(
+                doc_id=doc_id, score=float(score),
+                text=head.get("text") if with_text else None,
+                snippet=payload.get("chunk_text", payload.get("text")) if with_text else None,
+                title=payload.get("title"), metadata=payload.get("metadata") or {},
+                chunk=int(payload["chunk"]),
+            ))
+        return hits
+
+    def _index_filter_fields(self, collection: _Collection, query_filter: qm.Filter) -> None:
+        """Index each `metadata.*` field the filter matches on, the first time it is seen."""
+        for key, schema in _match_fields(query_filter):
+            if key in collection.indexed_fields or collection.auto_indexes >= _MAX_AUTO_INDEXES:
+                continue
+            collection.indexed_fields.add(key)  # tried once, whatever the outcome
+            collection.auto_indexes += 1
+            try:
+                collection.shard.update(qe.UpdateOperation.create_field_index(key, schema))
+            except Exception as exc:  # filtering still works, only slower
+                log.warning("could not index payload field %r: %s", key, exc)
+
+
+# Filters: qdrant-client models -> qdrant_edge
+
+
+def _listed(conditions: Any) -> list[Any]:
+    if conditions is None:
+        return []
+    return list(conditions) if isinstance(conditions, list) else [conditions]
+
+
+def _edge_filter(f: qm.Filter) -> qe.Filter:
+    min_should = None
+    if f.min_should is not None:
+        min_should = qe.MinShould([_edge_condition(c) for c in f.min_should.conditions],
+                                  f.min_should.min_count)
+    return qe.Filter(
+        must=[_edge_condition(c) for c in _listed(f.must)] or None,
+        should=[_edge_condition(c) for c in _listed(f.should)] or None,
+        must_not=[_edge_condition(c) for c in _listed(f.must_not)] or None,
+        min_should=min_should,
+    )
+
+
+def _edge_value(value: Any) -> Any:
+    # Edge 0.9.0 reads a Python bool in MatchValue as an integer; a numpy bool stays a bool.
+    return np.bool_(value) if isinstance(value, bool) else value
+
+
+def _edge_condition(condition: Any) -> qe.ConditionType:
+    if isinstance(condition, qm.Filter):
+        return _edge_filter(condition)
+    if isinstance(condition, qm.IsEmptyCondition):
+        return qe.IsEmptyCondition(condition.is_empty.key)
+    if isinstance(condition, qm.IsNullCondition):
+        return qe.IsNullCondition(condition.is_null.key)
+    if isinstance(condition, qm.HasIdCondition):
+        return qe.HasIdCondition(set(condition.has_id))
+    if not isinstance(condition, qm.FieldCondition):
+        raise InvalidInputError(f"the Edge store cannot filter by {type(condition).__name__}")
+    match = condition.match
+    if isinstance(match, qm.MatchValue):
+        return qe.FieldCondition(key=condition.key, match=qe.MatchValue(_edge_value(match.value)))
+    if isinstance(match, qm.MatchAny):
+        return qe.FieldCondition(key=condition.key, match=qe.MatchAny(list(match.any)))  # type: ignore[arg-type]
+    if isinstance(match, qm.MatchExcept):
+        return qe.FieldCondition(key=condition.key, match=qe.MatchExcept(list(match.except_)))  # type: ignore[arg-type]
+    if isinstance(match, qm.MatchText):
+        return qe.FieldCondition(key=condition.key, match=qe.MatchText(match.text))
+    if match is None and isinstance(condition.range, qm.Range):
+        r = condition.range
+        return qe.FieldCondition(key=condition.key,
+                                 range=qe.RangeFloat(gte=r.gte, gt=r.gt, lte=r.lte, lt=r.lt))
+    if match is None and condition.is_empty is not None:
+        return qe.FieldCondition(key=condition.key, is_empty=condition.is_empty)
+    if match is None and condition.is_null is not None:
+        return qe.FieldCondition(key=condition.key, is_null=condition.is_null)
+    raise InvalidInputError(f"the Edge store cannot filter {condition.key!r} this way: {condition!r}")
+
+
+def _match_fields(f: qm.Filter) -> Iterable[tuple[str, qe.PayloadSchemaType]]:
+    """(metadata key, index type) of each exact match in `f`, where the values say the type."""
+    conditions = _listed(f.must) + _listed(f.should) + _listed(f.must_not)
+    if f.min_should is not None:
+        conditions += list(f.min_should.conditions)
+    for condition in conditions:
+        if isinstance(condition, qm.Filter):
+            yield from _match_fields(condition)
+        elif isinstance(condition, qm.FieldCondition) and condition.key.startswith("metadata."):
+            match = condition.match
+            values: list[Any] = (
+                [match.value] if isinstance(match, qm.MatchValue)
+                else list(match.any) if isinstance(match, qm.MatchAny) else []
+            )
+            schema = _schema_of(values)
+            if schema is not None:
+                yield condition.key, schema
+
+
+def _schema_of(values: list[Any]) -> qe.PayloadSchemaType | None:
+    if not values:
+        return None
+    if all(isinstance(v, bool) for v in values):
+        return qe.PayloadSchemaType.Bool
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return qe.PayloadSchemaType.Integer
+    if all(isinstance(v, str) for v in values):
+        return qe.PayloadSchemaType.Keyword
+    return None

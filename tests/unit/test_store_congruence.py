@@ -1,0 +1,267 @@
+"""The Edge store (core.edge_store) against the store over qdrant-client's embedded engine
+(core.store): the same behaviours, then the same rankings on embedding-like vectors."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import qdrant_edge as qe
+from qdrant_client import QdrantClient
+
+from core.edge_store import EdgeVectorStore
+from core.errors import CollectionError, CollectionNotFoundError, ConfigError, InvalidInputError
+from core.store import ChunkPoint, VectorStore, metadata_filter
+
+Store = VectorStore | EdgeVectorStore
+
+
+@pytest.fixture(params=["qdrant-local", "edge"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    opened: Store = (VectorStore(QdrantClient(location=":memory:"), ":memory:")
+                     if request.param == "qdrant-local" else EdgeVectorStore(tmp_path / "edge"))
+    yield opened
+    opened.close()
+
+
+def _unit(*values: float) -> np.ndarray:
+    v = np.array(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _point(doc: str, chunk: int, vector: np.ndarray, chunks: int = 1, content_hash: str = "h",
+           **meta: object) -> ChunkPoint:
+    payload = {"doc_id": doc, "chunk": chunk, "chunks": chunks, "metadata": meta, "title": f"T {doc}",
+               "content_hash": content_hash}
+    if chunk == 0:
+        payload["text"] = f"full text of {doc}"
+    if chunks > 1:
+        payload["chunk_text"] = f"{doc} chunk {chunk}"
+    return ChunkPoint(doc, chunk, vector, payload)
+
+
+# The same behaviours
+
+
+def test_collection_of_another_model_or_dimension_is_refused(store: Store) -> None:
+    store.ensure_collection("c", 3, "model-a")
+    store.ensure_collection("c", 3, "model-a")  # idempotent
+    with pytest.raises(CollectionError, match="holds 3-d vectors of model 'model-a'"):
+        store.ensure_collection("c", 4, "model-b")
+    with pytest.raises(CollectionError, match="BIENC_MODEL"):
+        store.check_collection("c", 3, "model-b")
+    with pytest.raises(CollectionNotFoundError, match="does not exist"):
+        store.check_collection("missing", 3, "model-a")
+    store.ensure_collection("d", 5, "model-b")
+    assert store.list_collections() == ["c", "d"]
+    info = store.info("d")
+    assert (info.name, info.model, info.dimension, info.documents, info.points) == ("d", "model-b", 5, 0, 0)
+    assert store.delete_collection("c") is True
+    assert store.delete_collection("c") is False
+    assert store.list_collections() == ["d"]
+
+
+def test_a_missing_collection_is_reported(store: Store) -> None:
+    for call in (lambda: store.info("nope"), lambda: store.get_document("nope", "a"),
+                 lambda: store.delete_documents("nope", ["a"])):
+        with pytest.raises(CollectionNotFoundError, match="does not exist"):
+            call()
+    assert store.first_chunks("nope", []) == {}
+    store.upsert("nope", [])  # nothing to write: no error, as in VectorStore
+
+
+def test_rewriting_a_document_overwrites_instead_of_duplicating(store: Store) -> None:
+    store.ensure_collection("c", 3, "m")
+    store.upsert("c", [_point("a", 0, _unit(1, 0, 0))])
+    store.upsert("c", [_point("a", 0, _unit(0, 1, 0))])
+    info = store.info("c")
+    assert (info.documents, info.points) == (1, 1)
+    hits = store.search("c", _unit(0, 1, 0), 5)
+    assert hits[0].doc_id == "a" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_search_returns_each_document_once_scored_by_its_best_chunk(store: Store) -> None:
+    store.ensure_collection("c", 3, "m")
+    store.upsert("c", [
+        _point("long", 0, _unit(1, 0, 0), chunks=3), _point("long", 1, _unit(0.9, 0.1, 0), chunks=3),
+        _point("long", 2, _unit(0, 0, 1), chunks=3), _point("short", 0, _unit(0.7, 0.7, 0)),
+    ])
+    hits = store.search("c", _unit(0, 0, 1), 10)
+    assert [h.doc_id for h in hits] == ["long", "short"]
+    assert hits[0].chunk == 2 and hits[0].snippet == "long chunk 2"
+    assert hits[0].text == "full text of long"  # fetched from chunk 0
+    assert hits[0].title == "T long" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[1].snippet == hits[1].text == "full text of short" and hits[1].chunk == 0
+    assert store.search("c", _unit(0, 0, 1), 1)[0].doc_id == "long"
+    bare = store.search("c", _unit(0, 0, 1), 10, with_text=False)
+    assert [(h.doc_id, h.text, h.snippet, h.chunk) for h in bare] == [("long", None, None, 2),
+                                                                        ("short", None, None, 0)]
+
+
+def test_stale_chunks_and_documents_are_deleted(store: Store) -> None:
+    store.ensure_collection("c", 3, "m")
+    store.upsert("c", [_point("a", i, _unit(1, i, 0), chunks=3) for i in range(3)]
+                 + [_point("b", 0, _unit(0, 1, 1))])
+    store.delete_chunks_from("c", {"a": 1})
+    assert store.info("c").points == 2
+    assert store.first_chunks("c", ["a", "b", "zz"], ["doc_id", "chunks"]) == {
+        "a": {"doc_id": "a", "chunks": 3}, "b": {"doc_id": "b", "chunks": 1}}
+    document = store.get_document("c", "a")
+    assert document is not None and document["text"] == "full text of a"
+    assert store.get_document("c", "zz") is None
+    store.delete_documents("c", ["a", "b"])
+    assert store.info("c").points == 0
+
+
+def test_metadata_filter_exact_and_list_match_and_threshold(store: Store) -> None:
+    store.ensure_collection("c", 3, "m")
+    store.upsert("c", [_point("en", 0, _unit(1, 0, 0), lang="en", year=2020, open=True),
+                       _point("fr", 0, _unit(1, 0.1, 0), lang="fr", year=2021, open=False),
+                       _point("de", 0, _unit(1, 0.2, 0), lang="de", year=1, open=1)])
+
+    def found(**filters: object) -> list[str]:
+        return [h.doc_id for h in store.search("c", _unit(1, 0, 0), 10,
+                                               query_filter=metadata_filter(filters))]
+
+    for _ in range(2):  # the second time over the payload indexes the first made (Edge)
+        assert found(lang="fr") == ["fr"]
+        assert found(year=2020) == ["en"]
+        assert found(open=True) == ["en"]  # a boolean, not the integer 1
+        assert found(year=True) == []
+        assert found(lang=["fr", "en"]) == ["en", "fr"]
+        assert found(year=[2021, 1]) == ["fr", "de"]
+        assert found(lang="fr", year=2020) == []
+    assert store.search("c", _unit(0, 0, 1), 10, score_threshold=0.5) == []
+    assert [h.doc_id for h in store.search("c", _unit(1, 0, 0), 10, score_threshold=0.99)] == ["en", "fr"]
+    with pytest.raises(InvalidInputError, match="filter 'lang'"):
+        metadata_filter({"lang": {"nested": 1}})
+
+
+def test_top_k_1000_returns_1000_distinct_documents(store: Store) -> None:
+    rng = np.random.default_rng(7)
+    store.ensure_collection("big", 8, "m")
+    points = [_point(f"d{d}", c, rng.normal(size=8).astype(np.float32), chunks=3)
+              for d in range(1100) for c in range(3)]
+    store.upsert("big", points)
+    hits = store.search("big", _unit(1, 0, 0, 0, 0, 0, 0, 0), 1000, with_text=False)
+    assert len(hits) == len({h.doc_id for h in hits}) == 1000
+    assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
+
+
+def test_a_chunk_of_another_version_than_chunk_0_is_not_shown(store: Store) -> None:
+    store.ensure_collection("c", 3, "m")
+    new_head = _point("a", 0, _unit(1, 0, 0), chunks=1, content_hash="new")
+    old_tail = _point("a", 2, _unit(0, 0, 1), chunks=3, content_hash="old")  # left by a re-ingest
+    orphan = _point("o", 1, _unit(0, 0.1, 1), chunks=2)  # its chunk 0 is gone
+    store.upsert("c", [new_head, old_tail, orphan, _point("b", 0, _unit(0, 0.5, 1))])
+    hits = store.search("c", _unit(0, 0, 1), 10)
+    assert [h.doc_id for h in hits] == ["b"]
+
+
+# Edge only
+
+
+def test_edge_store_persists_and_one_process_holds_it(tmp_path: Path) -> None:
+    root = tmp_path / "edge"
+    first = EdgeVectorStore(root)
+    first.ensure_collection("c", 3, "m")
+    first.upsert("c", [_point("a", 0, _unit(1, 0, 0), lang="en")])
+    with pytest.raises(ConfigError, match="open in another process"):
+        EdgeVectorStore(root)
+    with pytest.raises(InvalidInputError, match="collection name"):
+        first.ensure_collection("../escape", 3, "m")
+    first.close()
+
+    again = EdgeVectorStore(root)
+    assert again.list_collections() == ["c"]
+    again.check_collection("c", 3, "m")
+    assert [h.doc_id for h in again.search("c", _unit(1, 0, 0), 5)] == ["a"]
+    again.close()
+
+    # Edge's own lock on the shard (its WAL) is reported the same way
+    holder = qe.EdgeShard.load(str(root / "c" / "shard"))
+    try:
+        third = EdgeVectorStore(root)
+        with pytest.raises(ConfigError, match="open in another process"):
+            third.info("c")
+        third.close()
+    finally:
+        holder.close()
+
+
+def test_edge_store_serves_threads_while_it_indexes(tmp_path: Path) -> None:
+    store = EdgeVectorStore(tmp_path / "edge", indexing_threshold=300)
+    store.ensure_collection("c", 8, "m")
+    rng = np.random.default_rng(3)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for batch in range(10):
+                store.upsert("c", [_point(f"w{batch}-{d}", 0, rng.normal(size=8).astype(np.float32))
+                                   for d in range(100)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    while writer.is_alive():
+        hits = store.search("c", _unit(1, 0, 0, 0, 0, 0, 0, 0), 20)
+        assert len({h.doc_id for h in hits}) == len(hits)
+    writer.join()
+    assert not errors
+    assert store.info("c").points == 1000
+    assert len(store.search("c", _unit(1, 0, 0, 0, 0, 0, 0, 0), 1000, with_text=False)) == 1000
+    store.close()
+
+
+# The same rankings
+
+
+def _embedding_like(rng: np.random.Generator, n: int, basis: np.ndarray) -> np.ndarray:
+    """Low-rank vectors plus a little noise, normalised: clustered like text embeddings."""
+    x = rng.normal(size=(n, basis.shape[0])).astype(np.float32) @ basis
+    x += 0.25 * rng.normal(size=x.shape).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_edge_hnsw_rankings_agree_with_exact_search(tmp_path: Path) -> None:
+    rng = np.random.default_rng(42)
+    basis = rng.normal(size=(16, 64)).astype(np.float32)
+    docs, chunks = 1500, 3
+    vectors = _embedding_like(rng, docs * chunks, basis)
+    points = [_point(f"d{d}", c, vectors[d * chunks + c], chunks=chunks, group=d % 10)
+              for d in range(docs) for c in range(chunks)]
+    exact = VectorStore(QdrantClient(location=":memory:"), ":memory:")
+    # a low indexing threshold, so that this small collection is searched through HNSW
+    edge = EdgeVectorStore(tmp_path / "edge", indexing_threshold=1000, search_ef=128)
+    try:
+        for store in (exact, edge):
+            store.ensure_collection("c", 64, "m")
+            for start in range(0, len(points), 500):
+                store.upsert("c", points[start:start + 500])
+        shard_info = edge._collection("c").shard.info()
+        assert shard_info.indexed_vectors_count >= 4000 and shard_info.segments_count > 1
+
+        queries = _embedding_like(rng, 50, basis)
+        recalls = []
+        for i, query in enumerate(queries):
+            query_filter = metadata_filter({"group": i % 10}) if i % 5 == 0 else None
+            want = exact.search("c", query, 10, query_filter=query_filter, with_text=False)
+            got = edge.search("c", query, 10, query_filter=query_filter, with_text=False)
+            assert len(want) == len(got) == 10
+            want_scores = {h.doc_id: h.score for h in want}
+            shared = [h for h in got if h.doc_id in want_scores]
+            recalls.append(len(shared) / 10)
+            for hit in shared:
+                assert hit.score == pytest.approx(want_scores[hit.doc_id], abs=1e-4)
+            if query_filter is not None:
+                assert all(h.metadata["group"] == i % 10 for h in got)
+        assert np.mean(recalls) >= 0.95, recalls
+    finally:
+        exact.close()
+        edge.close()

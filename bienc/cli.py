@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import statistics
 import sys
 import time
@@ -75,7 +76,7 @@ def _report_job(status: JobStatus, as_json: bool) -> int:
         for where, reason in list(status.failures.items())[:20]:
             print(f"  failed {where}: {reason}")
         if len(status.failures) > 20:
-            print(f"  ... and {len(status.failures) - 20} more (bienc job {status.job_id} --json)")
+            print(f"  ... and {len(status.failures) - 20} more (bienc jobs show {status.job_id} --json)")
         if status.last_error:
             print(f"  last error: {status.last_error}")
     if not status.finished:
@@ -96,7 +97,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
                   file=sys.stderr)
         if not (args.wait or runtime.embedded):
             print(f"job {submission.job_id}: {submission.accepted} documents queued "
-                  f"({len(submission.rejected)} rejected); follow with `bienc job {submission.job_id}`")
+                  f"({len(submission.rejected)} rejected); follow with `bienc jobs show {submission.job_id}`")
             return EXIT_OK if not submission.rejected else EXIT_PARTIAL
         bar, update = _progress_printer(submission.accepted + len(submission.rejected))
         try:
@@ -106,13 +107,45 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     return _report_job(status, args.json)
 
 
-def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
-    runtime = _runtime(settings)
-    status = runtime.resources.jobs.get(args.job_id)
+def _job_status(runtime: Any, job_id: str) -> JobStatus:
+    status: JobStatus | None = runtime.resources.jobs.get(job_id)
     if status is None:
-        print(f"bienc: job {args.job_id} is unknown (expired, or another broker)", file=sys.stderr)
-        return EXIT_ERROR
+        raise BiencError(f"job {job_id} is unknown (expired, or kept by another broker)")
+    return status
+
+
+def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> int:
+    return _report_job(_job_status(_runtime(settings), args.job_id), args.json)
+
+
+def cmd_jobs_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.producer import replay_dead_letters
+
+    runtime = _runtime(settings)
+    _job_status(runtime, args.job_id)
+    with runtime.serving():
+        batches = replay_dead_letters(runtime.resources.jobs, args.job_id, runtime.enqueue)
+        print(f"job {args.job_id}: {batches} dead-lettered batches queued again", file=sys.stderr)
+        if not (batches and (args.wait or runtime.embedded)):
+            return EXIT_OK
+        status = runtime.wait(args.job_id)
     return _report_job(status, args.json)
+
+
+def cmd_jobs_dead(args: argparse.Namespace, settings: Settings) -> int:
+    jobs = _runtime(settings).resources.jobs
+    listing = {job_id: {n: {"reason": letter["reason"], "documents": len(letter["documents"])}
+                        for n, letter in jobs.dead_letters(job_id).items()}
+               for job_id in jobs.jobs_with_dead_letters()}
+    if args.json:
+        print(json.dumps(listing, indent=2))
+    elif not listing:
+        print("no dead letters")
+    for job_id, batches in ({} if args.json else listing).items():
+        docs = sum(b["documents"] for b in batches.values())
+        print(f"job {job_id}: {len(batches)} batches, {docs} documents; "
+              f"last reason: {next(iter(batches.values()))['reason']}")
+    return EXIT_OK
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
@@ -198,6 +231,28 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from bienc.api import build_runtime, create_app, prepare
+
+    runtime = build_runtime(settings)
+    prepare(runtime)  # model, store and queue: a failure is one clear error before listening
+    print(f"bienc: serving on http://{args.host}:{args.port} (store {settings.store_location}, "
+          f"queue {'embedded Redis' if settings.embedded_queue else settings.broker_url})",
+          file=sys.stderr)
+    # uvicorn shuts down gracefully, then raises the signal again: exit normally on SIGTERM
+    # (as on Ctrl-C) so that exit handlers stop the embedded Redis this process started.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    uvicorn.run(create_app(runtime), host=args.host, port=args.port, workers=1,
+                log_level="info" if args.verbose else "warning")
+    return EXIT_OK
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(EXIT_OK)
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     sample = package_files.files("bienc").joinpath("sample_corpus.jsonl")
     print(f"bienc demo: store {settings.store_location}, "
@@ -238,10 +293,20 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--json", action="store_true", help="print the final job status as JSON")
     ingest.set_defaults(func=cmd_ingest)
 
-    job = sub.add_parser("job", help="status of an ingest job")
-    job.add_argument("job_id")
-    job.add_argument("--json", action="store_true")
-    job.set_defaults(func=cmd_job)
+    jobs = sub.add_parser("jobs", help="ingest jobs: status, dead letters, replay")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+    show = jobs_sub.add_parser("show", help="state, counts and failures of a job")
+    show.add_argument("job_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_jobs_show)
+    retry = jobs_sub.add_parser("retry", help="queue a job's dead-lettered batches again")
+    retry.add_argument("job_id")
+    retry.add_argument("--wait", action="store_true")
+    retry.add_argument("--json", action="store_true")
+    retry.set_defaults(func=cmd_jobs_retry)
+    dead = jobs_sub.add_parser("dead", help="list jobs with dead-lettered batches")
+    dead.add_argument("--json", action="store_true")
+    dead.set_defaults(func=cmd_jobs_dead)
 
     search = sub.add_parser("search", help="search a collection")
     search.add_argument("query")
@@ -256,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int)
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=cmd_worker)
+
+    serve = sub.add_parser("serve", help="run the HTTP API (one process; embedded worker by default)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
 
     info = sub.add_parser("info", help="model, dimension and counts per collection")
     info.add_argument("--collection", "-c")

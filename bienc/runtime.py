@@ -3,12 +3,14 @@ ingest / search calls that the CLI and the HTTP API share."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
 
+from core.errors import StoreUnavailableError
 from core.jobs import JobStatus
 from core.resources import Resources, set_resources
 from core.store import Hit
@@ -18,6 +20,8 @@ from search.searcher import SearchRequest, search
 from workers.app import INGEST_QUEUE, configure_app
 from workers.inprocess import InProcessWorker
 from workers.tasks import index_batch
+
+log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -58,7 +62,11 @@ class Runtime:
         validate_collection_name(collection)
         if self.embedded or self.settings.qdrant_url:
             encoder = self.resources.encoder
-            self.resources.store.ensure_collection(collection, encoder.dimension, encoder.identity)
+            try:
+                self.resources.store.ensure_collection(collection, encoder.dimension,
+                                                       encoder.identity)
+            except StoreUnavailableError as exc:  # the queue holds the batches until it is back
+                log.warning("%s; accepting anyway, workers retry", exc)
         return submit(items, collection, jobs=self.resources.jobs, enqueue=self.enqueue,
                       batch_size=self.settings.ingest_batch_size)
 

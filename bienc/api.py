@@ -1,0 +1,606 @@
+"""The HTTP API: ingest, job status, search and collection management over FastAPI.
+
+`bienc serve` runs it with uvicorn (one process). Errors are always `{"detail": "..."}`:
+bad input 422, too large 413, missing 404, another model's collection 409, no key 401,
+store or Redis down 503. On the embedded default the lifespan runs the in-process worker.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import hmac
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, cast
+
+import numpy as np
+import redis
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bienc.runtime import Runtime
+from core.broker import redis_url
+from core.encoder import Encoder
+from core.errors import (
+    BiencError,
+    CollectionError,
+    CollectionNotFoundError,
+    ConfigError,
+    InvalidInputError,
+    StoreUnavailableError,
+)
+from core.resources import Resources
+from core.settings import MAX_TOP_K, Settings, get_settings
+from ingest.documents import MAX_ID_CHARS, Document, RecordError, parse_record
+from ingest.producer import validate_collection_name
+from search.searcher import SearchRequest
+from workers.app import INGEST_QUEUE
+
+MAX_QUERIES = 100
+MAX_METADATA_DEPTH = 32
+MAX_REPORTED_ERRORS = 10
+DOCUMENT_FIELDS = frozenset({"id", "text", "title", "metadata"})
+_RETRY_AFTER_S = 30
+_PROBE_TIMEOUT_S = 2.0
+
+# Request bodies
+
+
+_DOCUMENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "text"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"anyOf": [{"type": "string", "pattern": r"\S", "maxLength": MAX_ID_CHARS},
+                         {"type": "integer"}]},
+        "text": {"type": "string", "pattern": r"\S"},
+        "title": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "metadata": {"type": "object"},
+    },
+}
+
+
+class IngestBody(BaseModel):
+    """Documents are checked one by one with the same rules as files (`parse_record`), so that
+    an error names the document's index and field."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    documents: Annotated[list[Any], WithJsonSchema(
+        {"type": "array", "items": _DOCUMENT_SCHEMA, "minItems": 1})]
+
+
+class SearchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+        "oneOf": [{"required": ["query"]}, {"required": ["queries"]}]})
+    query: str | None = None
+    queries: list[str] | None = Field(default=None, min_length=1, max_length=MAX_QUERIES)
+    top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
+    filter: dict[str, Any] | None = None
+    score_threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    with_text: bool = True
+
+    @model_validator(mode="after")
+    def _one_of_query_queries(self) -> SearchBody:
+        if (self.query is None) == (self.queries is None):
+            raise ValueError("give exactly one of 'query' (a string) or 'queries' (a list)")
+        return self
+
+    @property
+    def query_list(self) -> list[str]:
+        return [self.query] if self.query is not None else list(self.queries or [])
+
+
+CollectionName = Annotated[str, Path(
+    description="1-255 letters, digits, '_', '-' or '.', not starting with '-' or '.'",
+    json_schema_extra={"pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$"})]
+
+
+# Input checks beyond the schema
+
+
+def _json_problem(value: Any) -> str | None:
+    """Why `value` cannot be stored and returned as JSON, or None when it can."""
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except ValueError as exc:
+        if isinstance(exc, UnicodeEncodeError):
+            return "contains a lone surrogate (not valid Unicode)"
+        return "contains NaN or Infinity, which JSON cannot carry"
+    except RecursionError:
+        return f"is nested deeper than {MAX_METADATA_DEPTH} levels"
+    return None
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of lists and objects, without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_METADATA_DEPTH:
+            break
+        children: Iterable[Any] = ()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def parse_document(record: Any, max_text_chars: int) -> Document:
+    """One document of an ingest request, or RecordError naming the field."""
+    if isinstance(record, dict):
+        unknown = sorted(set(record) - DOCUMENT_FIELDS)
+        if unknown:
+            raise RecordError(f"unknown field {unknown[0]!r} (fields: id, text, title, metadata)")
+        if _depth(record.get("metadata")) > MAX_METADATA_DEPTH:
+            raise RecordError(f"field 'metadata' is nested deeper than {MAX_METADATA_DEPTH} levels")
+    document = parse_record(record, max_text_chars)
+    for name, value in (("id", document.id), ("metadata", document.metadata)):
+        problem = _json_problem(value)
+        if problem:
+            raise RecordError(f"field {name!r} {problem}")
+    return document
+
+
+def parse_documents(records: list[Any], max_text_chars: int) -> list[Document]:
+    """Every document, or InvalidInputError listing the first few bad ones by index."""
+    documents, errors = [], []
+    for index, record in enumerate(records):
+        try:
+            documents.append(parse_document(record, max_text_chars))
+        except RecordError as exc:
+            errors.append(f"documents[{index}]: {exc}")
+    if errors:
+        more = len(errors) - MAX_REPORTED_ERRORS
+        shown = "; ".join(errors[:MAX_REPORTED_ERRORS])
+        raise InvalidInputError(shown + (f"; and {more} more invalid documents" if more > 0 else ""))
+    return documents
+
+
+def check_collection_name(name: str) -> str:
+    validate_collection_name(name)
+    if name.endswith("\n"):  # the shared pattern's `$` also matches before a final newline
+        raise InvalidInputError(f"collection name {name!r} is invalid: it ends with a newline")
+    return name
+
+
+def check_queries(body: SearchBody) -> list[str]:
+    queries = body.query_list
+    for index, query in enumerate(queries):
+        if _json_problem(query):
+            raise InvalidInputError(f"query {index} is not valid Unicode (lone surrogate)")
+    if body.filter is not None:
+        problem = _json_problem(body.filter)
+        if problem or _depth(body.filter) > MAX_METADATA_DEPTH:
+            raise InvalidInputError(f"field 'filter' {problem or 'is nested too deeply'}")
+    return queries
+
+
+# Request size limit
+
+
+class BodyLimitMiddleware:
+    """413 for a request body over `max_bytes`: by its Content-Length before reading, and by
+    the bytes actually received (a chunked body, or a Content-Length that lies)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self, size: int | None) -> JSONResponse:
+        actual = f"request body is {size} bytes" if size is not None else "request body is larger"
+        return JSONResponse(status_code=413, content={"detail": (
+            f"{actual}, over the limit of {self.max_bytes} bytes "
+            "(setting api_max_request_bytes, BIENC_API_MAX_REQUEST_BYTES)")})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(int(declared))(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_bytes:
+                await self._too_large(None)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+# Metrics and timings
+
+
+_timings: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
+    "bienc_api_timings", default=None)
+
+
+def instrument_encoder(encoder: Encoder) -> None:
+    """Make the encoder add its query-encoding seconds to the current request's timings."""
+    if getattr(encoder.encode_queries, "_bienc_timed", False):
+        return
+    inner = encoder.encode_queries
+
+    @functools.wraps(inner)
+    def timed(texts: Any) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return inner(texts)
+        finally:
+            timings = _timings.get()
+            if timings is not None:
+                timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - started
+
+    timed._bienc_timed = True  # type: ignore[attr-defined]
+    encoder.encode_queries = timed  # type: ignore[method-assign]
+
+
+class QueueDepthCollector(Collector):
+    """bienc_queue_depth: messages waiting in the ingest queue, read from Redis at scrape."""
+
+    def __init__(self, client: Callable[[], redis.Redis]):
+        self._client = client
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            depth = float(self._client().llen(INGEST_QUEUE))
+        except (redis.RedisError, OSError, BiencError):
+            depth = math.nan
+        yield GaugeMetricFamily("bienc_queue_depth", "documents batches waiting in the ingest queue",
+                                value=depth)
+
+
+class Metrics:
+    def __init__(self, probe: Callable[[], redis.Redis]):
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.documents_accepted = Counter(
+            "bienc_documents_accepted", "documents accepted for ingest", registry=self.registry)
+        self.search_requests = Counter(
+            "bienc_search_requests", "search requests that passed validation", registry=self.registry)
+        self.search_seconds = Histogram(
+            "bienc_search_seconds", "time to answer a search request", registry=self.registry)
+        self.encode_seconds = Histogram(
+            "bienc_encode_seconds", "time to encode a search request's queries", registry=self.registry)
+        self.registry.register(QueueDepthCollector(probe))
+
+
+# The application
+
+
+class ApiState:
+    """What routes share: the runtime once started, settings, metrics, a short-timeout Redis."""
+
+    def __init__(self, settings: Settings, runtime: Runtime | None):
+        self.settings = settings
+        self.runtime: Runtime | None = runtime
+        self.encoder_ready = False
+        self._probe: redis.Redis | None = None
+        self.metrics = Metrics(self.probe)
+
+    def probe(self) -> redis.Redis:
+        """A Redis client with short timeouts, for health checks and the queue-depth gauge."""
+        if self._probe is None:
+            self._probe = redis.Redis.from_url(
+                redis_url(self.settings), socket_timeout=_PROBE_TIMEOUT_S,
+                socket_connect_timeout=_PROBE_TIMEOUT_S)
+        return self._probe
+
+    def queued_documents(self) -> int:
+        """Documents waiting in the ingest queue (batches x batch size: an upper bound)."""
+        return int(self.probe().llen(INGEST_QUEUE)) * self.settings.ingest_batch_size
+
+    @property
+    def live(self) -> Runtime:
+        if self.runtime is None:
+            raise StoreUnavailableError("the service is still starting")
+        return self.runtime
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    if settings.broker_url and not settings.qdrant_url:
+        raise ConfigError(
+            "`bienc serve` with BIENC_BROKER_URL needs a Qdrant server (BIENC_QDRANT_URL): the "
+            "embedded store opens in one process only, and the workers need it. Unset "
+            "BIENC_BROKER_URL to index in-process, or set BIENC_QDRANT_URL."
+        )
+    return Runtime(Resources(settings))
+
+
+def prepare(runtime: Runtime) -> None:
+    """Open the store, reach the queue and load the model, so that failures show at start."""
+    runtime.resources.store  # noqa: B018
+    runtime.app  # noqa: B018 - binds Celery to the broker (starts the embedded Redis)
+    instrument_encoder(runtime.resources.encoder)
+
+
+def _state(request: Request) -> ApiState:
+    return cast(ApiState, request.app.state.api)
+
+
+def _require_key(request: Request,
+                 bearer: Annotated[HTTPAuthorizationCredentials | None,
+                                   Depends(HTTPBearer(auto_error=False))],
+                 header_key: Annotated[str | None, Depends(APIKeyHeader(name="X-API-Key",
+                                                                         auto_error=False))]) -> None:
+    expected = _state(request).settings.api_key
+    if not expected:
+        return
+    for given in (bearer.credentials if bearer else None, header_key):
+        if given is not None and hmac.compare_digest(given.encode(), expected.encode()):
+            return
+    raise HTTPException(401, "missing or wrong API key: send `Authorization: Bearer KEY` or "
+                             "`X-API-Key: KEY`", headers={"WWW-Authenticate": "Bearer"})
+
+
+def create_app(runtime: Runtime | None = None) -> FastAPI:
+    """The API over `runtime`, or over one built from the environment at startup."""
+    settings = runtime.settings if runtime is not None else get_settings()
+    state = ApiState(settings, runtime)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if state.runtime is None:
+            state.runtime = build_runtime(settings)
+        live = state.runtime
+        prepare(live)
+        state.encoder_ready = True
+        try:
+            with live.serving():
+                yield
+        finally:
+            live.resources.close()
+
+    app = FastAPI(title="bienc", version="1", lifespan=lifespan,
+                  description="Bi-encoder retrieval: ingest documents, search them by meaning.")
+    app.state.api = state
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_request_bytes)
+    _add_error_handlers(app)
+    app.include_router(_ops_router())
+    app.include_router(_api_router(), dependencies=[Depends(_require_key)])
+    return app
+
+
+# Errors
+
+
+def _status_of(exc: BiencError) -> int:
+    if isinstance(exc, CollectionNotFoundError):
+        return 404
+    if isinstance(exc, CollectionError):
+        return 409
+    if isinstance(exc, InvalidInputError):
+        return 422
+    if isinstance(exc, StoreUnavailableError):
+        return 503
+    return 500  # ConfigError, ModelLoadError: the operator must act
+
+
+def _where(loc: Iterable[Any]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in ("body", "path", "query", "header"):
+        parts = parts[1:]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def describe_validation_errors(errors: Iterable[Any]) -> str:
+    messages = []
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            reason = (error.get("ctx") or {}).get("error", "")
+            messages.append(f"request body is not valid JSON: {reason}".rstrip(": "))
+            continue
+        where = _where(error.get("loc", ()))
+        message = str(error.get("msg", "invalid"))
+        messages.append(f"field '{where}': {message}" if where else f"request body: {message}")
+    return "; ".join(messages[:MAX_REPORTED_ERRORS]) or "invalid request"
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def reply(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
+
+    @app.exception_handler(BiencError)
+    async def bienc_error(request: Request, exc: BiencError) -> JSONResponse:
+        return reply(_status_of(exc), str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return reply(422, describe_validation_errors(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return reply(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(redis.RedisError)
+    async def redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
+        return reply(503, f"Redis (queue and job state) did not answer: {exc}")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if type(exc).__name__ == "OperationalError" and type(exc).__module__.startswith("kombu"):
+            return reply(503, f"the queue's broker did not answer: {exc}")
+        return reply(500, f"internal error ({type(exc).__name__}); see the server log")
+
+
+# Routes
+
+
+def _ops_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", responses={503: {"description": "not ready; reasons listed"}})
+    def readyz(request: Request) -> JSONResponse:
+        state = _state(request)
+        reasons = []
+        if not state.encoder_ready or state.runtime is None:
+            reasons.append("the model is not loaded yet")
+        try:
+            state.probe().ping()
+        except (redis.RedisError, OSError, BiencError) as exc:
+            reasons.append(f"Redis does not answer: {exc}")
+        if state.runtime is not None:
+            try:
+                state.runtime.resources.store.list_collections()
+            except Exception as exc:
+                reasons.append(f"the store does not answer: {exc}")
+        if reasons:
+            return JSONResponse(status_code=503, content={"ready": False, "reasons": reasons})
+        return JSONResponse(content={"ready": True, "reasons": []})
+
+    @router.get("/metrics", response_class=Response)
+    def metrics(request: Request) -> Response:
+        registry = _state(request).metrics.registry
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def _api_router() -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    @router.post("/collections/{collection}/documents", status_code=202, tags=["ingest"])
+    def ingest(collection: CollectionName, body: IngestBody, request: Request) -> dict[str, Any]:
+        """Queue documents for indexing; poll GET /v1/jobs/{job_id} for progress."""
+        state = _state(request)
+        check_collection_name(collection)
+        limit = state.settings.api_max_documents
+        if len(body.documents) > limit:
+            raise HTTPException(413, f"field 'documents' has {len(body.documents)} items, over the "
+                                     f"limit of {limit} (setting api_max_documents, "
+                                     "BIENC_API_MAX_DOCUMENTS); send them in several requests")
+        if not body.documents:
+            raise InvalidInputError("field 'documents' is empty: give at least one document")
+        documents = parse_documents(body.documents, state.settings.max_text_chars)
+        waiting = state.queued_documents()
+        if waiting + len(documents) > state.settings.max_queued_documents:
+            raise HTTPException(429, f"the ingest queue holds about {waiting} documents; with these "
+                                     f"it would pass the limit of {state.settings.max_queued_documents} "
+                                     "(BIENC_MAX_QUEUED_DOCUMENTS). Retry after a while.",
+                                headers={"Retry-After": str(_RETRY_AFTER_S)})
+        submission = state.live.ingest(documents, collection)
+        state.metrics.documents_accepted.inc(submission.accepted)
+        return {"job_id": submission.job_id, "accepted": submission.accepted,
+                "duplicates": submission.duplicates}
+
+    @router.get("/jobs/{job_id}", tags=["ingest"])
+    def job(job_id: str, request: Request) -> dict[str, Any]:
+        status = _state(request).live.resources.jobs.get(job_id)
+        if status is None:
+            raise HTTPException(404, f"job {job_id!r} is unknown (expired, or never created)")
+        return status.to_dict()
+
+    @router.post("/collections/{collection}/search", tags=["search"])
+    def search(collection: CollectionName, body: SearchBody, request: Request) -> dict[str, Any]:
+        """Documents ranked by meaning: one list per query, best first."""
+        state = _state(request)
+        check_collection_name(collection)
+        queries = check_queries(body)
+        metrics = state.metrics
+        metrics.search_requests.inc()
+        timings: dict[str, float] = {}
+        token = _timings.set(timings)
+        started = time.perf_counter()
+        try:
+            results = state.live.search(collection, SearchRequest(
+                queries=queries, top_k=body.top_k, filter=body.filter,
+                score_threshold=body.score_threshold, with_text=body.with_text))
+        finally:
+            _timings.reset(token)
+        total = time.perf_counter() - started
+        metrics.search_seconds.observe(total)
+        if "encode" in timings:
+            metrics.encode_seconds.observe(timings["encode"])
+        return {
+            "results": [[hit.to_dict() for hit in hits] for hits in results],
+            "timings_ms": {name: round(seconds * 1000, 3)
+                           for name, seconds in {**timings, "total": total}.items()},
+        }
+
+    @router.get("/collections", tags=["collections"])
+    def list_collections(request: Request) -> dict[str, Any]:
+        store = _state(request).live.resources.store
+        infos = []
+        for name in store.list_collections():
+            try:
+                infos.append(store.info(name).to_dict())
+            except CollectionNotFoundError:  # dropped while listing
+                continue
+        return {"collections": infos}
+
+    @router.get("/collections/{collection}", tags=["collections"])
+    def collection_info(collection: CollectionName, request: Request) -> dict[str, Any]:
+        check_collection_name(collection)
+        return _state(request).live.resources.store.info(collection).to_dict()
+
+    @router.delete("/collections/{collection}", tags=["collections"])
+    def delete_collection(collection: CollectionName, request: Request) -> dict[str, Any]:
+        check_collection_name(collection)
+        if not _state(request).live.resources.store.delete_collection(collection):
+            raise CollectionNotFoundError(f"collection {collection!r} does not exist")
+        return {"collection": collection, "deleted": True}
+
+    @router.get("/collections/{collection}/documents/{doc_id}", tags=["collections"])
+    def get_document(collection: CollectionName, doc_id: str, request: Request) -> dict[str, Any]:
+        check_collection_name(collection)
+        payload = _state(request).live.resources.store.get_document(collection, _doc_id(doc_id))
+        if payload is None:
+            raise HTTPException(404, f"document {doc_id!r} is not in collection {collection!r}")
+        return {"id": payload["doc_id"], "title": payload.get("title"), "text": payload.get("text"),
+                "metadata": payload.get("metadata") or {}, "chunks": payload.get("chunks", 1)}
+
+    @router.delete("/collections/{collection}/documents/{doc_id}", tags=["collections"])
+    def delete_document(collection: CollectionName, doc_id: str, request: Request) -> dict[str, Any]:
+        check_collection_name(collection)
+        store = _state(request).live.resources.store
+        if store.get_document(collection, _doc_id(doc_id)) is None:
+            raise HTTPException(404, f"document {doc_id!r} is not in collection {collection!r}")
+        store.delete_documents(collection, [doc_id])
+        return {"id": doc_id, "deleted": True}
+
+    return router
+
+
+def _doc_id(doc_id: str) -> str:
+    if len(doc_id) > MAX_ID_CHARS:
+        raise InvalidInputError(f"document id is longer than {MAX_ID_CHARS} characters")
+    return doc_id

@@ -1,0 +1,228 @@
+"""The HTTP API over real HTTP: a `bienc serve` process on the embedded default (its own Redis,
+its own store, the in-process worker, the real model), shared by the tests of this module."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from tests.api_fuzz import fuzz
+from tests.integration.conftest import BIENC, bienc_env
+
+API_KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+MAX_DOCUMENTS = 50
+MAX_REQUEST_BYTES = 200_000
+FUZZ_REQUEST_TIMEOUT_S = 30.0
+FUZZ_EXAMPLES = int(os.environ.get("BIENC_TEST_FUZZ_EXAMPLES", "40"))  # per operation and pass
+
+SHORT = [
+    {"id": "paris", "text": "Paris is the capital of France.", "metadata": {"group": "a"}},
+    {"id": "eiffel", "text": "The Eiffel Tower is in Paris.", "metadata": {"group": "b"}},
+    {"id": "berlin", "text": "Berlin is the capital of Germany.", "metadata": {"group": "a"}},
+    {"id": "python", "text": "Python is a programming language.", "title": "Software",
+     "metadata": {"group": "b"}},
+    {"id": "penguins", "text": "Penguins live in the southern hemisphere.", "metadata": {"group": "a"}},
+]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    workdir: Path
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _another_models_collection(workdir: Path) -> None:
+    """A collection filled by a 768-d model, made before the server owns the store."""
+    client = QdrantClient(path=str(workdir / ".bienc" / "qdrant"))
+    client.create_collection("wide", vectors_config=qm.VectorParams(size=768, distance=qm.Distance.COSINE),
+                             metadata={"bienc_schema": 1, "model": "other/model-768", "dimension": 768})
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp("serve")
+    _another_models_collection(workdir)
+    port = _free_port()
+    env = bienc_env(api_key=API_KEY, api_max_documents=str(MAX_DOCUMENTS),
+                    api_max_request_bytes=str(MAX_REQUEST_BYTES))
+    log = (workdir / "serve.log").open("wb")
+    process = subprocess.Popen([*BIENC, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                               cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"bienc serve exited {process.returncode}:\n"
+                            f"{(workdir / 'serve.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("bienc serve was not ready in 180 s")
+            time.sleep(0.25)
+        yield Server(url, process, workdir)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.fixture
+def api(server: Server) -> Iterator[httpx.Client]:
+    with server.client(headers=AUTH) as client:
+        yield client
+
+
+def _wait_for_job(api: httpx.Client, job_id: str, timeout_s: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = api.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        status: dict[str, Any] = response.json()
+        if status["queued"] == 0:
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+
+
+def test_ingest_search_get_and_delete(api: httpx.Client, long_document: dict[str, Any]) -> None:
+    documents = [{"id": "paris", "text": "an older version, replaced below"}, *SHORT, long_document]
+    accepted = api.post("/v1/collections/geo/documents", json={"documents": documents})
+    assert accepted.status_code == 202, accepted.text
+    body = accepted.json()
+    assert (body["accepted"], body["duplicates"]) == (len(SHORT) + 1, 1)
+    status = _wait_for_job(api, body["job_id"])
+    assert (status["state"], status["indexed"], status["failed"]) == ("completed", len(SHORT) + 1, 0)
+
+    found = api.post("/v1/collections/geo/search",
+                     json={"queries": ["Where is the Eiffel Tower located?",
+                                       "hummingbirds navigate by polarised light"], "top_k": 3})
+    assert found.status_code == 200, found.text
+    results = found.json()["results"]
+    assert results[0][0]["id"] == "eiffel" and results[0][0]["text"] == "The Eiffel Tower is in Paris."
+    long_hit = next(hit for hit in results[1] if hit["id"] == "long-1")  # found by its last chunk
+    assert "polarised light" in long_hit["snippet"] and long_hit["text"] == long_document["text"]
+    timings = found.json()["timings_ms"]
+    assert timings["total"] >= timings["encode"] > 0
+    filtered = api.post("/v1/collections/geo/search",
+                        json={"query": "capital city", "filter": {"group": "a"}, "with_text": False})
+    assert {h["id"] for h in filtered.json()["results"][0]} <= {"paris", "berlin", "penguins"}
+
+    document = api.get("/v1/collections/geo/documents/python")
+    assert document.status_code == 200
+    assert (document.json()["title"], document.json()["metadata"]) == ("Software", {"group": "b"})
+    assert api.get("/v1/collections/geo/documents/paris").json()["text"] == SHORT[0]["text"]
+    info = api.get("/v1/collections/geo").json()
+    assert info["documents"] == len(SHORT) + 1 and info["points"] > info["documents"]
+    assert "geo" in {c["name"] for c in api.get("/v1/collections").json()["collections"]}
+
+    assert api.delete("/v1/collections/geo/documents/eiffel").status_code == 200
+    assert api.get("/v1/collections/geo/documents/eiffel").status_code == 404
+    assert api.delete("/v1/collections/geo/documents/eiffel").status_code == 404
+    again = api.post("/v1/collections/geo/search", json={"query": "Eiffel Tower", "top_k": 10})
+    assert "eiffel" not in {h["id"] for h in again.json()["results"][0]}
+
+    assert api.delete("/v1/collections/geo").status_code == 200
+    assert api.get("/v1/collections/geo").status_code == 404
+    assert api.delete("/v1/collections/geo").status_code == 404
+
+
+def test_each_bad_request_gets_its_code(server: Server, api: httpx.Client) -> None:
+    bad = api.post("/v1/collections/geo2/documents",
+                   json={"documents": [SHORT[0], SHORT[1], SHORT[2], {"id": "x", "text": ""}]})
+    assert bad.status_code == 422
+    assert bad.json() == {"detail": "documents[3]: field 'text' is empty"}
+    assert api.get("/v1/collections/geo2").status_code == 404  # nothing was queued or created
+
+    many = [{"id": str(i), "text": "t"} for i in range(MAX_DOCUMENTS + 1)]
+    too_many = api.post("/v1/collections/geo2/documents", json={"documents": many})
+    assert too_many.status_code == 413 and "api_max_documents" in too_many.json()["detail"]
+    huge = {"documents": [{"id": "1", "text": "x" * (MAX_REQUEST_BYTES + 1)}]}
+    too_big = api.post("/v1/collections/geo2/documents", json=huge)
+    assert too_big.status_code == 413 and "api_max_request_bytes" in too_big.json()["detail"]
+
+    assert api.get("/v1/jobs/0123456789abcdef").status_code == 404
+    assert api.post("/v1/collections/nowhere/search", json={"query": "x"}).status_code == 404
+    assert api.get("/v1/collections/nowhere/documents/1").status_code == 404
+    assert api.post("/v1/collections/geo2/search", json={"query": "x", "top_k": 0}).status_code == 422
+    assert api.post("/v1/collections/bad name/search", json={"query": "x"}).status_code == 422
+
+    wide = api.post("/v1/collections/wide/search", json={"query": "x"})
+    assert wide.status_code == 409 and "other/model-768" in wide.json()["detail"]
+    wide_ingest = api.post("/v1/collections/wide/documents", json={"documents": [SHORT[0]]})
+    assert wide_ingest.status_code == 409
+
+    with server.client() as anonymous:
+        assert anonymous.get("/v1/collections").status_code == 401
+        assert anonymous.post("/v1/collections/geo2/search", json={"query": "x"}).status_code == 401
+        wrong = anonymous.get("/v1/collections", headers={"X-API-Key": "wrong"})
+        assert wrong.status_code == 401 and "detail" in wrong.json()
+        assert anonymous.get("/v1/collections", headers={"X-API-Key": API_KEY}).status_code == 200
+        assert anonymous.get("/healthz").status_code == 200
+
+
+def test_health_readiness_and_metrics(server: Server) -> None:
+    with server.client() as anonymous:
+        assert anonymous.get("/healthz").json() == {"status": "ok"}
+        assert anonymous.get("/readyz").json() == {"ready": True, "reasons": []}
+        metrics = anonymous.get("/metrics")
+    assert metrics.status_code == 200
+    for name in ("bienc_documents_accepted_total", "bienc_search_requests_total",
+                 "bienc_search_seconds_bucket", "bienc_encode_seconds_count", "bienc_queue_depth"):
+        assert name in metrics.text, name
+    accepted = next(line for line in metrics.text.splitlines()
+                    if line.startswith("bienc_documents_accepted_total"))
+    assert float(accepted.split()[-1]) >= len(SHORT) + 1
+
+
+# Fuzzing: requests generated from the server's own OpenAPI schema, valid and invalid, plus
+# valid ones aimed at an existing collection. Runs last: it creates and deletes collections.
+
+
+def test_fuzz_never_answers_5xx(server: Server, api: httpx.Client) -> None:
+    accepted = api.post("/v1/collections/fuzzed/documents", json={"documents": SHORT})
+    _wait_for_job(api, accepted.json()["job_id"])
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    report = fuzz(schema, lambda case: case.call(base_url=server.url, headers=AUTH,
+                                                 timeout=FUZZ_REQUEST_TIMEOUT_S),
+                  max_examples=FUZZ_EXAMPLES, timeout_s=FUZZ_REQUEST_TIMEOUT_S,
+                  existing={"collection": "fuzzed", "doc_id": "paris"})
+    print(f"\nfuzz against bienc serve: {report.summary()}")
+    assert not report.failures, "\n".join(report.failures[:20])
+    assert len(report.operations()) == 11
+    assert any("search" in op and status == 200 for op, _, status in report.statuses)
+    assert any(op.startswith("POST") and status == 202 for op, _, status in report.statuses)
+    assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    assert server.process.poll() is None

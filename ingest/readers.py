@@ -68,6 +68,9 @@ def read_jsonl(stream: BinaryIO, max_text_chars: int) -> Iterator[Item]:
         except json.JSONDecodeError as exc:
             yield BadRecord(where, f"invalid JSON: {exc.msg} at column {exc.colno}")
             continue
+        except RecursionError:
+            yield BadRecord(where, "invalid JSON: nested too deeply")
+            continue
         try:
             yield parse_record(record, max_text_chars)
         except RecordError as exc:

@@ -43,9 +43,9 @@ def chunk_documents(documents: Sequence[Document], encoder: Encoder,
     tokenizer = encoder.tokenizer
     chunk_tokens = min(params.chunk_tokens, encoder.max_seq_length)
     bodies = tokenizer([d.text for d in documents], add_special_tokens=False,
-                       return_offsets_mapping=True)["offset_mapping"]
+                       return_offsets_mapping=True, verbose=False)["offset_mapping"]
     titles = tokenizer([d.title or "" for d in documents], add_special_tokens=False,
-                       return_offsets_mapping=True)["offset_mapping"]
+                       return_offsets_mapping=True, verbose=False)["offset_mapping"]
     return [
         chunk_document(d.title, title_offsets, d.text, offsets, chunk_tokens, params.overlap)
         for d, title_offsets, offsets in zip(documents, titles, bodies, strict=True)

@@ -35,6 +35,16 @@ def run_json(*args: str, cwd: Path, env: dict[str, str]) -> Any:
     return json.loads(result.stdout)
 
 
+def stop_gracefully(process: subprocess.Popen[Any], timeout_s: float = 60) -> None:
+    """SIGTERM (a worker finishes its batch, a server drains), then SIGKILL if it hangs."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def worker_process(cwd: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
     """A `bienc worker` process; stopped with SIGTERM (warm shutdown) on exit."""
@@ -44,12 +54,7 @@ def worker_process(cwd: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[
     try:
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_gracefully(process)
         log.close()
 
 

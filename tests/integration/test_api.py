@@ -4,7 +4,6 @@ its own store, the in-process worker, the real model), shared by the tests of th
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -20,7 +19,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from tests.api_fuzz import fuzz
-from tests.integration.conftest import BIENC, bienc_env
+from tests.integration.conftest import BIENC, bienc_env, stop_gracefully
 
 API_KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -90,12 +89,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             time.sleep(0.25)
         yield Server(url, process, workdir)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_gracefully(process)
         log.close()
 
 

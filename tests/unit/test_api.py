@@ -314,3 +314,11 @@ def test_a_full_queue_answers_429_with_retry_after(redis_db: redis.Redis, encode
         assert refused.headers["Retry-After"] == "30"
         assert "BIENC_MAX_QUEUED_DOCUMENTS" in refused.json()["detail"]
     assert redis_db.llen("bienc.ingest") == 8  # the refused request queued nothing
+
+
+def test_a_body_nested_too_deeply_is_a_client_error(client: TestClient) -> None:
+    body = '{"documents": [{"id": "1", "text": "x", "metadata": {"a": ' + "[" * 9000 + "]" * 9000 + "}}]}"
+    response = client.post("/v1/collections/c/documents", content=body,
+                           headers={"content-type": "application/json"})
+    assert response.status_code in (400, 422), response.text
+    assert "body" in response.json()["detail"]

@@ -21,7 +21,9 @@ def test_beir_and_plain_forms_give_the_same_document() -> None:
         ({"id": "a", "text": "   "}, "'text' is empty"),
         ({"id": "a", "text": "x", "title": ["t"]}, "'title' must be a string"),
         ({"id": "a", "text": "x", "metadata": [1]}, "'metadata' must be an object"),
-        ({"id": "a", "text": "x", "metadata": {"v": float("nan")}}, "metadata.v"),
+        ({"id": "a", "text": "x", "metadata": {"v": float("nan")}}, "'metadata' contains NaN"),
+        ({"id": "a", "text": "x", "metadata": {"v": "\udc80"}}, "'metadata' contains a lone surrogate"),
+        ({"id": "a\udc80", "text": "x"}, "'id' contains a lone surrogate"),
         ({"id": "a", "text": "bad \ud800 surrogate"}, "'text' is not valid Unicode"),
         ({"id": "a", "_id": "b", "text": "x"}, "not both"),
         ([1, 2], "expected a JSON object"),
@@ -43,3 +45,13 @@ def test_content_hash_changes_with_text_title_or_metadata() -> None:
                 Document("a", "text", "title", {"k": 2})]
     assert Document("b", "text", "title", {"k": 1}).content_hash == base.content_hash
     assert all(v.content_hash != base.content_hash for v in variants)
+
+
+def test_deeply_nested_metadata_is_an_error_not_a_crash() -> None:
+    deep: dict[str, object] = {}
+    node = deep
+    for _ in range(5000):  # deeper than Python's recursion limit
+        node["k"] = {}
+        node = node["k"]  # type: ignore[assignment]
+    with pytest.raises(RecordError, match="nested deeper than 32 levels"):
+        parse_record({"id": "a", "text": "x", "metadata": deep}, 1000)

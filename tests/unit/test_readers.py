@@ -60,3 +60,10 @@ def test_unknown_format_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"x")
     with pytest.raises(InvalidInputError, match="unknown format"):
         list(read_path(path, 1000))
+
+
+def test_a_line_nested_too_deeply_for_the_parser_is_a_bad_record() -> None:
+    data = b'{"id": "1", "text": "x", "metadata": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}\n"
+    items = list(read_jsonl(io.BytesIO(data + b'{"id": "2", "text": "ok"}\n'), 1000))
+    assert isinstance(items[0], BadRecord) and items[0].where == "line 1"
+    assert isinstance(items[1], Document) and items[1].id == "2"

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "scifact"
 CONFIGS = {
     "truncate-256": ChunkingParams(256, 0, enabled=False),
+    "96/24": ChunkingParams(96, 24),
     "128/32": ChunkingParams(128, 32),
     "160/48": ChunkingParams(160, 48),
     "192/64": ChunkingParams(192, 64),

@@ -36,7 +36,6 @@ from core.errors import (
     BiencError,
     CollectionError,
     CollectionNotFoundError,
-    ConfigError,
     InvalidInputError,
     StoreUnavailableError,
 )
@@ -284,12 +283,6 @@ class ApiState:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    if settings.broker_url and not settings.qdrant_url:
-        raise ConfigError(
-            "`bienc serve` with BIENC_BROKER_URL needs a Qdrant server (BIENC_QDRANT_URL): the "
-            "embedded store opens in one process only, and the workers need it. Unset "
-            "BIENC_BROKER_URL to index in-process, or set BIENC_QDRANT_URL."
-        )
     return Runtime(Resources(settings))
 
 
@@ -332,7 +325,9 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         prepare(live)
         state.encoder_ready = True
         try:
-            with live.serving():
+            # Without a Qdrant server this process owns the embedded store, so it also runs
+            # the worker (consuming the configured Redis, or the embedded one).
+            with live.serving(in_process_worker=not settings.qdrant_url):
                 yield
         finally:
             live.resources.close()

@@ -43,9 +43,10 @@ class Runtime:
         return self.settings.embedded_queue
 
     @contextmanager
-    def serving(self) -> Iterator[Runtime]:
-        """Run the in-process worker while inside, when no external broker is configured."""
-        if not self.embedded:
+    def serving(self, in_process_worker: bool | None = None) -> Iterator[Runtime]:
+        """Run an in-process worker while inside: by default when no external broker is
+        configured; `bienc serve` also asks for one when it owns the embedded store."""
+        if not (self.embedded if in_process_worker is None else in_process_worker):
             yield self
             return
         with InProcessWorker(self.app):
@@ -60,7 +61,7 @@ class Runtime:
         """Accept documents for `collection`. With the embedded store the collection is
         checked first, so a wrong model is refused before anything is queued."""
         validate_collection_name(collection)
-        if self.embedded or self.settings.qdrant_url:
+        if self.embedded or self.settings.qdrant_url or self.resources.has_store:
             encoder = self.resources.encoder
             try:
                 self.resources.store.ensure_collection(collection, encoder.dimension,

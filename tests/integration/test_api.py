@@ -1,5 +1,6 @@
 """The HTTP API over real HTTP: a `bienc serve` process on the embedded default (its own Redis,
-its own store, the in-process worker, the real model), shared by the tests of this module."""
+its own store, the in-process worker, the real model), shared by the tests of this module; and
+one over the machine's Redis with a Celery worker consuming it."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 import schemathesis
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from tests.api_fuzz import fuzz
+from tests.conftest import TEST_REDIS_URL
 from tests.integration.conftest import BIENC, bienc_env, stop_gracefully
 
 API_KEY = "test-key-123"
@@ -62,13 +66,10 @@ def _another_models_collection(workdir: Path) -> None:
     client.close()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    workdir = tmp_path_factory.mktemp("serve")
-    _another_models_collection(workdir)
+@contextmanager
+def serve(workdir: Path, env: dict[str, str]) -> Iterator[Server]:
+    """A real `bienc serve` process on a free loopback port, ready to answer."""
     port = _free_port()
-    env = bienc_env(api_key=API_KEY, api_max_documents=str(MAX_DOCUMENTS),
-                    api_max_request_bytes=str(MAX_REQUEST_BYTES))
     log = (workdir / "serve.log").open("wb")
     process = subprocess.Popen([*BIENC, "serve", "--host", "127.0.0.1", "--port", str(port)],
                                cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -91,6 +92,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     finally:
         stop_gracefully(process)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp("serve")
+    _another_models_collection(workdir)
+    env = bienc_env(api_key=API_KEY, api_max_documents=str(MAX_DOCUMENTS),
+                    api_max_request_bytes=str(MAX_REQUEST_BYTES))
+    with serve(workdir, env) as running:
+        yield running
 
 
 @pytest.fixture
@@ -220,3 +231,20 @@ def test_fuzz_never_answers_5xx(server: Server, api: httpx.Client) -> None:
     assert any(op.startswith("POST") and status == 202 for op, _, status in report.statuses)
     assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
     assert server.process.poll() is None
+
+
+def test_the_same_api_over_redis_and_a_celery_worker(tmp_path: Path, redis_db: redis.Redis) -> None:
+    """With BIENC_BROKER_URL and no Qdrant server, `bienc serve` owns the embedded store and
+    runs the Celery worker that consumes the shared Redis queue."""
+    env = bienc_env(broker_url=TEST_REDIS_URL)
+    with serve(tmp_path, env) as running, running.client() as client:
+        accepted = client.post("/v1/collections/r/documents", json={"documents": SHORT})
+        assert accepted.status_code == 202, accepted.text
+        assert redis_db.exists(f"bienc:job:{accepted.json()['job_id']}")  # job state in that Redis
+        status = _wait_for_job(client, accepted.json()["job_id"])
+        assert (status["indexed"], status["failed"]) == (len(SHORT), 0)
+        hits = client.post("/v1/collections/r/search",
+                           json={"query": "Where is the Eiffel Tower?", "top_k": 3}).json()
+        assert hits["results"][0][0]["id"] == "eiffel"
+        assert client.delete("/v1/collections/r/documents/eiffel").status_code == 200
+        assert client.get("/v1/collections/r").json()["documents"] == len(SHORT) - 1

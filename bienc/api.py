@@ -312,9 +312,15 @@ def _require_key(request: Request,
                              "`X-API-Key: KEY`", headers={"WWW-Authenticate": "Bearer"})
 
 
-def create_app(runtime: Runtime | None = None) -> FastAPI:
-    """The API over `runtime`, or over one built from the environment at startup."""
+def create_app(runtime: Runtime | None = None, *, in_process_worker: bool | None = None) -> FastAPI:
+    """The API over `runtime`, or over one built from the environment at startup.
+
+    `in_process_worker`: run the Celery worker in this process; by default exactly when there
+    is no Qdrant server (this process then owns the embedded store).
+    """
     settings = runtime.settings if runtime is not None else get_settings()
+    if in_process_worker is None:
+        in_process_worker = not settings.qdrant_url
     state = ApiState(settings, runtime)
 
     @asynccontextmanager
@@ -325,9 +331,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         prepare(live)
         state.encoder_ready = True
         try:
-            # Without a Qdrant server this process owns the embedded store, so it also runs
-            # the worker (consuming the configured Redis, or the embedded one).
-            with live.serving(in_process_worker=not settings.qdrant_url):
+            with live.serving(in_process_worker=in_process_worker):
                 yield
         finally:
             live.resources.close()

@@ -38,7 +38,7 @@ def runtime(redis_db: redis.Redis, encoder: Encoder) -> Runtime:
 
 @pytest.fixture
 def client(runtime: Runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime)) as test_client:
+    with TestClient(create_app(runtime, in_process_worker=False)) as test_client:
         yield test_client
 
 
@@ -127,7 +127,7 @@ def test_too_many_documents_or_bytes_is_413(client: TestClient, redis_db: redis.
 
 
 def test_text_over_max_text_chars_is_named(redis_db: redis.Redis, encoder: Encoder) -> None:
-    with TestClient(create_app(_runtime(encoder, max_text_chars=10))) as client:
+    with TestClient(create_app(_runtime(encoder, max_text_chars=10), in_process_worker=False)) as client:
         response = client.post("/v1/collections/c/documents",
                                json={"documents": [{"id": "1", "text": "x" * 11}]})
     assert response.status_code == 422
@@ -250,7 +250,7 @@ def test_health_ready_and_store_outage(client: TestClient, runtime: Runtime,
 
 
 def test_api_key_is_required_when_set(redis_db: redis.Redis, encoder: Encoder) -> None:
-    with TestClient(create_app(_runtime(encoder, api_key="s3cret"))) as client:
+    with TestClient(create_app(_runtime(encoder, api_key="s3cret"), in_process_worker=False)) as client:
         assert client.get("/v1/collections").status_code == 401
         wrong = client.get("/v1/collections", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and "API key" in wrong.json()["detail"]
@@ -291,7 +291,7 @@ def test_openapi_lists_every_route(client: TestClient) -> None:
 
 def test_fuzz_in_process_never_answers_5xx(runtime: Runtime) -> None:
     _index(runtime, "s", {"a": "alpha beta", "b": "gamma delta"})
-    app = create_app(runtime)
+    app = create_app(runtime, in_process_worker=False)
     with TestClient(app):  # runs the lifespan
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
         report = fuzz(schema, lambda case: case.call(), max_examples=40, timeout_s=30,
@@ -306,7 +306,7 @@ def test_fuzz_in_process_never_answers_5xx(runtime: Runtime) -> None:
 def test_a_full_queue_answers_429_with_retry_after(redis_db: redis.Redis, encoder: Encoder) -> None:
     runtime = _runtime(encoder, max_queued_documents=100, ingest_batch_size=10)
     docs = {"documents": [{"id": str(i), "text": f"document {i}"} for i in range(40)]}
-    with TestClient(create_app(runtime)) as client:
+    with TestClient(create_app(runtime, in_process_worker=False)) as client:
         assert client.post("/v1/collections/c/documents", json=docs).status_code == 202
         assert client.post("/v1/collections/c/documents", json=docs).status_code == 202
         refused = client.post("/v1/collections/c/documents", json=docs)

@@ -11,7 +11,7 @@ document scored by its best chunk (what bienc serves) and by alternatives.
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import time
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import numpy as np
 from core.encoder import load_encoder
 from core.settings import Settings
 from ingest.documents import Document
+from ingest.readers import read_path
 from search.evaluation import load_qrels, load_queries, score_run
 from workers.indexing import ChunkingParams, chunk_documents
 
@@ -57,13 +58,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS))
     args = parser.parse_args()
-    docs = []
-    with (DATA / "corpus.jsonl").open() as stream:
-        for line in stream:
-            r = json.loads(line)
-            docs.append(Document(r["_id"], r["text"], r.get("title") or None))
-            if args.limit and len(docs) >= args.limit:
-                break
+    corpus = read_path(DATA / "corpus.jsonl", max_text_chars=10**7)
+    docs = [d for d in itertools.islice(corpus, args.limit) if isinstance(d, Document)]
     queries = load_queries(DATA / "queries_test.jsonl")
     qrels = {q: r for q, r in load_qrels(DATA / "qrels_test.tsv").items() if q in queries}
     encoder = load_encoder(Settings(qdrant_path=":memory:"))

@@ -11,13 +11,14 @@ worker) come from bench/scifact.py.
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import time
 from pathlib import Path
 
 from core.encoder import load_encoder, resolve_model_location
 from core.settings import Settings
 from ingest.documents import Document
+from ingest.readers import read_path
 from workers.indexing import ChunkingParams, chunk_documents
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "scifact"
@@ -27,13 +28,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--documents", type=int, default=1000)
     args = parser.parse_args()
-    docs = []
-    with (DATA / "corpus.jsonl").open() as stream:
-        for line in stream:
-            r = json.loads(line)
-            docs.append(Document(r["_id"], r["text"], r.get("title") or None))
-            if len(docs) >= args.documents:
-                break
+    corpus = read_path(DATA / "corpus.jsonl", max_text_chars=10**7)
+    docs = [d for d in itertools.islice(corpus, args.documents) if isinstance(d, Document)]
     texts = [f"{d.title} {d.text}" if d.title else d.text for d in docs]
 
     from sentence_transformers import SentenceTransformer

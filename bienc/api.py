@@ -7,8 +7,6 @@ store or Redis down 503. On the embedded default the lifespan runs the in-proces
 
 from __future__ import annotations
 
-import contextvars
-import functools
 import hmac
 import math
 import time
@@ -16,7 +14,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, cast
 
-import numpy as np
 import redis
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,7 +28,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bienc.runtime import Runtime
 from core.broker import redis_url
-from core.encoder import Encoder
 from core.errors import (
     BiencError,
     CollectionError,
@@ -197,30 +193,6 @@ class BodyLimitMiddleware:
 # Metrics and timings
 
 
-_timings: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
-    "bienc_api_timings", default=None)
-
-
-def instrument_encoder(encoder: Encoder) -> None:
-    """Make the encoder add its query-encoding seconds to the current request's timings."""
-    if getattr(encoder.encode_queries, "_bienc_timed", False):
-        return
-    inner = encoder.encode_queries
-
-    @functools.wraps(inner)
-    def timed(texts: Any) -> np.ndarray:
-        started = time.perf_counter()
-        try:
-            return inner(texts)
-        finally:
-            timings = _timings.get()
-            if timings is not None:
-                timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - started
-
-    timed._bienc_timed = True  # type: ignore[attr-defined]
-    encoder.encode_queries = timed  # type: ignore[method-assign]
-
-
 class QueueDepthCollector(Collector):
     """bienc_queue_depth: messages waiting in the ingest queue, read from Redis at scrape."""
 
@@ -290,7 +262,7 @@ def prepare(runtime: Runtime) -> None:
     """Open the store, reach the queue and load the model, so that failures show at start."""
     runtime.resources.store  # noqa: B018
     runtime.app  # noqa: B018 - binds Celery to the broker (starts the embedded Redis)
-    instrument_encoder(runtime.resources.encoder)
+    runtime.resources.encoder  # noqa: B018
 
 
 def _state(request: Request) -> ApiState:
@@ -491,14 +463,10 @@ def _api_router() -> APIRouter:
         metrics = state.metrics
         metrics.search_requests.inc()
         timings: dict[str, float] = {}
-        token = _timings.set(timings)
         started = time.perf_counter()
-        try:
-            results = state.live.search(collection, SearchRequest(
-                queries=queries, top_k=body.top_k, filter=body.filter,
-                score_threshold=body.score_threshold, with_text=body.with_text))
-        finally:
-            _timings.reset(token)
+        results = state.live.search(collection, SearchRequest(
+            queries=queries, top_k=body.top_k, filter=body.filter,
+            score_threshold=body.score_threshold, with_text=body.with_text), timings)
         total = time.perf_counter() - started
         metrics.search_seconds.observe(total)
         if "encode" in timings:

@@ -76,5 +76,6 @@ class Runtime:
         return wait_for_job(self.resources.jobs, job_id, on_progress=on_progress,
                             timeout_s=timeout_s)
 
-    def search(self, collection: str, request: SearchRequest) -> list[list[Hit]]:
-        return search(self.resources.store, self.resources.encoder, collection, request)
+    def search(self, collection: str, request: SearchRequest,
+               timings: dict[str, float] | None = None) -> list[list[Hit]]:
+        return search(self.resources.store, self.resources.encoder, collection, request, timings)

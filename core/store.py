@@ -32,7 +32,6 @@ from core.settings import Settings
 
 _POINT_NAMESPACE = uuid.UUID("6f1c3a52-8a0e-4d55-9a53-2f1f0b1e7c11")
 SCHEMA_VERSION = 1
-MetadataValue = str | int | float | bool
 
 
 def point_id(doc_id: str, chunk_no: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,16 +38,20 @@ def validate_request(request: SearchRequest) -> None:
         raise InvalidInputError("score_threshold must be a cosine similarity in [-1, 1]")
 
 
-def search(store: Store, encoder: Encoder, collection: str,
-           request: SearchRequest) -> list[list[Hit]]:
+def search(store: Store, encoder: Encoder, collection: str, request: SearchRequest,
+           timings: dict[str, float] | None = None) -> list[list[Hit]]:
     """One ranked list of documents per query, best first, `top_k` documents at most each.
 
     Refuses a collection filled by another model: its vectors would not be comparable.
+    Seconds spent encoding the queries are added to `timings["encode"]` when given.
     """
     validate_request(request)
     query_filter = metadata_filter(request.filter)
     store.check_collection(collection, encoder.dimension, encoder.identity)
+    started = time.perf_counter()
     vectors = encoder.encode_queries(list(request.queries))
+    if timings is not None:
+        timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - started
     return [
         store.search(collection, vector, request.top_k, query_filter=query_filter,
                      score_threshold=request.score_threshold, with_text=request.with_text)

@@ -16,8 +16,13 @@ COPY ingest ./ingest
 COPY search ./search
 COPY workers ./workers
 COPY bienc ./bienc
+ENV BIENC_MODEL_CACHE_DIR=/opt/bienc/models
+# The default model converted to OpenVINO at build time (float graph; bf16 or fp32 is chosen
+# when a container compiles it for its CPU), so containers start without converting.
 RUN pip install . \
-    && python -c "from core.encoder import resolve_model_location as r; print(r('all-MiniLM-L6-v2'))"
+    && python -c "from core.encoder import load_encoder; from core.settings import Settings; \
+print(load_encoder(Settings(backend='openvino', dtype='float32')).encoding)" \
+    && chmod -R a+rX /opt/bienc
 
 RUN useradd --create-home --uid 10001 bienc && mkdir -p /data && chown bienc /data
 USER bienc

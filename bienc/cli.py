@@ -172,7 +172,8 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     if not infos:
         print("no collections yet: `bienc ingest FILE --collection NAME`")
     for info in infos:
-        print(f"  {info['name']}: model {info['model']}, {info['dimension']}-d, "
+        encoded = f" ({info['encoding']})" if info["encoding"] else ""
+        print(f"  {info['name']}: model {info['model']}{encoded}, {info['dimension']}-d, "
               f"{info['documents']} documents, {info['points']} points")
     return EXIT_OK
 

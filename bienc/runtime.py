@@ -65,7 +65,7 @@ class Runtime:
             encoder = self.resources.encoder
             try:
                 self.resources.store.ensure_collection(collection, encoder.dimension,
-                                                       encoder.identity)
+                                                       encoder.identity, encoder.encoding)
             except StoreUnavailableError as exc:  # the queue holds the batches until it is back
                 log.warning("%s; accepting anyway, workers retry", exc)
         return submit(items, collection, jobs=self.resources.jobs, enqueue=self.enqueue,

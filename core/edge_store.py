@@ -84,7 +84,7 @@ from core.errors import (
     InvalidInputError,
     StoreUnavailableError,
 )
-from core.store import SCHEMA_VERSION, ChunkPoint, CollectionInfo, Hit, point_id
+from core.store import ChunkPoint, CollectionInfo, Hit, collection_metadata, point_id, verify_recorded
 
 log = logging.getLogger(__name__)
 
@@ -116,15 +116,21 @@ class EdgeVectorStore:
     from every method that needs it (VectorStore's local mode lets some raise ValueError)."""
 
     def __init__(self, root: Path, *, hnsw_m: int = 16, hnsw_ef_construct: int = 100,
-                 search_ef: int = 128, indexing_threshold: int = 10_000):
+                 search_ef: int = 128, indexing_threshold: int = 10_000, quantization: bool = False,
+                 oversampling: float = 2.0):
         if min(hnsw_m, hnsw_ef_construct, search_ef, indexing_threshold) < 1:
             raise ConfigError("hnsw_m, hnsw_ef_construct, search_ef and indexing_threshold must be >= 1")
         self._root = Path(root)
         self.location = str(self._root)
         self._hnsw_m = hnsw_m
         self._hnsw_ef_construct = hnsw_ef_construct
-        self._search_ef = search_ef
         self._indexing_threshold = indexing_threshold
+        self._quantization = quantization
+        rescoring = qe.QuantizationSearchParams(rescore=True, oversampling=oversampling) \
+            if quantization else None
+        self._search_params = {exact: qe.SearchParams(hnsw_ef=search_ef, exact=exact,
+                                                      quantization=rescoring)
+                               for exact in (False, True)}
         self._lock = threading.RLock()
         self._open: dict[str, _Collection] = {}
         self._root.mkdir(parents=True, exist_ok=True)
@@ -190,6 +196,9 @@ class EdgeVectorStore:
                                            full_scan_threshold=max(1, threshold_kb // 2)),
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold_kb,
                                                default_segment_number=_SEGMENT_NUMBER),
+            quantization_config=qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99,
+                                                            always_ram=True)
+            if self._quantization else None,
         )
 
     def _collection(self, name: str) -> _Collection:
@@ -234,8 +243,9 @@ class EdgeVectorStore:
                 raise self._in_use_error() from exc
             raise CollectionError(f"cannot {what} at {self.location}: {exc}") from exc
 
-    def ensure_collection(self, name: str, dimension: int, model: str) -> None:
-        """Create `name` for `model` if missing; refuse one that another model filled."""
+    def ensure_collection(self, name: str, dimension: int, model: str, encoding: str = "") -> None:
+        """Create `name` for `model` if missing; refuse one that another model or encoding
+        filled."""
         with self._lock:
             self._check_open()
             if not self._exists(name):
@@ -246,29 +256,21 @@ class EdgeVectorStore:
                         stale.shard.close()
                     shutil.rmtree(folder)
                 folder.mkdir(parents=True)
-                meta = {"bienc_schema": SCHEMA_VERSION, "model": model, "dimension": dimension}
+                meta = collection_metadata(model, dimension, encoding)
                 tmp = folder / f".{_META_FILE}.{uuid.uuid4().hex}"
                 tmp.write_text(json.dumps(meta))
                 os.replace(tmp, folder / _META_FILE)
                 self._collection(name)  # creates the shard and its payload indexes
-            self.check_collection(name, dimension, model)
+            self.check_collection(name, dimension, model, encoding)
 
-    def check_collection(self, name: str, dimension: int, model: str) -> None:
-        """Raise CollectionError unless `name` exists and holds `dimension`-d vectors of `model`."""
+    def check_collection(self, name: str, dimension: int, model: str,
+                         encoding: str | None = None) -> None:
+        """Raise CollectionError unless `name` exists and holds `dimension`-d vectors of `model`
+        (encoded with `encoding`, when given)."""
         with self._lock:
             recorded = self._collection(name).meta
-        size = recorded.get("dimension")
-        if recorded.get("bienc_schema") is None:
-            raise CollectionError(
-                f"collection {name!r} at {self.location} was not created by bienc; "
-                "choose another collection name"
-            )
-        if size != dimension or recorded.get("model") != model:
-            raise CollectionError(
-                f"collection {name!r} holds {size}-d vectors of model {recorded.get('model')!r}, "
-                f"but the configured model {model!r} makes {dimension}-d vectors. Use another "
-                f"collection, or set BIENC_MODEL to {recorded.get('model')!r}."
-            )
+        verify_recorded(name, self.location, recorded, recorded.get("dimension"), dimension, model,
+                        encoding)
 
     def list_collections(self) -> list[str]:
         with self._lock:
@@ -283,6 +285,7 @@ class EdgeVectorStore:
             documents = collection.shard.count(qe.CountRequest(exact=True, filter=first_chunks))
             points = collection.shard.count(qe.CountRequest(exact=True))
         return CollectionInfo(name=name, model=collection.meta.get("model"),
+                              encoding=collection.meta.get("encoding"),
                               dimension=int(collection.meta.get("dimension", 0)),
                               documents=documents, points=points)
 
@@ -373,15 +376,16 @@ class EdgeVectorStore:
 
     def search(self, name: str, vector: np.ndarray, top_k: int, *,
                query_filter: qm.Filter | None = None, score_threshold: float | None = None,
-               with_text: bool = True) -> list[Hit]:
-        """The `top_k` best documents, each scored by its best chunk, best first.
+               with_text: bool = True, exact: bool = False) -> list[Hit]:
+        """The `top_k` best documents, each scored by its best chunk, best first. `exact`
+        skips the HNSW graph (and quantisation) and scores every point.
 
         A hit whose chunk belongs to another version of the document than its chunk 0 (a
         re-ingest is being written) is left out rather than shown with mixed text.
         """
         edge_filter = _edge_filter(query_filter) if query_filter is not None else None
         query = qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist())
-        params = qe.SearchParams(hnsw_ef=self._search_ef)
+        params = self._search_params[exact]
         with self._lock:
             collection = self._collection(name)
             self._maybe_optimize(name, collection)

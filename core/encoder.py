@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,41 +45,122 @@ def model_identity(model: str) -> str:
     return path.resolve().name if path.exists() else model
 
 
-def cpu_has_native_bf16(cpuinfo: str) -> bool:
-    """True when /proc/cpuinfo text lists AVX-512 BF16 or AMX BF16 (bf16 without emulation)."""
+def cpu_flags(cpuinfo: str) -> set[str]:
+    """The feature flags of /proc/cpuinfo text."""
     flags: set[str] = set()
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             flags.update(line.split(":", 1)[1].split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return flags
 
 
-def choose_dtype(requested: str, device: str) -> str:
-    """Resolve `auto`: bfloat16 on a CPU with native bf16, float32 otherwise."""
+def cpu_has_native_bf16(cpuinfo: str) -> bool:
+    """True when /proc/cpuinfo text lists AVX-512 BF16 or AMX BF16 (bf16 without emulation)."""
+    return bool(cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_int8_dot_product(cpuinfo: str) -> bool:
+    """True when the CPU multiplies int8 natively (AVX-512 VNNI, AVX-VNNI or AMX int8)."""
+    return bool(cpu_flags(cpuinfo) & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def _read_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_backend(requested: str, device: str) -> str:
+    """Resolve `auto`: OpenVINO on a CPU when it is installed, torch otherwise."""
+    if requested != "auto":
+        return requested
+    return "openvino" if device == "cpu" and openvino_available() else "torch"
+
+
+def choose_dtype(requested: str, device: str, backend: str = "torch",
+                 cpuinfo: str | None = None) -> str:
+    """Resolve `auto` to the fastest precision that passes the quality guard on this CPU:
+    bfloat16 where the CPU has native bf16, float32 otherwise (never an emulated path).
+
+    int8 is faster still on a CPU with VNNI but moves rankings more (README, "Encoder
+    backends"); it is one setting away, not the default.
+    """
     if requested != "auto":
         return requested
     if device != "cpu":
         return "float32"
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "float32"
-    return "bfloat16" if cpu_has_native_bf16(cpuinfo) else "float32"
+    return "bfloat16" if cpu_has_native_bf16(_read_cpuinfo() if cpuinfo is None else cpuinfo) \
+        else "float32"
+
+
+def plan_batches(lengths: Sequence[int], max_texts: int, max_tokens: int) -> list[list[int]]:
+    """Group text indices into forward batches, longest first. A batch holds at most
+    `max_texts` texts and `max_tokens` padded tokens (texts x its longest text), and padding
+    is at most a quarter of it, so that one long text never pads a batch of short ones. A text
+    longer than `max_tokens` gets a batch alone."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    useful = 0
+    for index in order:
+        if current:
+            padded = (len(current) + 1) * lengths[current[0]]
+            if (len(current) >= max_texts or padded > max_tokens
+                    or 4 * (useful + lengths[index]) < 3 * padded):
+                batches.append(current)
+                current, useful = [], 0
+        current.append(index)
+        useful += lengths[index]
+    if current:
+        batches.append(current)
+    return batches
+
+
+Runner = Callable[[Mapping[str, Any]], np.ndarray]
+
+
+class _TorchRunner:
+    def __init__(self, model: SentenceTransformer):
+        self._model = model
+
+    def __call__(self, features: Mapping[str, Any]) -> np.ndarray:
+        import torch
+        from sentence_transformers.util import batch_to_device
+
+        with torch.inference_mode():
+            output = self._model(batch_to_device(dict(features), self._model.device))
+            return output["sentence_embedding"].float().cpu().numpy()  # type: ignore[no-any-return]
 
 
 class Encoder:
     """A loaded model. `encode_*` return float32 arrays of shape (n, dimension), rows of norm 1.
 
-    Thread-safe: concurrent callers take turns on the model. `calls` counts forward batches
-    requested (one per `encode_*` call with non-empty input), so tests can assert that
-    unchanged documents cost no encoding.
+    `backend` and `dtype` say what computes the vectors (torch or openvino; float32, bfloat16
+    or int8); `encoding` names the pair, which a collection records. Texts are batched by
+    tokens (plan_batches). Thread-safe: concurrent callers take turns on the model. `calls`
+    counts encode requests with non-empty input, so tests can assert that unchanged documents
+    cost no encoding.
     """
 
-    def __init__(self, model: SentenceTransformer, identity: str, dtype: str, batch_size: int):
+    def __init__(self, model: SentenceTransformer, identity: str, *, backend: str = "torch",
+                 dtype: str = "float32", batch_size: int = 32, max_batch_tokens: int = 8192,
+                 runner: Runner | None = None):
         self._model = model
+        self._runner: Runner = runner or _TorchRunner(model)
         self.identity = identity
+        self.backend = backend
         self.dtype = dtype
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
         dimension = model.get_embedding_dimension()
         if dimension is None:
             raise ModelLoadError(f"model {identity!r} does not report its embedding dimension")
@@ -87,6 +168,10 @@ class Encoder:
         self.max_seq_length: int = model.max_seq_length or 512
         self.calls = 0
         self._lock = threading.Lock()
+
+    @property
+    def encoding(self) -> str:
+        return f"{self.backend}/{self.dtype}"
 
     @property
     def tokenizer(self) -> Any:
@@ -98,39 +183,46 @@ class Encoder:
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts)
 
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Tokens the model sees of each text (special tokens included, truncated)."""
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_seq_length,
+                             verbose=False)["input_ids"]
+        return [len(i) for i in ids]
+
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        texts = list(texts)
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
         with self._lock:
             self.calls += 1
-            vectors = self._model.encode(
-                list(texts),
-                batch_size=self.batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(vectors, dtype=np.float32)
+            lengths = self.token_lengths(texts) if len(texts) > 1 else [1]
+            for batch in plan_batches(lengths, self.batch_size, self.max_batch_tokens):
+                features = self._model.preprocess([texts[i] for i in batch])
+                out[batch] = self._runner(features)
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
 
 
 def load_encoder(settings: Settings) -> Encoder:
-    """Load the configured model, or raise ModelLoadError with what to change."""
+    """Load the configured model and backend, or raise ModelLoadError with what to change."""
     if settings.hf_offline:
         # huggingface_hub reads these when first imported, so they must be set before that.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     location = resolve_model_location(settings.model)
-    dtype = choose_dtype(settings.dtype, settings.device)
+    backend = choose_backend(settings.backend, settings.device)
+    dtype = choose_dtype(settings.dtype, settings.device, backend)
+    _check_combination(backend, dtype, settings.device)
     try:
         import torch
         import transformers
         from sentence_transformers import SentenceTransformer
 
         transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-
+        if settings.encode_threads:
+            torch.set_num_threads(settings.encode_threads)
         model = SentenceTransformer(location, device=settings.device)
-        if dtype == "bfloat16":
-            model = model.to(torch.bfloat16)
         model.max_seq_length = min(settings.max_seq_length, model.max_seq_length or 512)
     except ModelLoadError:
         raise
@@ -141,4 +233,39 @@ def load_encoder(settings: Settings) -> Encoder:
             "sentence-transformers folder on disk, or to a model already in the Hugging Face "
             "cache (downloads are off while BIENC_HF_OFFLINE=true)."
         ) from exc
-    return Encoder(model, model_identity(settings.model), dtype, settings.encode_batch_size)
+    runner: Runner | None = None
+    if backend == "openvino":
+        runner = _openvino_runner(model, dtype, settings)
+    elif dtype == "bfloat16":
+        model = model.to(torch.bfloat16)
+    return Encoder(model, model_identity(settings.model), backend=backend, dtype=dtype,
+                   batch_size=settings.encode_batch_size,
+                   max_batch_tokens=settings.max_batch_tokens, runner=runner)
+
+
+def _check_combination(backend: str, dtype: str, device: str) -> None:
+    if backend == "openvino" and device != "cpu":
+        raise ModelLoadError(f"BIENC_BACKEND=openvino runs on the CPU; BIENC_DEVICE is {device!r}. "
+                             "Use BIENC_BACKEND=torch for other devices.")
+    if backend == "torch" and dtype == "int8":
+        raise ModelLoadError("BIENC_DTYPE=int8 needs BIENC_BACKEND=openvino (torch runs float32 "
+                             "or bfloat16)")
+    if backend == "openvino" and not openvino_available():
+        raise ModelLoadError("BIENC_BACKEND=openvino needs the openvino package: "
+                             "`pip install openvino`, or set BIENC_BACKEND=torch")
+
+
+def _openvino_runner(model: SentenceTransformer, dtype: str, settings: Settings) -> Runner:
+    from core.openvino_model import OpenVINORunner, load_compiled
+
+    try:
+        compiled = load_compiled(model, dtype, settings.model_cache_dir, settings.encode_threads)
+    except ImportError as exc:
+        raise ModelLoadError(f"BIENC_DTYPE=int8 quantises with nncf, which is not installed "
+                             f"({exc}): `pip install nncf`, or choose bfloat16 or float32") from exc
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot convert model {settings.model!r} to OpenVINO {dtype} ({type(exc).__name__}: "
+            f"{str(exc)[:300]}). Set BIENC_BACKEND=torch to run it in torch."
+        ) from exc
+    return OpenVINORunner(compiled)

@@ -24,11 +24,26 @@ class Settings(BaseSettings):
     )
     hf_offline: bool = Field(default=True, description="never reach the Hugging Face hub")
     device: str = Field(default="cpu", description="torch device for the encoder")
+    backend: Literal["auto", "torch", "openvino"] = Field(
+        default="auto", description="what runs the model: auto (openvino on a CPU when installed), "
+        "torch, openvino (converted locally and cached in MODEL_CACHE_DIR)",
+    )
     dtype: str = Field(
         default="auto",
-        description="encoder precision: auto (bfloat16 where the CPU has native bf16), float32, bfloat16",
+        description="encoder precision: auto (bfloat16 where the CPU has native bf16), float32, "
+        "bfloat16, int8 (openvino only)",
     )
     encode_batch_size: int = Field(default=32, ge=1, le=1024, description="texts per forward pass")
+    max_batch_tokens: int = Field(
+        default=4096, ge=16, description="padded tokens per forward pass (texts x longest text)"
+    )
+    encode_threads: int = Field(
+        default=0, ge=0, description="threads of one forward pass; 0 = the library's default (all cores)"
+    )
+    model_cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "bienc" / "models",
+        description="converted models (openvino backend), keyed by weights and precision",
+    )
     max_seq_length: int = Field(default=256, ge=16, le=8192, description="model's token window")
 
     # Chunking
@@ -46,8 +61,20 @@ class Settings(BaseSettings):
         "empty = DATA_DIR/qdrant or DATA_DIR/edge"
     )
     embedded_store: Literal["qdrant-local", "edge"] = Field(
-        default="qdrant-local",
+        default="edge",
         description="engine without a server: qdrant-client local mode (exact) or Qdrant Edge (HNSW)",
+    )
+    hnsw_m: int = Field(default=16, ge=4, le=128, description="HNSW links per node (new collections)")
+    hnsw_ef_construct: int = Field(
+        default=100, ge=4, description="HNSW build-time candidate list (new collections)"
+    )
+    hnsw_ef: int = Field(default=128, ge=1, description="HNSW search-time candidate list")
+    quantization: Literal["none", "int8"] = Field(
+        default="none", description="int8: scalar-quantised copies of the vectors searched first, "
+        "the top candidates rescored with the originals (new collections)",
+    )
+    quantization_oversampling: float = Field(
+        default=2.0, ge=1.0, description="candidates rescored per wanted result, with int8"
     )
     qdrant_timeout_s: int = Field(default=30, ge=1, description="per-request timeout to Qdrant")
     shard_number: int | None = Field(default=None, ge=1, description="new collections' shards")
@@ -87,8 +114,8 @@ class Settings(BaseSettings):
     @field_validator("dtype")
     @classmethod
     def _known_dtype(cls, value: str) -> str:
-        if value not in {"auto", "float32", "bfloat16"}:
-            raise ValueError("must be one of auto, float32, bfloat16")
+        if value not in {"auto", "float32", "bfloat16", "int8"}:
+            raise ValueError("must be one of auto, float32, bfloat16, int8")
         return value
 
     @field_validator("broker_url")

@@ -73,10 +73,50 @@ class CollectionInfo:
     dimension: int
     documents: int
     points: int
+    encoding: str | None = None  # backend/precision that encoded the documents
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.model, "dimension": self.dimension,
-                "documents": self.documents, "points": self.points}
+        return {"name": self.name, "model": self.model, "encoding": self.encoding,
+                "dimension": self.dimension, "documents": self.documents, "points": self.points}
+
+
+def collection_metadata(model: str, dimension: int, encoding: str) -> dict[str, Any]:
+    """What a collection records about the vectors in it."""
+    return {"bienc_schema": SCHEMA_VERSION, "model": model, "dimension": dimension,
+            "encoding": encoding}
+
+
+def vector_family(encoding: str) -> str:
+    """Encodings whose vectors may share a collection: float32 and bfloat16 of either backend
+    agree to a cosine of 0.9999 or better; int8 moves vectors further (README, "Encoder
+    backends")."""
+    return "int8" if encoding.endswith("/int8") else "float"
+
+
+def verify_recorded(name: str, location: str, recorded: Mapping[str, Any], size: int | None,
+                    dimension: int, model: str, encoding: str | None = None) -> None:
+    """Raise CollectionError unless collection `name` (its metadata `recorded`, vectors of
+    `size`) holds `dimension`-d vectors of `model` and, when `encoding` is given, vectors of
+    the same family (vector_family), so that one collection never mixes int8 and float."""
+    if recorded.get("bienc_schema") is None:
+        raise CollectionError(
+            f"collection {name!r} at {location} was not created by bienc; "
+            "choose another collection name"
+        )
+    if size != dimension or recorded.get("model") != model:
+        raise CollectionError(
+            f"collection {name!r} holds {size}-d vectors of model {recorded.get('model')!r}, "
+            f"but the configured model {model!r} makes {dimension}-d vectors. Use another "
+            f"collection, or set BIENC_MODEL to {recorded.get('model')!r}."
+        )
+    stored = recorded.get("encoding")
+    if encoding and stored and vector_family(str(stored)) != vector_family(encoding):
+        backend, _, dtype = str(stored).partition("/")
+        raise CollectionError(
+            f"collection {name!r} holds vectors encoded with {stored}, this encoder is "
+            f"{encoding}; int8 and full-precision vectors do not mix in one collection. Set "
+            f"BIENC_BACKEND={backend} and BIENC_DTYPE={dtype}, or ingest into another collection."
+        )
 
 
 class Store(Protocol):
@@ -86,8 +126,9 @@ class Store(Protocol):
     location: str
 
     def close(self) -> None: ...
-    def ensure_collection(self, name: str, dimension: int, model: str) -> None: ...
-    def check_collection(self, name: str, dimension: int, model: str) -> None: ...
+    def ensure_collection(self, name: str, dimension: int, model: str, encoding: str = "") -> None: ...
+    def check_collection(self, name: str, dimension: int, model: str,
+                         encoding: str | None = None) -> None: ...
     def list_collections(self) -> list[str]: ...
     def info(self, name: str) -> CollectionInfo: ...
     def delete_collection(self, name: str) -> bool: ...
@@ -99,7 +140,7 @@ class Store(Protocol):
     def get_document(self, name: str, doc_id: str) -> dict[str, Any] | None: ...
     def search(self, name: str, vector: np.ndarray, top_k: int, *,
                query_filter: qm.Filter | None = None, score_threshold: float | None = None,
-               with_text: bool = True) -> list[Hit]: ...
+               with_text: bool = True, exact: bool = False) -> list[Hit]: ...
 
 
 def metadata_filter(filters: Mapping[str, Any] | None) -> qm.Filter | None:
@@ -134,9 +175,21 @@ class VectorStore:
     answer (callers may retry), CollectionError for a missing or mismatched collection."""
 
     def __init__(self, client: QdrantClient, location: str, *, shard_number: int | None = None,
-                 replication_factor: int | None = None):
+                 replication_factor: int | None = None, hnsw_m: int = 16,
+                 hnsw_ef_construct: int = 100, search_ef: int = 128, quantization: bool = False,
+                 oversampling: float = 2.0):
         self._client = client
         self.location = location
+        self._hnsw = qm.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct)
+        self._quantization = qm.ScalarQuantization(scalar=qm.ScalarQuantizationConfig(
+            type=qm.ScalarType.INT8, quantile=0.99, always_ram=True)) if quantization else None
+        rescoring = qm.QuantizationSearchParams(rescore=True, oversampling=oversampling) \
+            if quantization else None
+        # the embedded engine has no index to tune (and warns when given search params)
+        self._search_params = {exact: qm.SearchParams(hnsw_ef=search_ef, exact=exact,
+                                                      quantization=rescoring)
+                               if location.startswith(("http://", "https://")) else None
+                               for exact in (False, True)}
         # The embedded engine is plain Python without locking of its own: calls from the
         # API's threads and the in-process worker take turns. A server needs no such lock.
         self._lock: AbstractContextManager[Any] = (
@@ -163,20 +216,22 @@ class VectorStore:
 
     # Collections
 
-    def ensure_collection(self, name: str, dimension: int, model: str) -> None:
-        """Create `name` for `model` if missing; refuse one that another model filled."""
+    def ensure_collection(self, name: str, dimension: int, model: str, encoding: str = "") -> None:
+        """Create `name` for `model` if missing; refuse one that another model or encoding
+        filled."""
         if not self._call("collection_exists", self._client.collection_exists, name):
             try:
                 self._call("create_collection", self._client.create_collection, name,
                     vectors_config=qm.VectorParams(size=dimension, distance=qm.Distance.COSINE),
                     shard_number=self._shard_number, replication_factor=self._replication_factor,
-                    metadata={"bienc_schema": SCHEMA_VERSION, "model": model, "dimension": dimension},
+                    hnsw_config=self._hnsw, quantization_config=self._quantization,
+                    metadata=collection_metadata(model, dimension, encoding),
                 )
             except (ValueError, UnexpectedResponse) as exc:
                 if "already exists" not in str(exc):  # a concurrent worker created it first
                     raise
             self._create_indexes(name)
-        self.check_collection(name, dimension, model)
+        self.check_collection(name, dimension, model, encoding)
 
     def _create_indexes(self, name: str) -> None:
         if self.location.startswith(("http://", "https://")):  # the embedded engine has none
@@ -185,23 +240,15 @@ class VectorStore:
                 self._call("create_payload_index", self._client.create_payload_index,
                            name, field_name, field_schema=schema)
 
-    def check_collection(self, name: str, dimension: int, model: str) -> None:
-        """Raise CollectionError unless `name` exists and holds `dimension`-d vectors of `model`."""
+    def check_collection(self, name: str, dimension: int, model: str,
+                         encoding: str | None = None) -> None:
+        """Raise CollectionError unless `name` exists and holds `dimension`-d vectors of `model`
+        (encoded with `encoding`, when given)."""
         info = self._collection(name)
         params = info.config.params.vectors
         size = params.size if isinstance(params, qm.VectorParams) else None
-        recorded = info.config.metadata or {}
-        if recorded.get("bienc_schema") is None:
-            raise CollectionError(
-                f"collection {name!r} at {self.location} was not created by bienc; "
-                "choose another collection name"
-            )
-        if size != dimension or recorded.get("model") != model:
-            raise CollectionError(
-                f"collection {name!r} holds {size}-d vectors of model {recorded.get('model')!r}, "
-                f"but the configured model {model!r} makes {dimension}-d vectors. Use another "
-                f"collection, or set BIENC_MODEL to {recorded.get('model')!r}."
-            )
+        verify_recorded(name, self.location, info.config.metadata or {}, size, dimension, model,
+                        encoding)
 
     def _collection(self, name: str) -> qm.CollectionInfo:
         try:
@@ -226,6 +273,7 @@ class VectorStore:
         return CollectionInfo(
             name=name,
             model=(info.config.metadata or {}).get("model"),
+            encoding=(info.config.metadata or {}).get("encoding"),
             dimension=params.size if isinstance(params, qm.VectorParams) else 0,
             documents=documents,
             points=points,
@@ -295,8 +343,9 @@ class VectorStore:
 
     def search(self, name: str, vector: np.ndarray, top_k: int, *,
                query_filter: qm.Filter | None = None, score_threshold: float | None = None,
-               with_text: bool = True) -> list[Hit]:
-        """The `top_k` best documents, each scored by its best chunk, best first.
+               with_text: bool = True, exact: bool = False) -> list[Hit]:
+        """The `top_k` best documents, each scored by its best chunk, best first. `exact`
+        skips the ANN index (and quantisation) and scores every point: the reference for recall.
 
         A hit whose chunk belongs to another version of the document than its chunk 0 (a
         re-ingest is being written) is left out rather than shown with mixed text.
@@ -307,6 +356,7 @@ class VectorStore:
         result = self._call("query_points_groups", self._client.query_points_groups, name,
             query=vector.tolist(), group_by="doc_id", limit=top_k, group_size=1,
             query_filter=query_filter, score_threshold=score_threshold, with_payload=fields,
+            search_params=self._search_params[exact],
         )
         best = [group.hits[0].payload | {"_score": group.hits[0].score}
                 for group in result.groups if group.hits and group.hits[0].payload]
@@ -330,14 +380,20 @@ class VectorStore:
 
 def open_store(settings: Settings) -> Store:
     """Connect to the configured Qdrant server, or open the embedded store on disk."""
-    if not settings.qdrant_url and settings.embedded_store == "edge":
+    ann: dict[str, Any] = {
+        "hnsw_m": settings.hnsw_m, "hnsw_ef_construct": settings.hnsw_ef_construct,
+        "search_ef": settings.hnsw_ef, "quantization": settings.quantization == "int8",
+        "oversampling": settings.quantization_oversampling,
+    }
+    in_memory = settings.resolved_qdrant_path == ":memory:"  # qdrant-local only
+    if not settings.qdrant_url and settings.embedded_store == "edge" and not in_memory:
         from core.edge_store import EdgeVectorStore
 
-        return EdgeVectorStore(Path(settings.resolved_qdrant_path))
+        return EdgeVectorStore(Path(settings.resolved_qdrant_path), **ann)
     if settings.qdrant_url:
         client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key,
                               timeout=settings.qdrant_timeout_s)
-    elif settings.resolved_qdrant_path == ":memory:":
+    elif in_memory:
         client = QdrantClient(location=":memory:")
     else:
         try:
@@ -349,4 +405,4 @@ def open_store(settings: Settings) -> Store:
                 "server and set BIENC_QDRANT_URL so that processes can share it."
             ) from exc
     return VectorStore(client, settings.store_location, shard_number=settings.shard_number,
-                       replication_factor=settings.replication_factor)
+                       replication_factor=settings.replication_factor, **ann)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,8 @@ from ingest.chunking import Chunk, chunk_document
 from ingest.documents import Document
 
 log = logging.getLogger(__name__)
+
+_RUN_BATCHES = 2  # forward batches encoded per upsert
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,50 @@ def _upsert_isolating_failures(store: Store, collection: str,
     return failures
 
 
+def slices(chunked: Sequence[Sequence[Chunk]], max_texts: int) -> list[range]:
+    """Consecutive runs of documents with at most `max_texts` chunks each (at least one
+    document a run)."""
+    runs: list[range] = []
+    start = texts = 0
+    for i, chunks in enumerate(chunked):
+        if i > start and texts + len(chunks) > max_texts:
+            runs.append(range(start, i))
+            start, texts = i, 0
+        texts += len(chunks)
+    if start < len(chunked):
+        runs.append(range(start, len(chunked)))
+    return runs
+
+
+def _encode_and_write(encoder: Encoder, store: Store, collection: str,
+                      documents: Sequence[Document], chunked: Sequence[Sequence[Chunk]],
+                      hashes: dict[str, str], job_id: str
+                      ) -> tuple[list[tuple[Document, int]], dict[str, str]]:
+    """Encode run after run of documents while a writer thread upserts the run before, so the
+    encoder does not wait for the store. Returns the documents written (with their chunk
+    counts) and the failures; a store outage raises once the run in flight is done."""
+    failures: dict[str, str] = {}
+    written: list[tuple[Document, int]] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bienc-upsert") as writer:
+        in_flight: Future[dict[str, str]] | None = None
+        for run in slices(chunked, _RUN_BATCHES * encoder.batch_size):
+            docs = [documents[i] for i in run]
+            vectors, encode_failures = _encode_isolating_failures(encoder, docs, [chunked[i] for i in run])
+            failures.update(encode_failures)
+            points: list[ChunkPoint] = []
+            for i, doc_vectors in zip(run, vectors, strict=True):
+                if doc_vectors is not None:
+                    doc = documents[i]
+                    points.extend(build_points(doc, chunked[i], doc_vectors, hashes[doc.id], job_id))
+                    written.append((doc, len(chunked[i])))
+            if in_flight is not None:
+                failures.update(in_flight.result())
+            in_flight = writer.submit(_upsert_isolating_failures, store, collection, points)
+        if in_flight is not None:
+            failures.update(in_flight.result())
+    return written, failures
+
+
 def index_documents(documents: Sequence[Document], collection: str, encoder: Encoder,
                     store: Store, params: ChunkingParams, job_id: str = "") -> BatchOutcome:
     """Make `documents` searchable in `collection` exactly as given. Idempotent.
@@ -134,7 +181,7 @@ def index_documents(documents: Sequence[Document], collection: str, encoder: Enc
     repeated in case it died before). Raises StoreUnavailableError (retry the batch) or
     CollectionError.
     """
-    store.ensure_collection(collection, encoder.dimension, encoder.identity)
+    store.ensure_collection(collection, encoder.dimension, encoder.identity, encoder.encoding)
     stored = store.first_chunks(collection, [d.id for d in documents])
     hashes = {d.id: index_hash(d, params) for d in documents}
     changed = [d for d in documents if stored.get(d.id, {}).get("content_hash") != hashes[d.id]]
@@ -145,14 +192,7 @@ def index_documents(documents: Sequence[Document], collection: str, encoder: Enc
     if not changed:
         return BatchOutcome(indexed=len(resumed), skipped=skipped)
     chunked = chunk_documents(changed, encoder, params)
-    vectors, failures = _encode_isolating_failures(encoder, changed, chunked)
-    points: list[ChunkPoint] = []
-    written: list[tuple[Document, int]] = []
-    for document, chunks, doc_vectors in zip(changed, chunked, vectors, strict=True):
-        if doc_vectors is not None:
-            points.extend(build_points(document, chunks, doc_vectors, hashes[document.id], job_id))
-            written.append((document, len(chunks)))
-    failures.update(_upsert_isolating_failures(store, collection, points))
+    written, failures = _encode_and_write(encoder, store, collection, changed, chunked, hashes, job_id)
     written = [(d, n) for d, n in written if d.id not in failures]
     stale = {d.id: n for d, n in written if int(stored.get(d.id, {}).get("chunks", 0)) > n}
     store.delete_chunks_from(collection, stale)

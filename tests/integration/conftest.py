@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+from core.settings import Settings
+from core.store import open_store
+
 BIENC = [sys.executable, "-m", "bienc.cli"]
 
 
@@ -72,3 +75,13 @@ def long_document() -> dict[str, Any]:
     )
     ending = "The final section reports that the migratory hummingbirds navigate by polarised light."
     return {"id": "long-1", "title": "A long report", "text": f"{filler} {ending}"}
+
+
+def create_other_models_collection(data_dir: Path, name: str = "wide") -> None:
+    """A collection filled by a 768-d model, made in the default embedded store before a
+    bienc process opens it."""
+    store = open_store(Settings(_env_file=None, data_dir=data_dir))  # type: ignore[call-arg]
+    try:
+        store.ensure_collection(name, 768, "other/model-768")
+    finally:
+        store.close()

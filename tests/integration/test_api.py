@@ -18,12 +18,10 @@ import httpx
 import pytest
 import redis
 import schemathesis
-from qdrant_client import QdrantClient
-from qdrant_client import models as qm
 
 from tests.api_fuzz import fuzz
 from tests.conftest import TEST_REDIS_URL
-from tests.integration.conftest import BIENC, bienc_env, stop_gracefully
+from tests.integration.conftest import BIENC, bienc_env, create_other_models_collection, stop_gracefully
 
 API_KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -58,14 +56,6 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _another_models_collection(workdir: Path) -> None:
-    """A collection filled by a 768-d model, made before the server owns the store."""
-    client = QdrantClient(path=str(workdir / ".bienc" / "qdrant"))
-    client.create_collection("wide", vectors_config=qm.VectorParams(size=768, distance=qm.Distance.COSINE),
-                             metadata={"bienc_schema": 1, "model": "other/model-768", "dimension": 768})
-    client.close()
-
-
 @contextmanager
 def serve(workdir: Path, env: dict[str, str]) -> Iterator[Server]:
     """A real `bienc serve` process on a free loopback port, ready to answer."""
@@ -97,7 +87,7 @@ def serve(workdir: Path, env: dict[str, str]) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("serve")
-    _another_models_collection(workdir)
+    create_other_models_collection(workdir / ".bienc")
     env = bienc_env(api_key=API_KEY, api_max_documents=str(MAX_DOCUMENTS),
                     api_max_request_bytes=str(MAX_REQUEST_BYTES))
     with serve(workdir, env) as running:

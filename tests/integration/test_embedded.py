@@ -4,10 +4,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from qdrant_client import QdrantClient
-from qdrant_client import models as qm
-
-from tests.integration.conftest import bienc_env, run_bienc, run_json, write_jsonl
+from tests.integration.conftest import (
+    bienc_env,
+    create_other_models_collection,
+    run_bienc,
+    run_json,
+    write_jsonl,
+)
 
 
 def test_demo_ranks_the_eiffel_tower_first(tmp_path: Path) -> None:
@@ -36,10 +39,7 @@ def test_long_document_is_found_by_a_phrase_from_its_end(tmp_path: Path,
 
 
 def test_collection_of_another_dimension_is_refused(tmp_path: Path) -> None:
-    client = QdrantClient(path=str(tmp_path / ".bienc" / "qdrant"))
-    client.create_collection("wide", vectors_config=qm.VectorParams(size=768, distance=qm.Distance.COSINE),
-                             metadata={"bienc_schema": 1, "model": "other/model-768", "dimension": 768})
-    client.close()
+    create_other_models_collection(tmp_path / ".bienc")
     corpus = write_jsonl(tmp_path / "c.jsonl", [{"id": "1", "text": "hello"}])
     result = run_bienc("ingest", str(corpus), "-c", "wide", cwd=tmp_path, env=bienc_env())
     assert result.returncode == 1

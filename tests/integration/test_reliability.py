@@ -148,4 +148,4 @@ def test_unreachable_qdrant_dead_letters_then_replay_indexes_all(tmp_path: Path,
     assert (final["indexed"], final["failed"], final["dead_letters"]) == (120, 0, 0)
     assert final["failures"] == {}
     assert run_json("info", "-c", "q", cwd=tmp_path, env=up)["collections"][0]["points"] == 120
-    assert os.path.exists(tmp_path / "data" / "qdrant")
+    assert os.path.exists(tmp_path / "data" / "edge")  # the embedded default store

@@ -1,21 +1,22 @@
 import pytest
 from pydantic import ValidationError
 
-from core.encoder import choose_dtype, cpu_has_native_bf16
+from core.encoder import choose_backend, choose_dtype, cpu_has_native_bf16
 from core.settings import Settings
 
 
 def test_defaults_are_the_embedded_setup() -> None:
     settings = Settings(_env_file=None)
     assert settings.embedded_queue and settings.qdrant_url is None
-    assert settings.resolved_qdrant_path.endswith("qdrant")
+    assert settings.resolved_qdrant_path.endswith("edge")  # Qdrant Edge: HNSW, in-process
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
         ({"BIENC_CHUNK_OVERLAP": "200"}, "BIENC_CHUNK_OVERLAP"),
-        ({"BIENC_DTYPE": "fp8"}, "auto, float32, bfloat16"),
+        ({"BIENC_DTYPE": "fp8"}, "auto, float32, bfloat16, int8"),
+        ({"BIENC_BACKEND": "onnx"}, "'auto', 'torch' or 'openvino'"),
         ({"BIENC_BROKER_URL": "amqp://guest@localhost//"}, "redis://"),
         ({"BIENC_VISIBILITY_TIMEOUT_S": "30"}, "BIENC_RETRY_BACKOFF_MAX_S"),
         ({"BIENC_ENCODE_BATCH_SIZE": "0"}, "greater than or equal to 1"),
@@ -34,3 +35,8 @@ def test_bf16_only_where_the_cpu_has_it() -> None:
     assert not cpu_has_native_bf16("flags\t\t: fpu avx2 avx512f\n")
     assert choose_dtype("float32", "cpu") == "float32"
     assert choose_dtype("auto", "cuda") == "float32"
+    assert choose_dtype("auto", "cpu", "openvino", cpuinfo="flags\t: avx512f avx512_bf16\n") == "bfloat16"
+    # no native bf16: full precision, never an emulated path
+    assert choose_dtype("auto", "cpu", "openvino", cpuinfo="flags\t: avx2 avx512f\n") == "float32"
+    assert choose_backend("auto", "cuda") == "torch"
+    assert choose_backend("torch", "cpu") == "torch"

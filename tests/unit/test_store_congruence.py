@@ -65,6 +65,15 @@ def test_collection_of_another_model_or_dimension_is_refused(store: Store) -> No
     assert store.list_collections() == ["d"]
 
 
+def test_a_collection_takes_vectors_of_one_encoder(store: Store) -> None:
+    store.ensure_collection("c", 3, "m", "openvino/bfloat16")
+    store.ensure_collection("c", 3, "m", "torch/float32")  # full precision agrees to 0.9999
+    assert store.info("c").encoding == "openvino/bfloat16"  # the encoder that created it
+    with pytest.raises(CollectionError, match="BIENC_BACKEND=openvino and BIENC_DTYPE=bfloat16"):
+        store.ensure_collection("c", 3, "m", "openvino/int8")
+    store.check_collection("c", 3, "m")  # a query may be encoded by any backend of the model
+
+
 def test_a_missing_collection_is_reported(store: Store) -> None:
     for call in (lambda: store.info("nope"), lambda: store.get_document("nope", "a"),
                  lambda: store.delete_documents("nope", ["a"])):
@@ -265,3 +274,30 @@ def test_edge_hnsw_rankings_agree_with_exact_search(tmp_path: Path) -> None:
     finally:
         exact.close()
         edge.close()
+
+
+@pytest.mark.parametrize("quantization", [False, True])
+def test_ann_search_agrees_with_the_same_collections_exact_search(tmp_path: Path,
+                                                                 quantization: bool) -> None:
+    """HNSW (optionally over int8-quantised vectors, rescored) against exact=True on the same
+    Edge collection, and exact=True against numpy."""
+    rng = np.random.default_rng(7)
+    basis = rng.normal(size=(16, 64)).astype(np.float32)
+    vectors = _embedding_like(rng, 3000, basis)
+    store = EdgeVectorStore(tmp_path / "edge", indexing_threshold=1000, quantization=quantization)
+    try:
+        store.ensure_collection("c", 64, "m")
+        store.upsert("c", [_point(f"d{i}", 0, v) for i, v in enumerate(vectors)])
+        assert store._collection("c").shard.info().indexed_vectors_count >= 2000
+        recalls = []
+        for query in _embedding_like(rng, 40, basis):
+            exact = store.search("c", query, 10, with_text=False, exact=True)
+            numpy_top = np.argsort(-(vectors @ query))[:10]
+            assert [h.doc_id for h in exact] == [f"d{i}" for i in numpy_top]
+            ann = store.search("c", query, 10, with_text=False)
+            recalls.append(len({h.doc_id for h in ann} & {h.doc_id for h in exact}) / 10)
+            for hit in ann:  # rescored with the original vectors: exact cosine
+                assert hit.score == pytest.approx(float(vectors[int(hit.doc_id[1:])] @ query), abs=1e-4)
+        assert np.mean(recalls) >= 0.95, recalls
+    finally:
+        store.close()

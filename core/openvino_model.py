@@ -1,0 +1,168 @@
+"""The sentence-transformers model as an OpenVINO graph: converted locally from the loaded torch
+model (no hub, no ONNX step), optionally quantised to int8, and cached on disk.
+
+The graph takes the tokenizer's tensors and returns the model's sentence embedding, so the
+model's own pooling and dense layers travel with it; tokenising and normalising stay in Python.
+
+Cache layout: ``cache_dir/<key>/model.xml`` (+ ``.bin``). The key hashes the weights, the
+kind of graph (float or int8) and the OpenVINO version, so a different model, a fine-tuned copy or an upgraded
+OpenVINO exports again, and the same model under another name or path does not. A folder is
+written under a temporary name and renamed into place, so concurrent workers never read half
+an export; the one that loses the race uses the winner's copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMAT = 1  # bump when the exported graph changes meaning
+_CALIBRATION_TEXTS = 256
+_PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16", "int8": "bf16"}
+
+
+def cache_key(model: SentenceTransformer, dtype: str) -> str:
+    """Hash of the weights, the kind of graph and the OpenVINO version. float32 and bfloat16
+    share one graph (the precision is chosen when it is compiled); int8 has its own."""
+    import openvino
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
+    graph = "int8" if dtype == "int8" else "float"
+    digest.update(f"|{graph}|{openvino.__version__}|{EXPORT_FORMAT}".encode())
+    return digest.hexdigest()[:24]
+
+
+def calibration_texts(limit: int = _CALIBRATION_TEXTS) -> list[str]:
+    """English prose of varied length for int8 calibration, found offline on any machine: the
+    docstrings of Python's standard library, in a fixed order."""
+    import argparse
+    import collections
+    import email.message
+    import json as json_module
+    import logging as logging_module
+    import pathlib
+    import subprocess
+    import threading
+    import unittest
+
+    texts: list[str] = []
+    for module in (argparse, collections, email.message, json_module, logging_module, pathlib,
+                   subprocess, threading, unittest.case):
+        for _, member in sorted(inspect.getmembers(module), key=lambda item: item[0]):
+            for paragraph in (inspect.getdoc(member) or "").split("\n\n"):
+                words = paragraph.split()
+                if len(words) >= 12:
+                    texts.append(" ".join(words))
+    unique = list(dict.fromkeys(texts))
+    # Mix short and long paragraphs; group neighbours into longer texts as well.
+    mixed = unique + [" ".join(unique[i : i + 4]) for i in range(0, len(unique), 4)]
+    return mixed[:limit]
+
+
+class _SentenceEmbedding:
+    """A torch module around the sentence-transformers model: tensors in, embedding out."""
+
+    @staticmethod
+    def build(model: SentenceTransformer, names: Sequence[str]) -> Any:
+        import torch
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids: Any, attention_mask: Any,
+                        token_type_ids: Any = None) -> Any:
+                features = {"input_ids": input_ids, "attention_mask": attention_mask}
+                if token_type_ids is not None and "token_type_ids" in names:
+                    features["token_type_ids"] = token_type_ids
+                return self.model(features)["sentence_embedding"]
+
+        return Wrapped().eval()
+
+
+def _tensors(model: SentenceTransformer, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    features = model.preprocess(list(texts))
+    return {k: v.numpy() for k, v in features.items()
+            if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def _convert(model: SentenceTransformer, dtype: str) -> Any:
+    import openvino as ov
+    import torch
+
+    example = _tensors(model, ["an example sentence", "a second, somewhat longer example text"])
+    wrapped = _SentenceEmbedding.build(model, list(example))
+    with torch.no_grad(), warnings.catch_warnings():
+        # tracing notes shape checks it freezes; they hold for every input of this graph
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
+        graph = ov.convert_model(wrapped, example_input={k: torch.from_numpy(v)
+                                                         for k, v in example.items()})
+    if dtype == "int8":
+        import nncf
+
+        texts = calibration_texts()
+        batches = [_tensors(model, texts[i : i + 8]) for i in range(0, len(texts), 8)]
+        graph = nncf.quantize(graph, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
+                              subset_size=len(batches))
+    return graph
+
+
+def load_compiled(model: SentenceTransformer, dtype: str, cache_dir: Path, threads: int) -> Any:
+    """The compiled OpenVINO model for `model` at `dtype`, exported once and then read from
+    `cache_dir`."""
+    import openvino as ov
+
+    folder = Path(cache_dir) / cache_key(model, dtype)
+    xml = folder / "model.xml"
+    if not xml.is_file():
+        started = time.monotonic()
+        graph = _convert(model, dtype)
+        tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}")
+        tmp.mkdir(parents=True)
+        ov.save_model(graph, tmp / "model.xml", compress_to_fp16=False)
+        (tmp / "export.json").write_text(json.dumps({"graph": "int8" if dtype == "int8" else "float",
+                                                     "format": EXPORT_FORMAT}))
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process exported it first
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("exported the model to OpenVINO %s in %.1f s: %s", dtype,
+                 time.monotonic() - started, folder)
+    config = {"INFERENCE_PRECISION_HINT": _PRECISION_HINTS[dtype], "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = str(threads)
+    return ov.Core().compile_model(str(xml), "CPU", config)
+
+
+class OpenVINORunner:
+    """Embeds tokenised batches with a compiled OpenVINO model."""
+
+    def __init__(self, compiled: Any):
+        self._compiled = compiled
+        self._inputs = {port.get_any_name() for port in compiled.inputs}
+
+    def __call__(self, features: Mapping[str, Any]) -> np.ndarray:
+        inputs = {k: v.numpy() for k, v in features.items() if k in self._inputs}
+        return np.asarray(self._compiled(inputs)[0], dtype=np.float32)
+

@@ -1,0 +1,78 @@
+"""Encoder backends with the real model: each agrees with torch float32, the converted model is
+cached, and batching by tokens does not change a vector."""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.encoder import Encoder, load_encoder
+from core.errors import ModelLoadError
+from core.settings import Settings
+
+
+def _sample_texts() -> list[str]:
+    lines = resources.files("bienc").joinpath("sample_corpus.jsonl").read_text().splitlines()
+    return [json.loads(line)["text"] for line in lines if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="module")
+def reference() -> Encoder:
+    return load_encoder(Settings(backend="torch", dtype="float32"))
+
+
+@pytest.mark.parametrize(("backend", "dtype", "min_cosine"), [
+    ("torch", "bfloat16", 0.999), ("openvino", "float32", 0.9999),
+    ("openvino", "bfloat16", 0.999), ("openvino", "int8", 0.97),
+])
+def test_each_backend_agrees_with_torch_float32(reference: Encoder, cache_dir: Path, backend: str,
+                                                dtype: str, min_cosine: float) -> None:
+    encoder = load_encoder(Settings(backend=backend, dtype=dtype, model_cache_dir=cache_dir))
+    assert encoder.encoding == f"{backend}/{dtype}"
+    texts = _sample_texts()
+    want, got = reference.encode_documents(texts), encoder.encode_documents(texts)
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    cosines = (want * got).sum(axis=1)
+    assert cosines.min() >= min_cosine, cosines
+    # the same document wins each query as with float32
+    queries = ["Where is the Eiffel Tower?", "a language for programming", "the capital of Germany"]
+    assert list((reference.encode_queries(queries) @ want.T).argmax(axis=1)) == \
+        list((encoder.encode_queries(queries) @ got.T).argmax(axis=1))
+
+
+def test_the_converted_model_is_cached(cache_dir: Path) -> None:
+    settings = Settings(backend="openvino", dtype="bfloat16", model_cache_dir=cache_dir)
+    load_encoder(settings)
+    exports = sorted(cache_dir.iterdir())
+    assert [p.name for p in exports if p.name.startswith(".")] == []  # no half-written export
+    model_files = sorted(cache_dir.glob("*/model.xml"))
+    stamps = [p.stat().st_mtime_ns for p in model_files]
+    started = time.monotonic()
+    load_encoder(settings)
+    assert sorted(cache_dir.glob("*/model.xml")) == model_files  # found, not exported again
+    assert [p.stat().st_mtime_ns for p in model_files] == stamps
+    assert time.monotonic() - started < 30
+
+
+def test_token_batching_changes_no_vector(reference: Encoder) -> None:
+    texts = ["short", "a somewhat longer sentence about tidal energy and the moon", "x " * 300,
+             *_sample_texts()]
+    together = reference.encode_documents(texts)
+    alone = np.vstack([reference.encode_documents([t]) for t in texts])
+    assert np.allclose(together, alone, atol=1e-5)
+
+
+def test_an_impossible_combination_says_what_to_set() -> None:
+    with pytest.raises(ModelLoadError, match="BIENC_BACKEND=openvino"):
+        load_encoder(Settings(backend="torch", dtype="int8"))

@@ -63,7 +63,7 @@ def main() -> None:
     queries = load_queries(DATA / "queries_test.jsonl")
     qrels = {q: r for q, r in load_qrels(DATA / "qrels_test.tsv").items() if q in queries}
     encoder = load_encoder(Settings(qdrant_path=":memory:"))
-    print(f"encoder dtype {encoder.dtype}, {len(docs)} documents, {len(qrels)} queries")
+    print(f"encoder {encoder.encoding}, {len(docs)} documents, {len(qrels)} queries")
     qids = list(qrels)
     qvecs = encoder.encode_queries([queries[q] for q in qids])
     print("config | chunks/doc | encode s | docs/s | aggregation | ndcg@10 | recall@100")

@@ -1,56 +1,206 @@
-"""Encoder throughput on SciFact documents, side by side in one run: the seed's way
-(`SentenceTransformer.encode`, fp32, batch 32, title + text cut at 256 tokens) against bienc's
-encoder in each precision, for one window per document and for bienc's chunking.
+"""Ingest throughput on SciFact, side by side in one run, with the ratios the throughput issue asks for.
 
-    python bench/throughput.py --documents 1000
+    python bench/throughput.py --documents 1000          # first 1,000 documents, every backend
+    python bench/throughput.py --documents 0 --backends torch/float32,openvino/bfloat16,openvino/int8
 
-Prints docs/s and the ratio to the seed's way. End-to-end figures (through Redis and a
-worker) come from bench/scifact.py.
+(1) the seed's way: `SentenceTransformer.encode`, fp32, batch 32, title + text cut at 256 tokens.
+(2) bienc's encoder alone (chunking and encoding, as a worker does it) for each backend.
+(3) bienc end to end: `bienc ingest --wait` through Redis into a separate `bienc worker`
+    process (warmed up first) and the embedded store, with bienc's default backend.
+
+Two configurations: the seed's work (one 256-token window per document) and bienc's default
+(128-token chunks, 32 overlap, title in each). For each backend: docs/s, the ratios
+(2)/(1), (3)/(1), (3)/(2), and the cosine of its document vectors to torch float32's. On the
+full corpus (--documents 0) also nDCG@10 by exact cosine over the test queries (the quality
+guard: loss <= 0.005 against float32) and, for (3), nDCG@10 and search latency of the real
+collection.
+
+Needs Redis for (3) (BIENC_BENCH_REDIS_URL, default redis://127.0.0.1:6379/12; flushed).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
+import os
+import shutil
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-from core.encoder import load_encoder, resolve_model_location
+import numpy as np
+
+from core.encoder import choose_backend, choose_dtype, load_encoder, resolve_model_location
 from core.settings import Settings
 from ingest.documents import Document
 from ingest.readers import read_path
+from search.evaluation import load_qrels, load_queries, score_run
 from workers.indexing import ChunkingParams, chunk_documents
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "scifact"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scifact import run_config  # a sibling script
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "scifact"
+CONFIGS = {
+    "same work (1 window)": ({"BIENC_CHUNKING": "false"}, ChunkingParams(256, 0, enabled=False)),
+    "default (chunks 128/32)": ({}, ChunkingParams(128, 32)),
+}
+ALL_BACKENDS = ["torch/float32", "torch/bfloat16", "openvino/float32", "openvino/bfloat16",
+                "openvino/int8"]
+
+
+def doc_texts(docs: list[Document]) -> list[str]:
+    return [f"{d.title} {d.text}" if d.title else d.text for d in docs]
+
+
+def ndcg_exact(docs: list[Document], owners: np.ndarray, vectors: np.ndarray,
+               query_vectors: np.ndarray, qids: list[str], qrels: dict[str, dict[str, int]]) -> float:
+    """nDCG@10 of exact cosine search, each document scored by its best chunk."""
+    scores = query_vectors @ vectors.T
+    doc_scores = np.full((len(qids), len(docs)), -np.inf, dtype=np.float32)
+    np.maximum.at(doc_scores.T, owners, scores.T)
+    top = np.argsort(-doc_scores, axis=1)[:, :10]
+    run = {q: [docs[i].id for i in top[n]] for n, q in enumerate(qids)}
+    return score_run(run, qrels)["ndcg@10"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--documents", type=int, default=1000)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--documents", type=int, default=1000, help="first N documents; 0 = all")
+    parser.add_argument("--backends", default=",".join(ALL_BACKENDS))
+    parser.add_argument("--chunked-backends", help="backends for the chunked configuration "
+                        "(default: --backends)")
+    parser.add_argument("--configs", default=",".join(str(i) for i in range(len(CONFIGS))),
+                        help="indices into: " + "; ".join(CONFIGS))
+    parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument("--sweep-batch-tokens", default="",
+                        help="e.g. 2048,4096,8192: also time the default encoder at each cap")
     args = parser.parse_args()
+    backends = [b for b in args.backends.split(",") if b]
+    configs = [list(CONFIGS.items())[int(i)] for i in args.configs.split(",")]
     corpus = read_path(DATA / "corpus.jsonl", max_text_chars=10**7)
-    docs = [d for d in itertools.islice(corpus, args.documents) if isinstance(d, Document)]
-    texts = [f"{d.title} {d.text}" if d.title else d.text for d in docs]
+    docs = [d for d in itertools.islice(corpus, args.documents or None) if isinstance(d, Document)]
+    texts = doc_texts(docs)
+    full = args.documents == 0
+    queries = load_queries(DATA / "queries_test.jsonl")
+    qrels = {q: r for q, r in load_qrels(DATA / "qrels_test.tsv").items() if q in queries}
+    qids = list(qrels)
+    default_backend = choose_backend("auto", "cpu")
+    default = f"{default_backend}/{choose_dtype('auto', 'cpu', default_backend)}"
+    print(f"{len(docs)} SciFact documents; bienc's default encoder here: {default}; "
+          f"{os.cpu_count()} CPUs", flush=True)
 
+    # (1) the seed's way
     from sentence_transformers import SentenceTransformer
 
     seed_model = SentenceTransformer(resolve_model_location("all-MiniLM-L6-v2"), device="cpu")
+    seed_model.max_seq_length = 256
     seed_model.encode(texts[:32], batch_size=32)  # warm-up
     started = time.perf_counter()
-    seed_model.encode(texts, batch_size=32)
-    seed = len(docs) / (time.perf_counter() - started)
-    print(f"{'variant':<34} {'docs/s':>7} {'x seed':>7}")
-    print(f"{'seed: ST.encode fp32, 1 window':<34} {seed:7.1f} {1.0:7.2f}")
-    for dtype in ("float32", "bfloat16"):
-        encoder = load_encoder(Settings(qdrant_path=":memory:", dtype=dtype))
-        for name, params in (("1 window", ChunkingParams(256, 0, enabled=False)),
-                             ("chunks 128/32", ChunkingParams(128, 32))):
+    seed_vectors = seed_model.encode(texts, batch_size=32, normalize_embeddings=True)
+    seed_rate = len(docs) / (time.perf_counter() - started)
+    seed_ndcg = None
+    if full:
+        qv = seed_model.encode([queries[q] for q in qids], batch_size=32, normalize_embeddings=True)
+        seed_ndcg = ndcg_exact(docs, np.arange(len(docs)), seed_vectors, qv, qids, qrels)
+    del seed_model
+    gc.collect()
+    print(f"(1) seed: ST.encode fp32, batch 32: {seed_rate:.1f} docs/s"
+          + (f", nDCG@10 {seed_ndcg:.4f}" if seed_ndcg is not None else ""), flush=True)
+
+    rows: list[dict[str, object]] = []
+    for cap in [int(c) for c in args.sweep_batch_tokens.split(",") if c]:
+        encoder = load_encoder(Settings(max_batch_tokens=cap))
+        for config_name, (_, params) in configs:
             encoder.encode_documents(texts[:32])
             started = time.perf_counter()
             chunked = chunk_documents(docs, encoder, params)
             encoder.encode_documents([c.text for chunks in chunked for c in chunks])
             rate = len(docs) / (time.perf_counter() - started)
-            print(f"{'bienc ' + dtype + ', ' + name:<34} {rate:7.1f} {rate / seed:7.2f}", flush=True)
+            print(f"batch cap {cap} tokens, {config_name}, {encoder.encoding}: {rate:.1f} docs/s",
+                  flush=True)
+    for config_name, (env, params) in configs:
+        reference: np.ndarray | None = seed_vectors if not params.enabled else None
+        encoder_rates: dict[str, float] = {}
+        chunked_backends = [b for b in (args.chunked_backends or args.backends).split(",") if b]
+        for backend in (chunked_backends if params.enabled else backends):
+            name, dtype = backend.split("/")
+            encoder = load_encoder(Settings(backend=name, dtype=dtype))
+            encoder.encode_documents(texts[:32])  # warm-up
+            started = time.perf_counter()
+            chunked = chunk_documents(docs, encoder, params)
+            vectors = encoder.encode_documents([c.text for chunks in chunked for c in chunks])
+            rate = len(docs) / (time.perf_counter() - started)
+            encoder_rates[backend] = rate
+            if reference is None and backend == "torch/float32":
+                reference = vectors
+            cosines = (vectors * reference).sum(axis=1) if reference is not None \
+                and reference.shape == vectors.shape else None
+            ndcg = None
+            if full:
+                owners = np.array([i for i, chunks in enumerate(chunked) for _ in chunks])
+                query_vectors = encoder.encode_queries([queries[q] for q in qids])
+                ndcg = ndcg_exact(docs, owners, vectors, query_vectors, qids, qrels)
+            rows.append({"config": config_name, "what": f"(2) encoder {backend}", "docs/s": rate,
+                         "(2)/(1)": rate / seed_rate, "cos": cosines, "ndcg": ndcg})
+            print(_row(rows[-1]), flush=True)
+            del encoder
+            gc.collect()
+        if args.skip_end_to_end:
+            continue
+        e2e = end_to_end(config_name, env, docs, full)
+        base = encoder_rates.get(default)
+        rows.append({"config": config_name, "what": f"(3) end to end, {default}",
+                     "docs/s": e2e["docs/s"], "(3)/(1)": e2e["docs/s"] / seed_rate,
+                     "(3)/(2)": e2e["docs/s"] / base if base else None,
+                     "ndcg": e2e.get("ndcg@10") if full else None,
+                     "search": (e2e["search_ms_p50"], e2e["search_ms_p99"]) if full else None})
+        print(_row(rows[-1]), flush=True)
+
+    print("\n| configuration | what | docs/s | (2)/(1) | (3)/(1) | (3)/(2) | cos vs fp32 mean / min "
+          "| nDCG@10 | search p50/p99 ms (K=1000) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| both | (1) seed ST.encode fp32 | {seed_rate:.1f} | 1.00 | | | 1 / 1 | "
+          f"{_fmt(seed_ndcg)} | |")
+    for row in rows:
+        print(_row(row, markdown=True))
+
+
+def end_to_end(name: str, env: dict[str, str], docs: list[Document], full: bool) -> dict[str, float]:
+    redis_url = os.environ.get("BIENC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out))
+    try:
+        corpus = work / "corpus.jsonl"
+        source = DATA / "corpus.jsonl"
+        with source.open() as src, corpus.open("w") as dst:
+            for _, line in zip(range(len(docs)), src, strict=False):
+                dst.write(line)
+        slug = "e2e-" + "".join(c if c.isalnum() else "-" for c in name)[:40]
+        return run_config(slug, env, corpus, DATA, work, redis_url, evaluate=full)  # type: ignore[return-value]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ""
+
+
+def _row(row: dict[str, object], markdown: bool = False) -> str:
+    cos = row.get("cos")
+    cos_text = f"{cos.mean():.5f} / {cos.min():.5f}" if isinstance(cos, np.ndarray) else ""
+    ratios = [f"{row[k]:.2f}" if isinstance(row.get(k), float) else ""
+              for k in ("(2)/(1)", "(3)/(1)", "(3)/(2)")]
+    search = row.get("search")
+    search_text = f"{search[0]:.1f} / {search[1]:.1f}" if isinstance(search, tuple) else ""
+    cells = [str(row["config"]), str(row["what"]), f"{row['docs/s']:.1f}", *ratios, cos_text,
+             _fmt(row.get("ndcg")), search_text]
+    return ("| " + " | ".join(cells) + " |") if markdown else "  ".join(c for c in cells if c)
 
 
 if __name__ == "__main__":

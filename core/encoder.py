@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,11 +73,7 @@ def _read_cpuinfo() -> str:
 
 
 def openvino_available() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("openvino") is not None
 
 
 def choose_backend(requested: str, device: str) -> str:
@@ -86,20 +83,23 @@ def choose_backend(requested: str, device: str) -> str:
     return "openvino" if device == "cpu" and openvino_available() else "torch"
 
 
+def nncf_available() -> bool:
+    return importlib.util.find_spec("nncf") is not None
+
+
 def choose_dtype(requested: str, device: str, backend: str = "torch",
                  cpuinfo: str | None = None) -> str:
-    """Resolve `auto` to the fastest precision that passes the quality guard on this CPU:
-    bfloat16 where the CPU has native bf16, float32 otherwise (never an emulated path).
-
-    int8 is faster still on a CPU with VNNI but moves rankings more (README, "Encoder
-    backends"); it is one setting away, not the default.
-    """
+    """Resolve `auto` to the fastest precision that passes the quality guard (README, "Encoder
+    backends") on this CPU, never an emulated path: with OpenVINO, int8 where the CPU has int8
+    dot products (VNNI, AMX); else bfloat16 where it has native bf16; else float32."""
     if requested != "auto":
         return requested
     if device != "cpu":
         return "float32"
-    return "bfloat16" if cpu_has_native_bf16(_read_cpuinfo() if cpuinfo is None else cpuinfo) \
-        else "float32"
+    cpuinfo = _read_cpuinfo() if cpuinfo is None else cpuinfo
+    if backend == "openvino" and cpu_has_int8_dot_product(cpuinfo) and nncf_available():
+        return "int8"
+    return "bfloat16" if cpu_has_native_bf16(cpuinfo) else "float32"
 
 
 def plan_batches(lengths: Sequence[int], max_texts: int, max_tokens: int) -> list[list[int]]:
@@ -126,6 +126,16 @@ def plan_batches(lengths: Sequence[int], max_texts: int, max_tokens: int) -> lis
 
 
 Runner = Callable[[Mapping[str, Any]], np.ndarray]
+_TOKENIZE_WINDOW = 2048  # texts tokenised at once (bounds the padded tensors)
+
+
+def _rows(value: Any, rows: list[int], width: int, n: int) -> Any:
+    """`rows` of a per-text tensor, its token axis cut to `width`; anything else unchanged."""
+    shape = getattr(value, "shape", None)
+    if shape is None or len(shape) == 0 or shape[0] != n:
+        return value
+    picked = value[rows]
+    return picked[:, :width] if len(shape) == 2 else picked
 
 
 class _TorchRunner:
@@ -196,12 +206,28 @@ class Encoder:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         with self._lock:
             self.calls += 1
-            lengths = self.token_lengths(texts) if len(texts) > 1 else [1]
-            for batch in plan_batches(lengths, self.batch_size, self.max_batch_tokens):
-                features = self._model.preprocess([texts[i] for i in batch])
-                out[batch] = self._runner(features)
+            for start in range(0, len(texts), _TOKENIZE_WINDOW):
+                window = texts[start : start + _TOKENIZE_WINDOW]
+                for batch, features in self._batches(window):
+                    out[[start + i for i in batch]] = self._runner(features)
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
+
+    def _batches(self, texts: list[str]) -> Iterator[tuple[list[int], Mapping[str, Any]]]:
+        """Forward batches of `texts` (plan_batches) with their model inputs. The texts are
+        tokenised once, by the model's own preprocessing; each batch takes its rows of the
+        padded tensors, cut to its longest text."""
+        features = self._model.preprocess(texts)
+        mask = features.get("attention_mask")
+        if mask is None or getattr(self.tokenizer, "padding_side", "right") != "right":
+            lengths = self.token_lengths(texts)  # cannot cut columns: tokenise each batch
+            for batch in plan_batches(lengths, self.batch_size, self.max_batch_tokens):
+                yield batch, self._model.preprocess([texts[i] for i in batch])
+            return
+        lengths = mask.sum(dim=1).tolist()
+        for batch in plan_batches(lengths, self.batch_size, self.max_batch_tokens):
+            width = max(lengths[i] for i in batch)
+            yield batch, {key: _rows(value, batch, width, len(texts)) for key, value in features.items()}
 
 
 def load_encoder(settings: Settings) -> Encoder:

@@ -114,8 +114,9 @@ def _convert(model: SentenceTransformer, dtype: str) -> Any:
     example = _tensors(model, ["an example sentence", "a second, somewhat longer example text"])
     wrapped = _SentenceEmbedding.build(model, list(example))
     with torch.no_grad(), warnings.catch_warnings():
-        # tracing notes shape checks it freezes; they hold for every input of this graph
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
+        # tracing notes shape checks it freezes (they hold for every input of this graph) and
+        # torch's deprecation of the tracer OpenVINO uses; neither is the user's to act on
+        warnings.simplefilter("ignore")
         graph = ov.convert_model(wrapped, example_input={k: torch.from_numpy(v)
                                                          for k, v in example.items()})
     if dtype == "int8":
@@ -136,6 +137,8 @@ def load_compiled(model: SentenceTransformer, dtype: str, cache_dir: Path, threa
     folder = Path(cache_dir) / cache_key(model, dtype)
     xml = folder / "model.xml"
     if not xml.is_file():
+        log.warning("converting model to OpenVINO (%s graph), once; cached in %s",
+                    "int8" if dtype == "int8" else "float", folder)
         started = time.monotonic()
         graph = _convert(model, dtype)
         tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}")

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     )
     encode_batch_size: int = Field(default=32, ge=1, le=1024, description="texts per forward pass")
     max_batch_tokens: int = Field(
-        default=4096, ge=16, description="padded tokens per forward pass (texts x longest text)"
+        default=8192, ge=16, description="padded tokens per forward pass (texts x longest text)"
     )
     encode_threads: int = Field(
         default=0, ge=0, description="threads of one forward pass; 0 = the library's default (all cores)"

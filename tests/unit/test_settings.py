@@ -36,6 +36,9 @@ def test_bf16_only_where_the_cpu_has_it() -> None:
     assert choose_dtype("float32", "cpu") == "float32"
     assert choose_dtype("auto", "cuda") == "float32"
     assert choose_dtype("auto", "cpu", "openvino", cpuinfo="flags\t: avx512f avx512_bf16\n") == "bfloat16"
+    vnni = "flags\t: avx512f avx512_bf16 avx512_vnni\n"
+    assert choose_dtype("auto", "cpu", "openvino", cpuinfo=vnni) == "int8"
+    assert choose_dtype("auto", "cpu", "torch", cpuinfo=vnni) == "bfloat16"  # torch has no int8 path
     # no native bf16: full precision, never an emulated path
     assert choose_dtype("auto", "cpu", "openvino", cpuinfo="flags\t: avx2 avx512f\n") == "float32"
     assert choose_backend("auto", "cuda") == "torch"

@@ -259,10 +259,11 @@ def build_runtime(settings: Settings) -> Runtime:
 
 
 def prepare(runtime: Runtime) -> None:
-    """Open the store, reach the queue and load the model, so that failures show at start."""
+    """Open the store, reach the queue and load the model, so that failures show at start;
+    one forward pass warms the encoder, so the first user's query is not the slow one."""
     runtime.resources.store  # noqa: B018
     runtime.app  # noqa: B018 - binds Celery to the broker (starts the embedded Redis)
-    runtime.resources.encoder  # noqa: B018
+    runtime.resources.encoder.encode_queries(["warm up"])
 
 
 def _state(request: Request) -> ApiState:

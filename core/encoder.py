@@ -1,4 +1,5 @@
-"""Text to unit-length vectors with a sentence-transformers model, loaded once per process."""
+"""Text to unit-length vectors with a sentence-transformers model, loaded once per process and
+run by torch or by OpenVINO (core.openvino_model), in forward batches planned by tokens."""
 
 from __future__ import annotations
 
@@ -89,8 +90,8 @@ def nncf_available() -> bool:
 
 def choose_dtype(requested: str, device: str, backend: str = "torch",
                  cpuinfo: str | None = None) -> str:
-    """Resolve `auto` to the fastest precision that passes the quality guard (README, "Encoder
-    backends") on this CPU, never an emulated path: with OpenVINO, int8 where the CPU has int8
+    """Resolve `auto` to the fastest precision that passes the quality guard (README,
+    "Speed") on this CPU, never an emulated path: with OpenVINO, int8 where the CPU has int8
     dot products (VNNI, AMX); else bfloat16 where it has native bf16; else float32."""
     if requested != "auto":
         return requested

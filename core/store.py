@@ -88,8 +88,8 @@ def collection_metadata(model: str, dimension: int, encoding: str) -> dict[str, 
 
 def vector_family(encoding: str) -> str:
     """Encodings whose vectors may share a collection: float32 and bfloat16 of either backend
-    agree to a cosine of 0.9999 or better; int8 moves vectors further (README, "Encoder
-    backends")."""
+    agree to a cosine of 0.9999 or better; int8 moves vectors further (README,
+    "Speed")."""
     return "int8" if encoding.endswith("/int8") else "float"
 
 

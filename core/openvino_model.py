@@ -74,31 +74,28 @@ def calibration_texts(limit: int = _CALIBRATION_TEXTS) -> list[str]:
                 if len(words) >= 12:
                     texts.append(" ".join(words))
     unique = list(dict.fromkeys(texts))
-    # Mix short and long paragraphs; group neighbours into longer texts as well.
+    # Paragraphs first (they are 12 to 256 words); should a Python ship fewer than `limit`,
+    # neighbours joined four at a time fill up the set.
     mixed = unique + [" ".join(unique[i : i + 4]) for i in range(0, len(unique), 4)]
     return mixed[:limit]
 
 
-class _SentenceEmbedding:
+def _embedding_module(model: SentenceTransformer, names: Sequence[str]) -> Any:
     """A torch module around the sentence-transformers model: tensors in, embedding out."""
+    import torch
 
-    @staticmethod
-    def build(model: SentenceTransformer, names: Sequence[str]) -> Any:
-        import torch
+    class SentenceEmbedding(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
 
-        class Wrapped(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+            features = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None and "token_type_ids" in names:
+                features["token_type_ids"] = token_type_ids
+            return self.model(features)["sentence_embedding"]
 
-            def forward(self, input_ids: Any, attention_mask: Any,
-                        token_type_ids: Any = None) -> Any:
-                features = {"input_ids": input_ids, "attention_mask": attention_mask}
-                if token_type_ids is not None and "token_type_ids" in names:
-                    features["token_type_ids"] = token_type_ids
-                return self.model(features)["sentence_embedding"]
-
-        return Wrapped().eval()
+    return SentenceEmbedding().eval()
 
 
 def _tensors(model: SentenceTransformer, texts: Sequence[str]) -> dict[str, np.ndarray]:
@@ -112,7 +109,7 @@ def _convert(model: SentenceTransformer, dtype: str) -> Any:
     import torch
 
     example = _tensors(model, ["an example sentence", "a second, somewhat longer example text"])
-    wrapped = _SentenceEmbedding.build(model, list(example))
+    wrapped = _embedding_module(model, list(example))
     with torch.no_grad(), warnings.catch_warnings():
         # tracing notes shape checks it freezes (they hold for every input of this graph) and
         # torch's deprecation of the tracer OpenVINO uses; neither is the user's to act on

@@ -17,11 +17,13 @@ COPY search ./search
 COPY workers ./workers
 COPY bienc ./bienc
 ENV BIENC_MODEL_CACHE_DIR=/opt/bienc/models
-# The default model converted to OpenVINO at build time (float graph; bf16 or fp32 is chosen
-# when a container compiles it for its CPU), so containers start without converting.
+# The default model converted to OpenVINO at build time: the float graph (bf16 or fp32 is
+# chosen when a container compiles it for its CPU) and the int8 one. Containers start without
+# converting, and all of them encode with the same int8 weights (a quantisation is not
+# bit-reproducible, so converting per container would give each slightly different vectors).
 RUN pip install . \
     && python -c "from core.encoder import load_encoder; from core.settings import Settings; \
-print(load_encoder(Settings(backend='openvino', dtype='float32')).encoding)" \
+[print(load_encoder(Settings(backend='openvino', dtype=d)).encoding) for d in ('float32', 'int8')]" \
     && chmod -R a+rX /opt/bienc
 
 RUN useradd --create-home --uid 10001 bienc && mkdir -p /data && chown bienc /data

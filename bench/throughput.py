@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.encoder import choose_backend, choose_dtype, load_encoder, resolve_model_location
+from core.encoder import Encoder, choose_backend, choose_dtype, load_encoder, resolve_model_location
 from core.settings import Settings
+from ingest.chunking import Chunk
 from ingest.documents import Document
 from ingest.readers import read_path
 from search.evaluation import load_qrels, load_queries, score_run
@@ -56,6 +57,17 @@ ALL_BACKENDS = ["torch/float32", "torch/bfloat16", "openvino/float32", "openvino
 
 def doc_texts(docs: list[Document]) -> list[str]:
     return [f"{d.title} {d.text}" if d.title else d.text for d in docs]
+
+
+def time_encoder(encoder: Encoder, docs: list[Document], params: ChunkingParams
+                 ) -> tuple[float, list[list[Chunk]], np.ndarray]:
+    """(2): docs/s of chunking and encoding `docs` as a worker does, after a warm-up; with the
+    chunks and their vectors."""
+    encoder.encode_documents(doc_texts(docs[:32]))
+    started = time.perf_counter()
+    chunked = chunk_documents(docs, encoder, params)
+    vectors = encoder.encode_documents([c.text for chunks in chunked for c in chunks])
+    return len(docs) / (time.perf_counter() - started), chunked, vectors
 
 
 def ndcg_exact(docs: list[Document], owners: np.ndarray, vectors: np.ndarray,
@@ -125,11 +137,7 @@ def main() -> None:
     for cap in [int(c) for c in args.sweep_batch_tokens.split(",") if c]:
         encoder = load_encoder(Settings(max_batch_tokens=cap))
         for config_name, (_, params) in configs:
-            encoder.encode_documents(texts[:32])
-            started = time.perf_counter()
-            chunked = chunk_documents(docs, encoder, params)
-            encoder.encode_documents([c.text for chunks in chunked for c in chunks])
-            rate = len(docs) / (time.perf_counter() - started)
+            rate, _, _ = time_encoder(encoder, docs, params)
             print(f"batch cap {cap} tokens, {config_name}, {encoder.encoding}: {rate:.1f} docs/s",
                   flush=True)
     for number, (config_name, (env, params)) in enumerate(configs):
@@ -141,11 +149,7 @@ def main() -> None:
         for backend in (chunked_backends if params.enabled else backends):
             name, dtype = backend.split("/")
             encoder = load_encoder(Settings(backend=name, dtype=dtype))
-            encoder.encode_documents(texts[:32])  # warm-up
-            started = time.perf_counter()
-            chunked = chunk_documents(docs, encoder, params)
-            vectors = encoder.encode_documents([c.text for chunks in chunked for c in chunks])
-            rate = len(docs) / (time.perf_counter() - started)
+            rate, chunked, vectors = time_encoder(encoder, docs, params)
             encoder_rates[backend] = rate
             if reference is None and backend == "torch/float32":
                 reference = vectors

@@ -24,7 +24,8 @@ import numpy as np
 from qdrant_client import QdrantClient
 
 from core.edge_store import EdgeVectorStore
-from core.store import ChunkPoint, VectorStore
+from core.qdrant_store import VectorStore
+from core.store import ChunkPoint
 
 Store = VectorStore | EdgeVectorStore
 COLLECTION = "bench"

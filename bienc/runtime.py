@@ -10,7 +10,8 @@ from typing import Any
 
 from celery import Celery
 
-from core.errors import StoreUnavailableError
+from core.encoder import model_identity, planned_encoding
+from core.errors import CollectionNotFoundError, StoreUnavailableError
 from core.jobs import JobStatus
 from core.resources import Resources, set_resources
 from core.store import Hit
@@ -58,16 +59,24 @@ class Runtime:
         index_batch.apply_async(args=(job_id, collection, batch_no, documents), queue=INGEST_QUEUE)
 
     def ingest(self, items: Iterable[Item], collection: str) -> Submission:
-        """Accept documents for `collection`. With the embedded store the collection is
-        checked first, so a wrong model is refused before anything is queued."""
+        """Accept documents for `collection`. Where this process can reach the store, the
+        collection is checked first, so a wrong model is refused before anything is queued."""
         validate_collection_name(collection)
-        if self.embedded or self.settings.qdrant_url or self.resources.has_store:
-            encoder = self.resources.encoder
-            try:
+        try:
+            if self.embedded or self.resources.has_encoder:  # this process encodes anyway
+                encoder = self.resources.encoder
                 self.resources.store.ensure_collection(collection, encoder.dimension,
                                                        encoder.identity, encoder.encoding)
-            except StoreUnavailableError as exc:  # the queue holds the batches until it is back
-                log.warning("%s; accepting anyway, workers retry", exc)
+            elif self.settings.qdrant_url or self.resources.has_store:
+                # Workers encode: check against the configured model without loading it (seconds
+                # a `bienc ingest` would keep the workers waiting). The first batch creates it.
+                self.resources.store.check_collection(collection, None,
+                                                      model_identity(self.settings.model),
+                                                      planned_encoding(self.settings))
+        except CollectionNotFoundError:
+            pass
+        except StoreUnavailableError as exc:  # the queue holds the batches until it is back
+            log.warning("%s; accepting anyway, workers retry", exc)
         return submit(items, collection, jobs=self.resources.jobs, enqueue=self.enqueue,
                       batch_size=self.settings.ingest_batch_size)
 

@@ -1,4 +1,4 @@
-"""Chunk vectors in Qdrant Edge: the same interface as core.store.VectorStore over Qdrant's own
+"""Chunk vectors in Qdrant Edge: the same interface as core.qdrant_store.VectorStore over Qdrant's own
 Rust engine running in-process (``qdrant_edge.EdgeShard``, with HNSW), instead of
 qdrant-client's pure-Python local mode (exact search, slow).
 
@@ -112,7 +112,7 @@ class _Collection:
 
 class EdgeVectorStore:
     """Collections of chunk points in Qdrant Edge shards under `root`; the interface, results
-    and errors of core.store.VectorStore. A missing collection raises CollectionNotFoundError
+    and errors of core.qdrant_store.VectorStore. A missing collection raises CollectionNotFoundError
     from every method that needs it (VectorStore's local mode lets some raise ValueError)."""
 
     def __init__(self, root: Path, *, hnsw_m: int = 16, hnsw_ef_construct: int = 100,
@@ -263,7 +263,7 @@ class EdgeVectorStore:
                 self._collection(name)  # creates the shard and its payload indexes
             self.check_collection(name, dimension, model, encoding)
 
-    def check_collection(self, name: str, dimension: int, model: str,
+    def check_collection(self, name: str, dimension: int | None, model: str,
                          encoding: str | None = None) -> None:
         """Raise CollectionError unless `name` exists and holds `dimension`-d vectors of `model`
         (encoded with `encoding`, when given)."""

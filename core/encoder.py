@@ -231,6 +231,13 @@ class Encoder:
             yield batch, {key: _rows(value, batch, width, len(texts)) for key, value in features.items()}
 
 
+def planned_encoding(settings: Settings) -> str:
+    """The `encoding` (backend/dtype) that load_encoder gives for `settings`, without loading
+    the model."""
+    backend = choose_backend(settings.backend, settings.device)
+    return f"{backend}/{choose_dtype(settings.dtype, settings.device, backend)}"
+
+
 def load_encoder(settings: Settings) -> Encoder:
     """Load the configured model and backend, or raise ModelLoadError with what to change."""
     if settings.hf_offline:

@@ -54,6 +54,10 @@ class Resources:
         return JobTracker(self.redis, self.settings.job_ttl_s)
 
     @property
+    def has_encoder(self) -> bool:
+        return self._encoder is not None
+
+    @property
     def has_store(self) -> bool:
         return self._store is not None
 

@@ -7,7 +7,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from core.encoder import Encoder
-from core.store import VectorStore
+from core.qdrant_store import VectorStore
 from ingest.documents import Document
 from search.searcher import SearchRequest, search
 from workers.indexing import ChunkingParams, build_points, chunk_documents, index_documents, index_hash

@@ -62,3 +62,36 @@ def test_ingest_through_redis_and_a_worker(tmp_path: Path, redis_db: redis.Redis
     assert filtered and all(h["metadata"]["group"] == "b" for h in filtered)
 
     assert not redis_db.keys("celery*") or redis_db.llen("bienc.ingest") == 0  # queue drained
+
+
+def test_producer_checks_the_collection_without_loading_the_model(tmp_path: Path,
+                                                                   redis_db: redis.Redis) -> None:
+    """A producer beside a worker fleet (here: one that can open the store, as with a Qdrant
+    server) refuses a collection of another model before queueing anything, and does it without
+    loading the model, which would keep the workers waiting for seconds."""
+    from bienc.runtime import Runtime
+    from core.errors import CollectionError
+    from core.resources import Resources
+    from core.settings import Settings
+    from core.store import open_store
+    from ingest.documents import Document
+    from tests.integration.conftest import create_other_models_collection
+
+    create_other_models_collection(tmp_path)
+    settings = Settings(_env_file=None, broker_url=TEST_REDIS_URL, data_dir=tmp_path)  # type: ignore[call-arg]
+    resources = Resources(settings, store=open_store(settings))
+    runtime = Runtime(resources)
+    try:
+        try:
+            runtime.ingest([Document("a", "Some text.")], "wide")
+        except CollectionError as exc:
+            assert "other/model-768" in str(exc) and "BIENC_MODEL" in str(exc)
+        else:
+            raise AssertionError("a collection of another model was accepted")
+        assert redis_db.llen("bienc.ingest") == 0  # nothing queued
+
+        submission = runtime.ingest([Document("a", "Some text.")], "fresh")  # the worker creates it
+        assert submission.accepted == 1 and redis_db.llen("bienc.ingest") == 1
+        assert not resources.has_encoder
+    finally:
+        resources.close()

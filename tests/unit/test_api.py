@@ -17,9 +17,10 @@ from bienc.api import create_app, describe_validation_errors, parse_documents
 from bienc.runtime import Runtime
 from core.encoder import Encoder
 from core.errors import InvalidInputError, StoreUnavailableError
+from core.qdrant_store import VectorStore
 from core.resources import Resources
 from core.settings import Settings
-from core.store import ChunkPoint, VectorStore
+from core.store import ChunkPoint
 from tests.api_fuzz import fuzz
 from tests.conftest import TEST_REDIS_URL
 

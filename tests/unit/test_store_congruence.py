@@ -15,7 +15,8 @@ from qdrant_client import QdrantClient
 
 from core.edge_store import EdgeVectorStore
 from core.errors import CollectionError, CollectionNotFoundError, ConfigError, InvalidInputError
-from core.store import ChunkPoint, VectorStore, metadata_filter
+from core.qdrant_store import VectorStore
+from core.store import ChunkPoint, metadata_filter
 
 Store = VectorStore | EdgeVectorStore
 

@@ -53,6 +53,15 @@ def collect(items: Iterable[Item]) -> tuple[list[Document], list[BadRecord], int
     return list(latest.values()), bad, duplicates
 
 
+def by_length(documents: list[Document]) -> list[Document]:
+    """Longest first. Batches cut from this order hold documents of about the same length, so a
+    worker's forward batches pad about as little as if it had sorted the whole job (measured on
+    1,000 SciFact documents: encoded 64 at a time in file order, 6% slower than in one sorted
+    call). Documents are independent and repeated ids are resolved before this, so the order
+    changes nothing else."""
+    return sorted(documents, key=lambda d: -(len(d.text) + len(d.title or "")))
+
+
 def batched(documents: list[Document], size: int) -> Iterator[list[Document]]:
     for start in range(0, len(documents), size):
         yield documents[start : start + size]
@@ -68,6 +77,7 @@ def submit(items: Iterable[Item], collection: str, *, jobs: JobTracker, enqueue:
     """
     validate_collection_name(collection)
     documents, bad, duplicates = collect(items)
+    documents = by_length(documents)
     job_id = jobs.create(collection, len(documents), {r.where: r.reason for r in bad})
     for batch_no, batch in enumerate(batched(documents, batch_size)):
         try:

@@ -201,18 +201,33 @@ class Encoder:
         return [len(i) for i in ids]
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        texts = list(texts)
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for rows, vectors in self.encode_stream(texts):
+            out[rows] = vectors
+        return out
+
+    def encode_stream(self, texts: Sequence[str]) -> Iterator[tuple[list[int], np.ndarray]]:
+        """Encode `texts` forward batch by forward batch, longest texts first: yields the
+        indices of a batch's texts and their unit vectors, so that a caller can use the first
+        vectors while the rest are computed. Concurrent callers take turns batch by batch."""
+        texts = list(texts)
+        if not texts:
+            return
         with self._lock:
             self.calls += 1
-            for start in range(0, len(texts), _TOKENIZE_WINDOW):
-                window = texts[start : start + _TOKENIZE_WINDOW]
-                for batch, features in self._batches(window):
-                    out[[start + i for i in batch]] = self._runner(features)
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out
+        for start in range(0, len(texts), _TOKENIZE_WINDOW):
+            # a generator: its first step tokenises the window, under the lock like every
+            # step (the tokenizer is not safe for concurrent calls either)
+            batches = self._batches(texts[start : start + _TOKENIZE_WINDOW])
+            while True:
+                with self._lock:
+                    planned = next(batches, None)
+                    if planned is None:
+                        break
+                    rows, features = planned
+                    vectors = self._runner(features)
+                vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+                yield [start + i for i in rows], vectors
 
     def _batches(self, texts: list[str]) -> Iterator[tuple[list[int], Mapping[str, Any]]]:
         """Forward batches of `texts` (plan_batches) with their model inputs. The texts are

@@ -19,7 +19,7 @@ from ingest.documents import Document
 
 log = logging.getLogger(__name__)
 
-_RUN_BATCHES = 2  # forward batches encoded per upsert
+_RUN_BATCHES = 2  # forward batches' worth of chunks per upsert
 
 
 @dataclass(frozen=True)
@@ -74,32 +74,13 @@ def build_points(document: Document, chunks: Sequence[Chunk], vectors: np.ndarra
     return points
 
 
-def _encode_isolating_failures(
-    encoder: Encoder, documents: Sequence[Document], chunked: Sequence[Sequence[Chunk]]
-) -> tuple[list[np.ndarray | None], dict[str, str]]:
-    """Vectors per document; a batch that fails is retried one document at a time so that
-    one poison document fails alone."""
-    texts = [c.text for chunks in chunked for c in chunks]
+def _encode_alone(encoder: Encoder, document: Document, chunks: Sequence[Chunk]
+                  ) -> tuple[np.ndarray | None, str | None]:
+    """One document's vectors, or the reason it cannot be encoded."""
     try:
-        flat = encoder.encode_documents(texts)
-    except Exception:
-        log.warning("encoding a batch of %d documents failed; isolating the bad ones", len(documents))
-    else:
-        out: list[np.ndarray | None] = []
-        start = 0
-        for chunks in chunked:
-            out.append(flat[start : start + len(chunks)])
-            start += len(chunks)
-        return out, {}
-    vectors: list[np.ndarray | None] = []
-    failures: dict[str, str] = {}
-    for document, chunks in zip(documents, chunked, strict=True):
-        try:
-            vectors.append(encoder.encode_documents([c.text for c in chunks]))
-        except Exception as exc:
-            vectors.append(None)
-            failures[document.id] = f"encoding failed: {type(exc).__name__}: {exc}"[:500]
-    return vectors, failures
+        return encoder.encode_documents([c.text for c in chunks]), None
+    except Exception as exc:
+        return None, f"encoding failed: {type(exc).__name__}: {exc}"[:500]
 
 
 def _upsert_isolating_failures(store: Store, collection: str,
@@ -127,45 +108,70 @@ def _upsert_isolating_failures(store: Store, collection: str,
     return failures
 
 
-def slices(chunked: Sequence[Sequence[Chunk]], max_texts: int) -> list[range]:
-    """Consecutive runs of documents with at most `max_texts` chunks each (at least one
-    document a run)."""
-    runs: list[range] = []
-    start = texts = 0
-    for i, chunks in enumerate(chunked):
-        if i > start and texts + len(chunks) > max_texts:
-            runs.append(range(start, i))
-            start, texts = i, 0
-        texts += len(chunks)
-    if start < len(chunked):
-        runs.append(range(start, len(chunked)))
-    return runs
-
-
 def _encode_and_write(encoder: Encoder, store: Store, collection: str,
                       documents: Sequence[Document], chunked: Sequence[Sequence[Chunk]],
                       hashes: dict[str, str], job_id: str
                       ) -> tuple[list[tuple[Document, int]], dict[str, str]]:
-    """Encode run after run of documents while a writer thread upserts the run before, so the
-    encoder does not wait for the store. Returns the documents written (with their chunk
-    counts) and the failures; a store outage raises once the run in flight is done."""
+    """Encode all chunks of the batch in one plan (longest first, so forward batches pad
+    little) and hand each document to a writer thread as soon as its last chunk is encoded,
+    a few forward batches' worth at a time, so the encoder does not wait for the store.
+
+    If a forward batch fails, the documents not yet encoded are retried one by one, so that
+    a poison document fails alone. Returns the documents written (with their chunk counts)
+    and the failures; a store outage raises once the write in flight is done.
+    """
+    texts = [c.text for chunks in chunked for c in chunks]
+    owners = [d for d, chunks in enumerate(chunked) for _ in chunks]
+    offsets = np.cumsum([0, *(len(chunks) for chunks in chunked)])
+    vectors = np.empty((len(texts), encoder.dimension), dtype=np.float32)
+    left = [len(chunks) for chunks in chunked]
+    ready: list[int] = []  # encoded documents not yet handed to the writer
     failures: dict[str, str] = {}
     written: list[tuple[Document, int]] = []
+    write_every = _RUN_BATCHES * encoder.batch_size  # chunks
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bienc-upsert") as writer:
         in_flight: Future[dict[str, str]] | None = None
-        for run in slices(chunked, _RUN_BATCHES * encoder.batch_size):
-            docs = [documents[i] for i in run]
-            vectors, encode_failures = _encode_isolating_failures(encoder, docs, [chunked[i] for i in run])
-            failures.update(encode_failures)
+
+        def hand_over() -> None:
+            nonlocal in_flight
             points: list[ChunkPoint] = []
-            for i, doc_vectors in zip(run, vectors, strict=True):
-                if doc_vectors is not None:
-                    doc = documents[i]
-                    points.extend(build_points(doc, chunked[i], doc_vectors, hashes[doc.id], job_id))
-                    written.append((doc, len(chunked[i])))
+            for d in ready:
+                doc = documents[d]
+                points.extend(build_points(doc, chunked[d], vectors[offsets[d] : offsets[d + 1]],
+                                           hashes[doc.id], job_id))
+                written.append((doc, len(chunked[d])))
+            ready.clear()
             if in_flight is not None:
                 failures.update(in_flight.result())
             in_flight = writer.submit(_upsert_isolating_failures, store, collection, points)
+
+        pending = 0  # chunks of the documents in `ready`
+        try:
+            for rows, batch_vectors in encoder.encode_stream(texts):
+                vectors[rows] = batch_vectors
+                for row in rows:
+                    d = owners[row]
+                    left[d] -= 1
+                    if left[d] == 0:
+                        ready.append(d)
+                        pending += len(chunked[d])
+                if pending >= write_every:
+                    hand_over()
+                    pending = 0
+        except Exception:
+            log.warning("encoding a batch of %d documents failed; isolating the bad ones",
+                        len(documents))
+            for d, count in enumerate(left):
+                if count:
+                    doc_vectors, reason = _encode_alone(encoder, documents[d], chunked[d])
+                    if reason is not None:
+                        failures[documents[d].id] = reason
+                    else:
+                        vectors[offsets[d] : offsets[d + 1]] = doc_vectors
+                        ready.append(d)
+        if ready:
+            hand_over()
         if in_flight is not None:
             failures.update(in_flight.result())
     return written, failures

@@ -71,6 +71,11 @@ def test_token_batching_changes_no_vector(reference: Encoder) -> None:
     together = reference.encode_documents(texts)
     alone = np.vstack([reference.encode_documents([t]) for t in texts])
     assert np.allclose(together, alone, atol=1e-5)
+    streamed = list(reference.encode_stream(texts))  # what a worker consumes, batch by batch
+    assert sorted(i for rows, _ in streamed for i in rows) == list(range(len(texts)))
+    assert streamed[0][0][0] == 2  # the longest text comes first
+    for rows, vectors in streamed:
+        assert np.allclose(vectors, together[rows], atol=1e-5)
 
 
 def test_an_impossible_combination_says_what_to_set() -> None:

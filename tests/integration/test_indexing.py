@@ -1,6 +1,6 @@
 """Indexing logic in-process with the real model and the embedded store."""
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -22,10 +22,12 @@ class FaultyEncoder(Encoder):
         self.__dict__.update(real.__dict__)
         self._marker = marker
 
-    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
-        if any(self._marker in t for t in texts):
-            raise RuntimeError("poisoned input")
-        return super().encode_documents(texts)
+    def encode_stream(self, texts: Sequence[str]) -> Iterator[tuple[list[int], np.ndarray]]:
+        texts = list(texts)
+        for rows, vectors in super().encode_stream(texts):  # fails in the forward batch
+            if any(self._marker in texts[i] for i in rows):
+                raise RuntimeError("poisoned input")
+            yield rows, vectors
 
 
 @pytest.fixture
@@ -54,11 +56,12 @@ def test_identical_reingest_encodes_nothing(encoder: Encoder, store: VectorStore
 
 
 def test_a_poison_document_fails_alone(encoder: Encoder, store: VectorStore) -> None:
-    docs = [*_docs(5), Document("bad", "this one is POISON for the encoder")]
+    # enough documents for several forward batches, some written before the poison's batch
+    docs = [*_docs(100), Document("bad", "this one is POISON for the encoder")]
     outcome = index_documents(docs, "c", FaultyEncoder(encoder, "POISON"), store, PARAMS)
-    assert outcome.indexed == 5
+    assert outcome.indexed == 100
     assert list(outcome.failures) == ["bad"] and "poisoned input" in outcome.failures["bad"]
-    assert store.info("c").documents == 5
+    assert store.info("c").documents == 100
 
 
 def test_shrinking_a_document_leaves_no_orphan_chunk(encoder: Encoder, store: VectorStore) -> None:

@@ -1,11 +1,9 @@
-"""Batching by tokens and runs of documents: pure functions, checked on their invariants."""
+"""Batching by tokens: a pure function, checked on its invariants."""
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from core.encoder import plan_batches
-from ingest.chunking import Chunk
-from workers.indexing import slices
 
 
 @given(st.lists(st.integers(1, 512), max_size=200), st.integers(1, 64), st.integers(16, 8192))
@@ -26,12 +24,3 @@ def test_one_long_text_does_not_pad_the_short_ones() -> None:
     assert batches[0] == [31]  # longest first; the short ones share batches of 10-token rows
     padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
     assert padded == 256 + 31 * 10  # no padding at all, where one batch of 32 would pad to 8192
-
-
-@given(st.lists(st.integers(1, 12), max_size=60), st.integers(1, 40))
-def test_runs_keep_document_order_and_their_chunk_budget(chunk_counts: list[int], max_texts: int) -> None:
-    chunked = [[Chunk(i, "t", "t") for i in range(n)] for n in chunk_counts]
-    runs = slices(chunked, max_texts)
-    assert [i for run in runs for i in run] == list(range(len(chunked)))
-    for run in runs:
-        assert len(run) == 1 or sum(chunk_counts[i] for i in run) <= max_texts

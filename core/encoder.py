@@ -226,8 +226,9 @@ class Encoder:
                         break
                     rows, features = planned
                     vectors = self._runner(features)
-                vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-                yield [start + i for i in rows], vectors
+                # a new array: the caller may keep it while the next batch runs
+                yield [start + i for i in rows], vectors / np.maximum(
+                    np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     def _batches(self, texts: list[str]) -> Iterator[tuple[list[int], Mapping[str, Any]]]:
         """Forward batches of `texts` (plan_batches) with their model inputs. The texts are

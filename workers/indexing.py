@@ -147,29 +147,35 @@ def _encode_and_write(encoder: Encoder, store: Store, collection: str,
             in_flight = writer.submit(_upsert_isolating_failures, store, collection, points)
 
         pending = 0  # chunks of the documents in `ready`
-        try:
-            for rows, batch_vectors in encoder.encode_stream(texts):
-                vectors[rows] = batch_vectors
-                for row in rows:
-                    d = owners[row]
-                    left[d] -= 1
-                    if left[d] == 0:
-                        ready.append(d)
-                        pending += len(chunked[d])
-                if pending >= write_every:
-                    hand_over()
-                    pending = 0
-        except Exception:
-            log.warning("encoding a batch of %d documents failed; isolating the bad ones",
-                        len(documents))
-            for d, count in enumerate(left):
-                if count:
-                    doc_vectors, reason = _encode_alone(encoder, documents[d], chunked[d])
-                    if reason is not None:
-                        failures[documents[d].id] = reason
-                    else:
-                        vectors[offsets[d] : offsets[d + 1]] = doc_vectors
-                        ready.append(d)
+        stream = encoder.encode_stream(texts)
+        while True:
+            try:  # only the encoder's errors: a store outage from hand_over() propagates
+                batch = next(stream, None)
+            except Exception:
+                log.warning("encoding a batch of %d documents failed; isolating the bad ones",
+                            len(documents))
+                break
+            if batch is None:
+                break
+            rows, batch_vectors = batch
+            vectors[rows] = batch_vectors
+            for row in rows:
+                d = owners[row]
+                left[d] -= 1
+                if left[d] == 0:
+                    ready.append(d)
+                    pending += len(chunked[d])
+            if pending >= write_every:
+                hand_over()
+                pending = 0
+        for d, count in enumerate(left):  # left only when a forward batch failed
+            if count:
+                doc_vectors, reason = _encode_alone(encoder, documents[d], chunked[d])
+                if reason is not None:
+                    failures[documents[d].id] = reason
+                else:
+                    vectors[offsets[d] : offsets[d + 1]] = doc_vectors
+                    ready.append(d)
         if ready:
             hand_over()
         if in_flight is not None:

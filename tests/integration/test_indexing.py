@@ -7,7 +7,9 @@ import pytest
 from qdrant_client import QdrantClient
 
 from core.encoder import Encoder
+from core.errors import StoreUnavailableError
 from core.qdrant_store import VectorStore
+from core.store import ChunkPoint
 from ingest.documents import Document
 from search.searcher import SearchRequest, search
 from workers.indexing import ChunkingParams, build_points, chunk_documents, index_documents, index_hash
@@ -62,6 +64,21 @@ def test_a_poison_document_fails_alone(encoder: Encoder, store: VectorStore) -> 
     assert outcome.indexed == 100
     assert list(outcome.failures) == ["bad"] and "poisoned input" in outcome.failures["bad"]
     assert store.info("c").documents == 100
+
+
+class DownStore(VectorStore):
+    """The real store, its writes failing as in a Qdrant outage (fault injection)."""
+
+    def upsert(self, name: str, points: Sequence[ChunkPoint]) -> None:
+        raise StoreUnavailableError("Qdrant did not answer (test)")
+
+
+def test_a_store_outage_mid_batch_raises_and_encodes_nothing_twice(encoder: Encoder) -> None:
+    store = DownStore(QdrantClient(location=":memory:"), ":memory:")
+    calls = encoder.calls
+    with pytest.raises(StoreUnavailableError):  # the task retries the whole batch later
+        index_documents(_docs(200), "c", encoder, store, PARAMS)  # several writes per batch
+    assert encoder.calls == calls + 1  # not taken for an encoding failure: nothing re-encoded
 
 
 def test_shrinking_a_document_leaves_no_orphan_chunk(encoder: Encoder, store: VectorStore) -> None:

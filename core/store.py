@@ -1,4 +1,5 @@
-"""Chunk vectors in Qdrant: one small interface over a Qdrant server and the embedded engine.
+"""Chunk vectors in Qdrant: one small interface over a Qdrant server and the embedded engine,
+implemented by core.qdrant_store (qdrant-client) and core.edge_store (Qdrant Edge).
 
 A point is one chunk of one document. Its id is derived from (document id, chunk number), so
 writing a document again overwrites its points instead of adding new ones. Chunk 0 carries the

@@ -132,9 +132,10 @@ def _encode_and_write(encoder: Encoder, store: Store, collection: str,
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bienc-upsert") as writer:
         in_flight: Future[dict[str, str]] | None = None
+        pending = 0  # chunks of the documents in `ready`
 
         def hand_over() -> None:
-            nonlocal in_flight
+            nonlocal in_flight, pending
             points: list[ChunkPoint] = []
             for d in ready:
                 doc = documents[d]
@@ -142,11 +143,11 @@ def _encode_and_write(encoder: Encoder, store: Store, collection: str,
                                            hashes[doc.id], job_id))
                 written.append((doc, len(chunked[d])))
             ready.clear()
+            pending = 0
             if in_flight is not None:
                 failures.update(in_flight.result())
             in_flight = writer.submit(_upsert_isolating_failures, store, collection, points)
 
-        pending = 0  # chunks of the documents in `ready`
         stream = encoder.encode_stream(texts)
         while True:
             try:  # only the encoder's errors: a store outage from hand_over() propagates
@@ -167,7 +168,6 @@ def _encode_and_write(encoder: Encoder, store: Store, collection: str,
                     pending += len(chunked[d])
             if pending >= write_every:
                 hand_over()
-                pending = 0
         for d, count in enumerate(left):  # left only when a forward batch failed
             if count:
                 doc_vectors, reason = _encode_alone(encoder, documents[d], chunked[d])

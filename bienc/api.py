@@ -260,10 +260,11 @@ def build_runtime(settings: Settings) -> Runtime:
 
 def prepare(runtime: Runtime) -> None:
     """Open the store, reach the queue and load the model, so that failures show at start;
-    one forward pass warms the encoder, so the first user's query is not the slow one."""
+    then warm the encoder at every common query length, so that no user's query pays for the
+    backend's first pass at its shape."""
     runtime.resources.store  # noqa: B018
     runtime.app  # noqa: B018 - binds Celery to the broker (starts the embedded Redis)
-    runtime.resources.encoder.encode_queries(["warm up"])
+    runtime.resources.encoder.warm_up()
 
 
 def _state(request: Request) -> ApiState:

@@ -81,3 +81,10 @@ def test_token_batching_changes_no_vector(reference: Encoder) -> None:
 def test_an_impossible_combination_says_what_to_set() -> None:
     with pytest.raises(ModelLoadError, match="BIENC_BACKEND=openvino"):
         load_encoder(Settings(backend="torch", dtype="int8"))
+
+
+def test_warm_up_passes_one_query_of_every_length(encoder: Encoder) -> None:
+    """A server warms each query shape at start (OpenVINO prepares kernels per shape)."""
+    calls = encoder.calls
+    assert encoder.warm_up(16) == list(range(3, 17))  # [CLS] word... [SEP]
+    assert encoder.calls - calls == 14

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -19,6 +20,7 @@ import redis
 JobState = Literal["queued", "running", "retrying", "completed", "completed_with_errors", "failed"]
 _PREFIX = "bienc:job:"
 _DEAD_JOBS = "bienc:dead-jobs"
+_CHANGES = "bienc:job-changed:"  # pub/sub channel per job (JobTracker.changes)
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class JobTracker:
         pipe.hdel(key, "last_error")
         for suffix in (":batches", ":failures"):
             pipe.expire(key + suffix, self._ttl_s)
+        pipe.publish(_CHANGES + job_id, batch_no)
         pipe.execute()
 
     def dead_letter(self, job_id: str, batch_no: int, collection: str,
@@ -143,6 +146,7 @@ class JobTracker:
         if doc_ids:
             pipe.hdel(key + ":failures", *doc_ids)
         pipe.hset(key, "updated_at", time.time())
+        pipe.publish(_CHANGES + job_id, batch_no)
         pipe.execute()
 
     def forget_dead_letter(self, job_id: str, batch_no: int) -> None:
@@ -154,7 +158,37 @@ class JobTracker:
 
     def note_retry(self, job_id: str, error: str) -> None:
         """Show a transient error on the job while its batch waits to be retried."""
-        self._redis.hset(_PREFIX + job_id, mapping={"last_error": error, "updated_at": time.time()})
+        pipe = self._redis.pipeline()
+        pipe.hset(_PREFIX + job_id, mapping={"last_error": error, "updated_at": time.time()})
+        pipe.publish(_CHANGES + job_id, "retry")
+        pipe.execute()
+
+    @contextmanager
+    def changes(self, job_id: str) -> Iterator[Callable[[float], bool]]:
+        """Within the block, `changed(timeout_s)` returns True as soon as the job changes (a
+        batch recorded or reopened, a retry noted; at once if one did since the last call),
+        False after `timeout_s` without one. Lets a waiter return when the job finishes
+        instead of at its next poll."""
+        pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
+        pubsub.subscribe(_CHANGES + job_id)
+        # the subscription is live once confirmed: a change published before that is missed
+        while (reply := pubsub.get_message(timeout=5)) is not None and reply["type"] != "subscribe":
+            pass
+
+        def changed(timeout_s: float) -> bool:
+            deadline = time.monotonic() + timeout_s
+            while (left := deadline - time.monotonic()) > 0:
+                message = pubsub.get_message(timeout=left)
+                if message is not None and message["type"] == "message":
+                    while pubsub.get_message(timeout=0) is not None:  # one wake-up per burst
+                        pass
+                    return True
+            return False
+
+        try:
+            yield changed
+        finally:
+            pubsub.close()
 
     def get(self, job_id: str) -> JobStatus | None:
         key = _PREFIX + job_id

@@ -111,17 +111,23 @@ def replay_dead_letters(jobs: JobTracker, job_id: str, enqueue: Enqueue) -> int:
 
 def wait_for_job(jobs: JobTracker, job_id: str, *, timeout_s: float | None = None,
                  on_progress: Callable[[JobStatus], None] | None = None,
-                 poll_s: float = 0.2) -> JobStatus:
-    """Poll until every document of the job is indexed, skipped or failed."""
+                 poll_s: float = 2.0) -> JobStatus:
+    """Wait until every document of the job is indexed, skipped or failed. Wakes on each
+    batch a worker records (Redis pub/sub), and reads the job at least every `poll_s` in case
+    a notice was missed."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        status = jobs.get(job_id)
-        if status is None:
-            raise InvalidInputError(f"job {job_id} is unknown (expired or never created)")
-        if on_progress is not None:
-            on_progress(status)
-        if status.finished:
-            return status
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"job {job_id} still has {status.queued} documents queued")
-        time.sleep(poll_s)
+    with jobs.changes(job_id) as changed:  # subscribed before the first read: no change is missed
+        while True:
+            status = jobs.get(job_id)
+            if status is None:
+                raise InvalidInputError(f"job {job_id} is unknown (expired or never created)")
+            if on_progress is not None:
+                on_progress(status)
+            if status.finished:
+                return status
+            wait_s = poll_s
+            if deadline is not None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"job {job_id} still has {status.queued} documents queued")
+                wait_s = min(wait_s, max(0.0, deadline - time.monotonic()) + 0.01)
+            changed(wait_s)

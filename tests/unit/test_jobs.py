@@ -1,6 +1,10 @@
+import threading
+import time
+
 import redis
 
-from core.jobs import BatchOutcome, JobTracker, derive_state
+from core.jobs import BatchOutcome, JobStatus, JobTracker, derive_state
+from ingest.producer import wait_for_job
 
 
 def test_state_follows_the_counts() -> None:
@@ -35,3 +39,27 @@ def test_a_redelivered_batch_is_not_counted_twice(redis_db: redis.Redis) -> None
 
 def test_unknown_job_is_none(redis_db: redis.Redis) -> None:
     assert JobTracker(redis_db, ttl_s=60).get("nope") is None
+
+
+def test_waiting_wakes_on_each_recorded_batch_not_on_the_poll(redis_db: redis.Redis) -> None:
+    """`bienc ingest --wait` returns when the last batch is recorded: here the poll interval
+    (60 s) is longer than the wait allowed (20 s), so only the change notice can end it."""
+    jobs = JobTracker(redis_db, ttl_s=60)
+    job_id = jobs.create("c", accepted=3, rejected={})
+
+    def worker() -> None:
+        for batch_no, indexed in enumerate((2, 1)):
+            time.sleep(0.3)
+            jobs.record_batch(job_id, batch_no, BatchOutcome(indexed=indexed))
+
+    seen: list[JobStatus] = []
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        status = wait_for_job(jobs, job_id, timeout_s=20, poll_s=60, on_progress=seen.append)
+    finally:
+        thread.join()
+    assert (status.state, status.indexed, status.queued) == ("completed", 3, 0)
+    assert [s.queued for s in seen] == [3, 1, 0]
+    assert redis_db.pubsub_numsub(f"bienc:job-changed:{job_id}") == [
+        (f"bienc:job-changed:{job_id}".encode(), 0)]  # the waiter unsubscribed

@@ -260,8 +260,9 @@ def build_runtime(settings: Settings) -> Runtime:
 
 def prepare(runtime: Runtime) -> None:
     """Open the store, reach the queue and load the model, so that failures show at start;
-    then warm the encoder at every common query length, so that no user's query pays for the
-    backend's first pass at its shape."""
+    then warm the encoder with one query of each length up to 64 tokens, so that a single
+    query of those lengths does not pay for the backend's first pass at its shape. Calling it
+    again costs little."""
     runtime.resources.store  # noqa: B018
     runtime.app  # noqa: B018 - binds Celery to the broker (starts the embedded Redis)
     runtime.resources.encoder.warm_up()

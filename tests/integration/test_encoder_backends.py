@@ -88,3 +88,5 @@ def test_warm_up_passes_one_query_of_every_length(encoder: Encoder) -> None:
     calls = encoder.calls
     assert encoder.warm_up(16) == list(range(3, 17))  # [CLS] word... [SEP]
     assert encoder.calls - calls == 14
+    assert encoder.warm_up(18) == list(range(3, 19))
+    assert encoder.calls - calls == 16  # a second start warms only what is new

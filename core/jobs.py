@@ -170,10 +170,6 @@ class JobTracker:
         False after `timeout_s` without one. Lets a waiter return when the job finishes
         instead of at its next poll."""
         pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
-        pubsub.subscribe(_CHANGES + job_id)
-        # the subscription is live once confirmed: a change published before that is missed
-        while (reply := pubsub.get_message(timeout=5)) is not None and reply["type"] != "subscribe":
-            pass
 
         def changed(timeout_s: float) -> bool:
             deadline = time.monotonic() + timeout_s
@@ -186,6 +182,12 @@ class JobTracker:
             return False
 
         try:
+            pubsub.subscribe(_CHANGES + job_id)
+            # live once confirmed: from then on no change is missed (before, the caller's
+            # fallback reads catch it)
+            while (reply := pubsub.get_message(timeout=5)) is not None \
+                    and reply["type"] != "subscribe":
+                pass
             yield changed
         finally:
             pubsub.close()

@@ -116,7 +116,7 @@ def wait_for_job(jobs: JobTracker, job_id: str, *, timeout_s: float | None = Non
     batch a worker records (Redis pub/sub), and reads the job at least every `poll_s` in case
     a notice was missed."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    with jobs.changes(job_id) as changed:  # subscribed before the first read: no change is missed
+    with jobs.changes(job_id) as changed:  # subscribed before the first read
         while True:
             status = jobs.get(job_id)
             if status is None:

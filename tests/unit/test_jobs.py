@@ -42,24 +42,38 @@ def test_unknown_job_is_none(redis_db: redis.Redis) -> None:
 
 
 def test_waiting_wakes_on_each_recorded_batch_not_on_the_poll(redis_db: redis.Redis) -> None:
-    """`bienc ingest --wait` returns when the last batch is recorded: here the poll interval
-    (60 s) is longer than the wait allowed (20 s), so only the change notice can end it."""
+    """`bienc ingest --wait` returns when the last batch is recorded. The worker here records
+    a batch only after the waiter has seen the one before, and the poll interval (60 s) is
+    longer than the wait allowed (20 s): without a change notice the wait times out."""
     jobs = JobTracker(redis_db, ttl_s=60)
     job_id = jobs.create("c", accepted=3, rejected={})
+    seen: list[JobStatus] = []
+    progressed = threading.Condition()
+
+    def on_progress(status: JobStatus) -> None:
+        with progressed:
+            seen.append(status)
+            progressed.notify_all()
 
     def worker() -> None:
-        for batch_no, indexed in enumerate((2, 1)):
-            time.sleep(0.3)
+        for batch_no, (queued, indexed) in enumerate([(3, 2), (1, 1)]):
+            with progressed:
+                if not progressed.wait_for(lambda q=queued: bool(seen) and seen[-1].queued == q,
+                                           timeout=30):
+                    return
             jobs.record_batch(job_id, batch_no, BatchOutcome(indexed=indexed))
 
-    seen: list[JobStatus] = []
     thread = threading.Thread(target=worker)
     thread.start()
     try:
-        status = wait_for_job(jobs, job_id, timeout_s=20, poll_s=60, on_progress=seen.append)
+        status = wait_for_job(jobs, job_id, timeout_s=20, poll_s=60, on_progress=on_progress)
     finally:
         thread.join()
     assert (status.state, status.indexed, status.queued) == ("completed", 3, 0)
     assert [s.queued for s in seen] == [3, 1, 0]
-    assert redis_db.pubsub_numsub(f"bienc:job-changed:{job_id}") == [
-        (f"bienc:job-changed:{job_id}".encode(), 0)]  # the waiter unsubscribed
+    channel = f"bienc:job-changed:{job_id}".encode()
+    for _ in range(100):  # the server drops the waiter's subscription when it disconnects
+        if redis_db.pubsub_numsub(channel) == [(channel, 0)]:
+            break
+        time.sleep(0.05)
+    assert redis_db.pubsub_numsub(channel) == [(channel, 0)]

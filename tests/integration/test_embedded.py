@@ -36,6 +36,16 @@ def test_long_document_is_found_by_a_phrase_from_its_end(tmp_path: Path,
     assert hits[0]["text"] == long_document["text"]
     info = run_json("info", "-c", "long", cwd=tmp_path, env=env)["collections"][0]
     assert info["documents"] == 6 and info["points"] > 6
+    queries = write_jsonl(tmp_path / "q.jsonl", [
+        {"_id": "q1", "text": "hummingbirds navigate by polarised light"},
+        {"_id": "q2", "text": "which note is about tax law?"}])
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\tlong-1\t1\nq2\tn3\t1\n")
+    report = run_json("eval", "-c", "long", "--queries", str(queries), "--qrels", str(qrels),
+                      "-k", "5", cwd=tmp_path, env=env)
+    assert (report["queries"], report["top_k"], report["recall@10"]) == (2, 5, 1.0)
+    assert report["mrr@10"] >= 0.5 + 1 / 5  # q1 first; q2's note among five near-twins
+    assert 0 < report["search_ms_p50"] <= report["search_ms_p99"]
 
 
 def test_collection_of_another_dimension_is_refused(tmp_path: Path) -> None:

@@ -9,10 +9,10 @@ vectors (so they crowd the same region of the space as real text does), to --poi
 The store is the one bienc's settings choose (the embedded default: Qdrant Edge, HNSW), built
 through the Store interface with the BIENC_HNSW_* / BIENC_QUANTIZATION settings.
 
-Prints, for top-10 and top-100: p50/p99 ms of one query through search.searcher.search (query
-encoding included, with document text, as the API answers it, after the warm-up `bienc serve`
-runs at start), the encode share, and recall@10 /
-recall@100 of the document lists against exact search on the same collection (exact=True).
+Prints, for top-10, top-100 and top-1000 (a reranker's depth): p50/p99 ms of one query through
+search.searcher.search (query encoding included, with document text, as the API answers it,
+after the warm-up `bienc serve` runs at start; queries timed back to back), the encode share,
+and recall@K of the document lists against exact search on the same collection (exact=True).
 Encoded SciFact chunks are cached in bench/out so a rerun skips the encoding.
 """
 
@@ -115,7 +115,7 @@ def main() -> None:
         search(store, encoder, COLLECTION, SearchRequest(queries[:5], top_k=10))
         print("| top-K | p50 ms | p99 ms | of which encode p50 ms | recall@K vs exact (mean / min) |")
         print("|---|---|---|---|---|")
-        for k in (10, 100):
+        for k in (10, 100, 1000):
             latencies, encodes, recalls, results = [], [], [], []
             for query in queries:  # timed back to back, as a server answers them
                 timings: dict[str, float] = {}

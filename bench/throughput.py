@@ -100,6 +100,8 @@ def main() -> None:
     parser.add_argument("--sweep-batch-tokens", default="",
                         help="e.g. 2048,4096,8192: also time the default encoder at each cap")
     args = parser.parse_args()
+    if args.e2e_rounds < 1 and not args.skip_end_to_end:
+        parser.error("--e2e-rounds must be at least 1 (or pass --skip-end-to-end)")
     backends = [b for b in args.backends.split(",") if b]
     configs = [list(CONFIGS.items())[int(i)] for i in args.configs.split(",")]
     corpus = read_path(DATA / "corpus.jsonl", max_text_chars=10**7)

@@ -11,8 +11,9 @@ through the Store interface with the BIENC_HNSW_* / BIENC_QUANTIZATION settings.
 
 Prints, for top-10, top-100 and top-1000 (a reranker's depth): p50/p99 ms of one query through
 search.searcher.search (query encoding included, with document text, as the API answers it,
-after the warm-up `bienc serve` runs at start; queries timed back to back), the encode share,
-and recall@K of the document lists against exact search on the same collection (exact=True).
+after the warm-up and heap settling `bienc serve` does at start; queries timed back to back),
+the encode share, and recall@K of the document lists against exact search on the same
+collection (exact=True).
 Encoded SciFact chunks are cached in bench/out so a rerun skips the encoding.
 """
 
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from core.encoder import load_encoder
+from core.resources import settle_heap
 from core.settings import Settings
 from core.store import ChunkPoint, open_store
 from ingest.documents import Document
@@ -112,6 +114,8 @@ def main() -> None:
 
         queries = list(load_queries(DATA / "queries_test.jsonl").values())[:args.queries]
         encoder.warm_up()  # as `bienc serve` does at start
+        del points
+        settle_heap()
         search(store, encoder, COLLECTION, SearchRequest(queries[:5], top_k=10))
         print("| top-K | p50 ms | p99 ms | of which encode p50 ms | recall@K vs exact (mean / min) |")
         print("|---|---|---|---|---|")

@@ -35,7 +35,7 @@ from core.errors import (
     InvalidInputError,
     StoreUnavailableError,
 )
-from core.resources import Resources
+from core.resources import Resources, settle_heap
 from core.settings import MAX_TOP_K, Settings, get_settings
 from ingest.documents import MAX_ID_CHARS, Document, RecordError, json_problem, parse_record
 from ingest.producer import validate_collection_name
@@ -262,10 +262,12 @@ def prepare(runtime: Runtime) -> None:
     """Open the store, reach the queue and load the model, so that failures show at start;
     then warm the encoder with one query of each length up to 64 tokens, so that a single
     query of those lengths does not pay for the backend's first pass at its shape. Calling it
-    again costs little."""
+    again costs little. Last, settle_heap(), so that no request pays for a full garbage
+    collection over the model's objects."""
     runtime.resources.store  # noqa: B018
     runtime.app  # noqa: B018 - binds Celery to the broker (starts the embedded Redis)
     runtime.resources.encoder.warm_up()
+    settle_heap()
 
 
 def _state(request: Request) -> ApiState:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from core.errors import BiencError
 from core.jobs import JobStatus
-from core.resources import Resources, close_resources
+from core.resources import Resources, close_resources, settle_heap
 from core.settings import MAX_TOP_K, Settings, get_settings
 from core.store import Hit
 from ingest.readers import read_path
@@ -186,10 +186,11 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     if not judged:
         raise BiencError("no query id of the qrels appears in the queries file")
     runtime = _runtime(settings)
-    # the latencies are a running server's: model loaded and warmed (as `bienc serve` does at
-    # start), collection opened by one untimed query
+    # the latencies are a running server's: model loaded and warmed, heap settled (as
+    # `bienc serve` does at start), collection opened by one untimed query
     runtime.resources.encoder.warm_up()
     runtime.search(collection, SearchRequest([queries[judged[0]]], top_k=args.k, with_text=False))
+    settle_heap()
     run: dict[str, list[str]] = {}
     latencies_ms: list[float] = []
     for query_id in judged:
@@ -226,6 +227,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     set_resources(resources)
     resources.encoder  # noqa: B018 - load the model before taking work
     resources.store  # noqa: B018 - and own the store (the embedded one allows one process)
+    settle_heap()
     app = configure_app(settings)
     concurrency = args.concurrency or settings.worker_concurrency
     pool = "solo" if concurrency == 1 else "threads"

@@ -6,6 +6,7 @@ their own with `set_resources()` to choose what is injected.
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import redis
@@ -91,3 +92,12 @@ def close_resources() -> None:
     with _current_lock:
         if _current is not None:
             _current.close()
+
+
+def settle_heap() -> None:
+    """Call once a long-running process has loaded what it keeps (model, store, libraries):
+    moves those objects (~0.5M) out of the garbage collector's sight. Otherwise every full
+    collection walks them all, 250 ms here, and lands on whichever request triggers it:
+    measured at 100k points, top-1000 p99 345 -> 99 ms and top-10 p99 17.8 -> 14.4 ms."""
+    gc.collect()
+    gc.freeze()

@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.encoder import Encoder, choose_backend, choose_dtype, load_encoder, resolve_model_location
+from core.encoder import Encoder, load_encoder
+from core.encoding_plan import choose_backend, choose_dtype, resolve_model_location
 from core.settings import Settings
 from ingest.chunking import Chunk
 from ingest.documents import Document

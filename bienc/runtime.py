@@ -6,21 +6,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
-from core.encoder import model_identity, planned_encoding
+from core.encoding_plan import model_identity, planned_encoding
 from core.errors import CollectionNotFoundError, StoreUnavailableError
 from core.jobs import JobStatus
 from core.resources import Resources, set_resources
-from core.store import Hit
 from ingest.producer import Submission, submit, validate_collection_name, wait_for_job
 from ingest.readers import Item
-from search.searcher import SearchRequest, search
-from workers.app import INGEST_QUEUE, configure_app
-from workers.inprocess import InProcessWorker
-from workers.tasks import index_batch
+from workers.app import INDEX_BATCH_TASK, INGEST_QUEUE, configure_app
+
+if TYPE_CHECKING:
+    from core.store import Hit
+    from search.searcher import SearchRequest
+
+# Imported where used: the encoder, the task code and the in-process worker bring numpy,
+# torch and Celery's worker, which `bienc ingest` to a shared broker never needs (its start
+# delays the workers' first batch).
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +54,16 @@ class Runtime:
         if not (self.embedded if in_process_worker is None else in_process_worker):
             yield self
             return
+        from workers.inprocess import InProcessWorker
+
         with InProcessWorker(self.app):
             yield self
 
     def enqueue(self, job_id: str, collection: str, batch_no: int,
                 documents: list[dict[str, Any]]) -> None:
-        self.app  # noqa: B018 - binds the task's app to the broker before the first send
-        index_batch.apply_async(args=(job_id, collection, batch_no, documents), queue=INGEST_QUEUE)
+        # by name: the task's code (and the encoder it imports) is the workers' business
+        self.app.send_task(INDEX_BATCH_TASK, args=(job_id, collection, batch_no, documents),
+                           queue=INGEST_QUEUE)
 
     def ingest(self, items: Iterable[Item], collection: str) -> Submission:
         """Accept documents for `collection`. Where this process can reach the store, the
@@ -87,4 +94,6 @@ class Runtime:
 
     def search(self, collection: str, request: SearchRequest,
                timings: dict[str, float] | None = None) -> list[list[Hit]]:
+        from search.searcher import search
+
         return search(self.resources.store, self.resources.encoder, collection, request, timings)

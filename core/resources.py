@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import gc
 import threading
+from typing import TYPE_CHECKING
 
 import redis
 
 from core.broker import redis_url
-from core.encoder import Encoder, load_encoder
 from core.jobs import JobTracker
 from core.settings import Settings, get_settings
 from core.store import Store, open_store
+
+if TYPE_CHECKING:  # numpy and torch: only for processes that encode (not `bienc ingest`)
+    from core.encoder import Encoder
 
 
 class Resources:
@@ -33,6 +36,8 @@ class Resources:
     def encoder(self) -> Encoder:
         with self._lock:
             if self._encoder is None:
+                from core.encoder import load_encoder
+
                 self._encoder = load_encoder(self.settings)
             return self._encoder
 

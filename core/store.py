@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
 from core.errors import CollectionError, ConfigError, InvalidInputError
 from core.settings import Settings
 
 if TYPE_CHECKING:  # qdrant-client takes a second to import: only the stores import it
+    import numpy as np
     from qdrant_client import models as qm
 
 _POINT_NAMESPACE = uuid.UUID("6f1c3a52-8a0e-4d55-9a53-2f1f0b1e7c11")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from core.encoder import Encoder, load_encoder, resolve_model_location
+from core.encoder import Encoder, load_encoder
+from core.encoding_plan import resolve_model_location
 from core.settings import Settings
 
 # Tests use their own Redis database on the machine's server, flushed before and after.

@@ -8,6 +8,7 @@ from core.broker import celery_broker_url, redis_url
 from core.settings import Settings
 
 INGEST_QUEUE = "bienc.ingest"
+INDEX_BATCH_TASK = "bienc.index_batch"  # workers.tasks.index_batch
 
 app = Celery("bienc", include=["workers.tasks"])
 app.conf.update(

@@ -11,7 +11,7 @@ from core.errors import BiencError, StoreUnavailableError
 from core.jobs import BatchOutcome
 from core.resources import get_resources
 from ingest.documents import Document
-from workers.app import app
+from workers.app import INDEX_BATCH_TASK, app
 from workers.indexing import ChunkingParams, index_documents
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ def retry_delay_s(retries: int, first_s: float, cap_s: float) -> float:
 
 
 @app.task(  # type: ignore[untyped-decorator]
-    name="bienc.index_batch", bind=True, acks_late=True, reject_on_worker_lost=True
+    name=INDEX_BATCH_TASK, bind=True, acks_late=True, reject_on_worker_lost=True
 )
 def index_batch(self: Task, job_id: str, collection: str, batch_no: int,
                 documents: list[dict[str, Any]]) -> None:

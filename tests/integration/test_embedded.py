@@ -4,6 +4,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+import redis
+
+from core.broker import embedded_socket_path
 from tests.integration.conftest import (
     bienc_env,
     create_other_models_collection,
@@ -68,3 +72,25 @@ def test_unloadable_model_is_one_clear_error(tmp_path: Path) -> None:
     bad = run_bienc("info", cwd=tmp_path, env=bienc_env(chunk_overlap="500"))
     assert bad.returncode == 1 and "BIENC_CHUNK_OVERLAP" in bad.stderr
     assert json.loads(json.dumps(bad.stderr))  # printable, no binary garbage
+
+
+def test_commands_exit_with_output_whole_and_their_redis_stopped(tmp_path: Path) -> None:
+    """`bienc` skips the interpreter's teardown at exit, not the exit handlers: the embedded
+    Redis a command started is shut down and what it printed arrives whole."""
+    docs = [{"id": f"d{i}", "text": f"Document number {i} about rivers."} for i in range(40)]
+    corpus = write_jsonl(tmp_path / "c.jsonl", docs)
+    ingested = run_json("ingest", str(corpus), "-c", "exit", cwd=tmp_path, env=bienc_env())
+    assert (ingested["state"], ingested["indexed"]) == ("completed", 40)
+    # a command that loads no model: nothing keeps it from the quick exit. (A Redis left
+    # running would hold the command's stderr open, and this call would time out.)
+    show = run_bienc("jobs", "show", ingested["job_id"], "--json", cwd=tmp_path,
+                     env=bienc_env(), timeout=60)
+    assert show.returncode == 0, show.stderr
+    assert json.loads(show.stdout) == ingested
+    data_dir = tmp_path / ".bienc"
+    # each command shut its Redis down (neither left it running nor killed it)
+    assert (data_dir / "redis.log").read_text().count("ready to exit") == 2
+    client = redis.Redis(unix_socket_path=str(embedded_socket_path(data_dir)), socket_timeout=2)
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
+    client.close()

@@ -5,6 +5,8 @@ embedded store while it runs; search, info and eval open it once the worker has 
 """
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +97,23 @@ def test_producer_checks_the_collection_without_loading_the_model(tmp_path: Path
         assert not resources.has_encoder
     finally:
         resources.close()
+
+
+def test_queueing_to_a_shared_broker_loads_no_encoder_library(tmp_path: Path,
+                                                              redis_db: redis.Redis) -> None:
+    """`bienc ingest` only validates and queues when workers encode: it must not load numpy,
+    torch or the task code, whose imports would delay the workers' first batch."""
+    env = bienc_env(broker_url=TEST_REDIS_URL, data_dir=str(tmp_path / "data"))
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", SHORT)
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "bienc.cli", "ingest",
+                             str(corpus), "-c", "q"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.split()[1].rstrip(":")
+    status = run_json("jobs", "show", job_id, cwd=tmp_path, env=env)
+    assert (status["state"], status["queued"]) == ("queued", len(SHORT))
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "celery" in imported  # the listing is real: the producer does load Celery
+    assert not imported & {"numpy", "torch", "sentence_transformers", "openvino",
+                           "workers.tasks", "workers.indexing", "core.encoder"}

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from core.encoder import choose_backend, choose_dtype, cpu_has_native_bf16
+from core.encoding_plan import choose_backend, choose_dtype, cpu_has_native_bf16
 from core.settings import Settings
 
 

@@ -29,6 +29,9 @@ DATA = ROOT.parent / "shared" / "data" / "scifact"
 CONFIGS = {
     "truncate-256": ChunkingParams(256, 0, enabled=False),
     "96/24": ChunkingParams(96, 24),
+    "128/0": ChunkingParams(128, 0),
+    "128/8": ChunkingParams(128, 8),
+    "128/16": ChunkingParams(128, 16),
     "128/32": ChunkingParams(128, 32),
     "160/48": ChunkingParams(160, 48),
     "192/64": ChunkingParams(192, 64),

@@ -13,11 +13,11 @@
     divides the mean of the (3) rounds by the mean of the (2) rounds around them.
 
 Two configurations: the seed's work (one 256-token window per document) and bienc's default
-(128-token chunks, 32 overlap, title in each). For each backend: docs/s, the ratios
-(2)/(1), (3)/(1), (3)/(2), and the cosine of its document vectors to torch float32's. On the
-full corpus (--documents 0) also nDCG@10 by exact cosine over the test queries (the quality
-guard: loss <= 0.005 against float32) and, for (3), nDCG@10 and search latency of the real
-collection.
+(the default BIENC_CHUNK_TOKENS / BIENC_CHUNK_OVERLAP, title in each). For each backend:
+docs/s, the ratios (2)/(1), (3)/(1), (3)/(2), and the cosine of its document vectors to
+torch float32's. On the full corpus (--documents 0) also nDCG@10 by exact cosine over the
+test queries (the quality guard: loss <= 0.005 against float32) and, for (3), nDCG@10 and
+search latency of the real collection.
 
 Needs Redis for (3) (BIENC_BENCH_REDIS_URL, default redis://127.0.0.1:6379/12; flushed).
 """
@@ -50,9 +50,11 @@ from scifact import run_config  # a sibling script
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "scifact"
+_DEFAULT_CHUNKING = (Settings.model_fields["chunk_tokens"].default,
+                     Settings.model_fields["chunk_overlap"].default)
 CONFIGS = {
     "same work (1 window)": ({"BIENC_CHUNKING": "false"}, ChunkingParams(256, 0, enabled=False)),
-    "default (chunks 128/32)": ({}, ChunkingParams(128, 32)),
+    "default chunks ({}/{})".format(*_DEFAULT_CHUNKING): ({}, ChunkingParams(*_DEFAULT_CHUNKING)),
 }
 ALL_BACKENDS = ["torch/float32", "torch/bfloat16", "openvino/float32", "openvino/bfloat16",
                 "openvino/int8"]

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
         default=True, description="split long documents; false = one window, the rest cut off"
     )
     chunk_tokens: int = Field(default=128, ge=16, description="tokens per chunk (model tokenizer)")
-    chunk_overlap: int = Field(default=32, ge=0, description="tokens shared by neighbouring chunks")
+    chunk_overlap: int = Field(default=16, ge=0, description="tokens shared by neighbouring chunks")
 
     # Store
     qdrant_url: str | None = Field(default=None, description="Qdrant server URL; unset = embedded")

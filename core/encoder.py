@@ -48,6 +48,7 @@ def plan_batches(lengths: Sequence[int], max_texts: int, max_tokens: int) -> lis
 
 
 Runner = Callable[[Mapping[str, Any]], np.ndarray]
+INT8_AVOID_WIDTHS = frozenset({32})  # see core.openvino_model.OpenVINORunner
 QUERY_WARM_UP_TOKENS = 64  # query lengths warmed at a server's start (Encoder.warm_up)
 _TOKENIZE_WINDOW = 2048  # texts tokenised at once (bounds the padded tensors)
 
@@ -248,4 +249,4 @@ def _openvino_runner(model: SentenceTransformer, dtype: str, settings: Settings)
             f"cannot convert model {settings.model!r} to OpenVINO {dtype} ({type(exc).__name__}: "
             f"{str(exc)[:300]}). Set BIENC_BACKEND=torch to run it in torch."
         ) from exc
-    return OpenVINORunner(compiled)
+    return OpenVINORunner(compiled, avoid_widths=INT8_AVOID_WIDTHS if dtype == "int8" else frozenset())

@@ -90,3 +90,19 @@ def test_warm_up_passes_one_query_of_every_length(encoder: Encoder) -> None:
     assert encoder.calls - calls == 14
     assert encoder.warm_up(18) == list(range(3, 19))
     assert encoder.calls - calls == 16  # a second start warms only what is new
+
+
+def test_int8_vectors_do_not_depend_on_the_batch_width(cache_dir: Path) -> None:
+    """A text encoded alone (its batch exactly as wide as it) and padded inside a wider batch
+    must get the same vector, at every width up to the model's window. OpenVINO's int8 graph
+    broke this at width 32 on an AMX CPU (core.openvino_model.OpenVINORunner)."""
+    encoder = load_encoder(Settings(backend="openvino", dtype="int8", model_cache_dir=cache_dir))
+    words = ["the", "cell", "membrane", "protein", "binds", "calcium", "and", "regulates"]
+    # every width from 3 to 256 tokens, [CLS] and [SEP] included
+    texts = [" ".join(words[i % len(words)] for i in range(n)) for n in range(1, 254)]
+    alone = np.vstack([encoder.encode_queries([t]) for t in texts])
+    padded = np.vstack([encoder.encode_queries([t, t + " and four more words"])[:1]
+                        for t in texts])
+    cosines = (alone * padded).sum(axis=1)
+    widths = [len(encoder.tokenizer(t)["input_ids"]) for t in texts]
+    assert {w: round(float(c), 3) for w, c in zip(widths, cosines, strict=True) if c < 0.999} == {}

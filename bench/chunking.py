@@ -33,8 +33,11 @@ CONFIGS = {
     "128/8": ChunkingParams(128, 8),
     "128/16": ChunkingParams(128, 16),
     "128/32": ChunkingParams(128, 32),
+    "160/32": ChunkingParams(160, 32),
     "160/48": ChunkingParams(160, 48),
+    "192/32": ChunkingParams(192, 32),
     "192/64": ChunkingParams(192, 64),
+    "256/32": ChunkingParams(256, 32),
     "256/64": ChunkingParams(256, 64),
 }
 

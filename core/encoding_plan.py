@@ -95,7 +95,6 @@ def choose_dtype(requested: str, device: str, backend: str = "torch",
     return "bfloat16" if cpu_has_native_bf16(cpuinfo) else "float32"
 
 
-
 def planned_encoding(settings: Settings) -> str:
     """The `encoding` (backend/dtype) that load_encoder gives for `settings`, without loading
     the model."""

@@ -79,7 +79,10 @@ def test_commands_exit_with_output_whole_and_their_redis_stopped(tmp_path: Path)
     Redis a command started is shut down and what it printed arrives whole."""
     docs = [{"id": f"d{i}", "text": f"Document number {i} about rivers."} for i in range(40)]
     corpus = write_jsonl(tmp_path / "c.jsonl", docs)
-    ingested = run_json("ingest", str(corpus), "-c", "exit", cwd=tmp_path, env=bienc_env())
+    ingest = run_bienc("ingest", str(corpus), "-c", "exit", "--json", cwd=tmp_path,
+                       env=bienc_env(), timeout=120)
+    assert ingest.returncode == 0, ingest.stderr
+    ingested = json.loads(ingest.stdout)
     assert (ingested["state"], ingested["indexed"]) == ("completed", 40)
     # a command that loads no model: nothing keeps it from the quick exit. (A Redis left
     # running would hold the command's stderr open, and this call would time out.)

@@ -112,6 +112,8 @@ def test_queueing_to_a_shared_broker_loads_no_encoder_library(tmp_path: Path,
     job_id = result.stdout.split()[1].rstrip(":")
     status = run_json("jobs", "show", job_id, cwd=tmp_path, env=env)
     assert (status["state"], status["queued"]) == ("queued", len(SHORT))
+    [message] = redis_db.lrange("bienc.ingest", 0, -1)  # one batch, for the workers' task
+    assert json.loads(message)["headers"]["task"] == "bienc.index_batch"
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:")}
     assert "celery" in imported  # the listing is real: the producer does load Celery

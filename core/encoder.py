@@ -48,7 +48,6 @@ def plan_batches(lengths: Sequence[int], max_texts: int, max_tokens: int) -> lis
 
 
 Runner = Callable[[Mapping[str, Any]], np.ndarray]
-INT8_AVOID_WIDTHS = frozenset({32})  # see core.openvino_model.OpenVINORunner
 QUERY_WARM_UP_TOKENS = 64  # query lengths warmed at a server's start (Encoder.warm_up)
 _TOKENIZE_WINDOW = 2048  # texts tokenised at once (bounds the padded tensors)
 
@@ -237,7 +236,7 @@ def _check_combination(backend: str, dtype: str, device: str) -> None:
 
 
 def _openvino_runner(model: SentenceTransformer, dtype: str, settings: Settings) -> Runner:
-    from core.openvino_model import OpenVINORunner, load_compiled
+    from core.openvino_model import INT8_AVOID_WIDTHS, OpenVINORunner, load_compiled
 
     try:
         compiled = load_compiled(model, dtype, settings.model_cache_dir, settings.encode_threads)

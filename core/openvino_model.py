@@ -155,6 +155,9 @@ def load_compiled(model: SentenceTransformer, dtype: str, cache_dir: Path, threa
     return ov.Core().compile_model(str(xml), "CPU", config)
 
 
+INT8_AVOID_WIDTHS = frozenset({32})  # batch widths the int8 graph gets wrong (OpenVINORunner)
+
+
 class OpenVINORunner:
     """Embeds tokenised batches with a compiled OpenVINO model.
 

@@ -38,11 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core.encoder import Encoder, load_encoder
+from core.encoder import Encoder, load_encoder, plan_batches
 from core.encoding_plan import choose_backend, choose_dtype, resolve_model_location
 from core.settings import Settings
 from ingest.chunking import Chunk
 from ingest.documents import Document
+from ingest.producer import by_length
 from ingest.readers import read_path
 from search.evaluation import load_qrels, load_queries, score_run
 from workers.indexing import ChunkingParams, chunk_documents
@@ -77,6 +78,35 @@ def time_encoder(encoder: Encoder, docs: list[Document], params: ChunkingParams
     return len(docs) / (time.perf_counter() - started), chunked, vectors
 
 
+def sweep_task_sizes(encoder: Encoder, docs: list[Document],
+                     configs: list[tuple[str, tuple[dict[str, str], ChunkingParams]]],
+                     sizes: list[int], rounds: int = 2) -> None:
+    """A worker plans the forward batches of one task at a time: docs/s and padding when the
+    job's documents, in the order the producer queues them, are encoded task by task."""
+    queued = by_length(docs)
+    for config_name, (_, params) in configs:
+        for size in sizes:
+            useful = padded = forward = 0
+            for start in range(0, len(queued), size):
+                chunked = chunk_documents(queued[start : start + size], encoder, params)
+                lengths = encoder.token_lengths([c.text for chunks in chunked for c in chunks])
+                for batch in plan_batches(lengths, encoder.batch_size, encoder.max_batch_tokens):
+                    forward += 1
+                    useful += sum(lengths[i] for i in batch)
+                    padded += len(batch) * max(lengths[i] for i in batch)
+            print(f"tasks of {size} documents, {config_name}: {forward} forward batches, "
+                  f"padding {100 * (padded - useful) / padded:.1f}% of {padded} tokens", flush=True)
+        for round_no in range(rounds):  # sizes side by side, round after round
+            for size in sizes:
+                started = time.perf_counter()
+                for start in range(0, len(queued), size):
+                    chunked = chunk_documents(queued[start : start + size], encoder, params)
+                    encoder.encode_documents([c.text for chunks in chunked for c in chunks])
+                rate = len(docs) / (time.perf_counter() - started)
+                print(f"tasks of {size} documents, {config_name}, round {round_no + 1}: "
+                      f"{rate:.1f} docs/s", flush=True)
+
+
 def ndcg_exact(docs: list[Document], owners: np.ndarray, vectors: np.ndarray,
                query_vectors: np.ndarray, qids: list[str], qrels: dict[str, dict[str, int]]) -> float:
     """nDCG@10 of exact cosine search, each document scored by its best chunk."""
@@ -104,6 +134,9 @@ def main() -> None:
                         help="times (3) is measured, (2) again before the first and after each")
     parser.add_argument("--sweep-batch-tokens", default="",
                         help="e.g. 2048,4096,8192: also time the default encoder at each cap")
+    parser.add_argument("--sweep-task-size", default="",
+                        help="e.g. 64,256: also time the default encoder on the documents cut "
+                        "into worker tasks of each size (queued order), with their padding")
     args = parser.parse_args()
     if args.e2e_rounds < 1 and not args.skip_end_to_end:
         parser.error("--e2e-rounds must be at least 1 (or pass --skip-end-to-end)")
@@ -151,6 +184,9 @@ def main() -> None:
             rate, _, _ = time_encoder(encoder, docs, params)
             print(f"batch cap {cap} tokens, {config_name}, {encoder.encoding}: {rate:.1f} docs/s",
                   flush=True)
+    task_sizes = [int(c) for c in args.sweep_task_size.split(",") if c]
+    if task_sizes:
+        sweep_task_sizes(load_encoder(Settings()), docs, configs, task_sizes)
     for number, (config_name, (env, params)) in enumerate(configs):
         if number and len(seed_rates) < args.seed_rounds:
             seed_round()  # rounds of (1) between the others: the machine's speed drifts

@@ -244,7 +244,8 @@ class ApiState:
         return self._probe
 
     def queued_documents(self) -> int:
-        """Documents waiting in the ingest queue (batches x batch size: an upper bound)."""
+        """Documents waiting in the ingest queue (batches x batch size: an upper bound, loose
+        when requests are smaller than a batch, so the limit errs early, never late)."""
         return int(self.probe().llen(INGEST_QUEUE)) * self.settings.ingest_batch_size
 
     @property

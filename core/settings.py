@@ -86,7 +86,10 @@ class Settings(BaseSettings):
         default=None, description="Redis URL of the Celery broker; unset = embedded Redis in DATA_DIR"
     )
     data_dir: Path = Field(default=Path(".bienc"), description="embedded store and queue live here")
-    ingest_batch_size: int = Field(default=64, ge=1, le=10_000, description="documents per task")
+    ingest_batch_size: int = Field(
+        default=256, ge=1, le=10_000,
+        description="documents per task (a worker plans the forward batches of one task at a time)",
+    )
     task_max_retries: int = Field(default=5, ge=0, description="retries of a store outage per batch")
     retry_backoff_s: float = Field(default=2.0, gt=0, description="first retry delay, doubled each try")
     retry_backoff_max_s: float = Field(default=60.0, gt=0, description="cap on one retry delay")

@@ -129,7 +129,8 @@ def test_unreachable_qdrant_dead_letters_then_replay_indexes_all(tmp_path: Path,
                                                                  redis_db: redis.Redis) -> None:
     closed = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     down = bienc_env(broker_url=TEST_REDIS_URL, data_dir=str(tmp_path / "data"), qdrant_url=closed,
-                     task_max_retries="2", retry_backoff_s="0.2", qdrant_timeout_s="1")
+                     task_max_retries="2", retry_backoff_s="0.2", qdrant_timeout_s="1",
+                     ingest_batch_size="64")
     corpus = write_jsonl(tmp_path / "c.jsonl", _short_docs(120))
     with worker_process(tmp_path, down):
         job_id = _submit(corpus, "q", tmp_path, down)

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.encoder import Encoder, load_encoder, plan_batches
+from core.encoder import TOKENIZE_WINDOW, Encoder, load_encoder, plan_batches
 from core.encoding_plan import choose_backend, choose_dtype, resolve_model_location
 from core.settings import Settings
 from ingest.chunking import Chunk
@@ -78,24 +78,39 @@ def time_encoder(encoder: Encoder, docs: list[Document], params: ChunkingParams
     return len(docs) / (time.perf_counter() - started), chunked, vectors
 
 
+def forward_plan(encoder: Encoder, docs: list[Document], params: ChunkingParams
+                 ) -> tuple[int, int, int]:
+    """Forward batches, useful tokens and padded tokens of chunking and encoding `docs` in
+    one call, planned as Encoder.encode_stream plans them (a window of texts at a time)."""
+    chunked = chunk_documents(docs, encoder, params)
+    lengths = encoder.token_lengths([c.text for chunks in chunked for c in chunks])
+    forward = useful = padded = 0
+    for start in range(0, len(lengths), TOKENIZE_WINDOW):
+        window = lengths[start : start + TOKENIZE_WINDOW]
+        for batch in plan_batches(window, encoder.batch_size, encoder.max_batch_tokens):
+            forward += 1
+            useful += sum(window[i] for i in batch)
+            padded += len(batch) * max(window[i] for i in batch)
+    return forward, useful, padded
+
+
 def sweep_task_sizes(encoder: Encoder, docs: list[Document],
                      configs: list[tuple[str, tuple[dict[str, str], ChunkingParams]]],
                      sizes: list[int], rounds: int = 2) -> None:
-    """A worker plans the forward batches of one task at a time: docs/s and padding when the
-    job's documents, in the order the producer queues them, are encoded task by task."""
+    """A worker plans the forward batches of one task at a time: padding and docs/s when the
+    job's documents, in the order the producer queues them, are encoded task by task; and
+    the padding of (2), which encodes the whole job in one call, in file order."""
     queued = by_length(docs)
+    encoder.encode_documents(doc_texts(docs[:32]))  # warm-up, as time_encoder does
     for config_name, (_, params) in configs:
-        for size in sizes:
-            useful = padded = forward = 0
-            for start in range(0, len(queued), size):
-                chunked = chunk_documents(queued[start : start + size], encoder, params)
-                lengths = encoder.token_lengths([c.text for chunks in chunked for c in chunks])
-                for batch in plan_batches(lengths, encoder.batch_size, encoder.max_batch_tokens):
-                    forward += 1
-                    useful += sum(lengths[i] for i in batch)
-                    padded += len(batch) * max(lengths[i] for i in batch)
-            print(f"tasks of {size} documents, {config_name}: {forward} forward batches, "
-                  f"padding {100 * (padded - useful) / padded:.1f}% of {padded} tokens", flush=True)
+        plans = {f"tasks of {size} documents": [forward_plan(encoder, queued[i : i + size], params)
+                                                for i in range(0, len(queued), size)]
+                 for size in sizes}
+        plans["(2): the whole job in one call"] = [forward_plan(encoder, docs, params)]
+        for what, parts in plans.items():
+            forward, useful, padded = (sum(p[k] for p in parts) for k in range(3))
+            print(f"{what}, {config_name}: {forward} forward batches, padding "
+                  f"{100 * (padded - useful) / padded:.1f}% of {padded} tokens", flush=True)
         for round_no in range(rounds):  # sizes side by side, round after round
             for size in sizes:
                 started = time.perf_counter()

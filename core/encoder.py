@@ -49,7 +49,7 @@ def plan_batches(lengths: Sequence[int], max_texts: int, max_tokens: int) -> lis
 
 Runner = Callable[[Mapping[str, Any]], np.ndarray]
 QUERY_WARM_UP_TOKENS = 64  # query lengths warmed at a server's start (Encoder.warm_up)
-_TOKENIZE_WINDOW = 2048  # texts tokenised at once (bounds the padded tensors)
+TOKENIZE_WINDOW = 2048  # texts tokenised at once (bounds the padded tensors)
 
 
 def _rows(value: Any, rows: list[int], width: int, n: int) -> Any:
@@ -152,10 +152,10 @@ class Encoder:
             return
         with self._lock:
             self.calls += 1
-        for start in range(0, len(texts), _TOKENIZE_WINDOW):
+        for start in range(0, len(texts), TOKENIZE_WINDOW):
             # a generator: its first step tokenises the window, under the lock like every
             # step (the tokenizer is not safe for concurrent calls either)
-            batches = self._batches(texts[start : start + _TOKENIZE_WINDOW])
+            batches = self._batches(texts[start : start + TOKENIZE_WINDOW])
             while True:
                 with self._lock:
                     planned = next(batches, None)

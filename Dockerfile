@@ -11,7 +11,7 @@ WORKDIR /app
 # CPU-only torch first: the default index would resolve a multi-GB CUDA build.
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
-COPY core ./core
+# ingest/, search/ and workers/ install as bienc.ingest, bienc.search, bienc.workers
 COPY ingest ./ingest
 COPY search ./search
 COPY workers ./workers
@@ -22,7 +22,7 @@ ENV BIENC_MODEL_CACHE_DIR=/opt/bienc/models
 # converting, and all of them encode with the same int8 weights (a quantisation is not
 # bit-reproducible, so converting per container would give each slightly different vectors).
 RUN pip install . \
-    && python -c "from core.encoder import load_encoder; from core.settings import Settings; \
+    && python -c "from bienc.encoding.encoder import load_encoder; from bienc.config.settings import Settings; \
 [print(load_encoder(Settings(backend='openvino', dtype=d)).encoding) for d in ('float32', 'int8')]" \
     && chmod -R a+rX /opt/bienc
 

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core.encoder import load_encoder
-from core.settings import Settings
-from ingest.documents import Document
-from ingest.readers import read_path
-from search.evaluation import load_qrels, load_queries, score_run
-from workers.indexing import ChunkingParams, chunk_documents
+from bienc.config.settings import Settings
+from bienc.encoding.encoder import load_encoder
+from bienc.ingest.documents import Document
+from bienc.ingest.readers import read_path
+from bienc.search.evaluation import load_qrels, load_queries, score_run
+from bienc.workers.indexing import ChunkingParams, chunk_documents
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "scifact"
@@ -68,7 +68,7 @@ def main() -> None:
     docs = [d for d in itertools.islice(corpus, args.limit) if isinstance(d, Document)]
     queries = load_queries(DATA / "queries_test.jsonl")
     qrels = {q: r for q, r in load_qrels(DATA / "qrels_test.tsv").items() if q in queries}
-    encoder = load_encoder(Settings(qdrant_path=":memory:"))
+    encoder = load_encoder(Settings())
     print(f"encoder {encoder.encoding}, {len(docs)} documents, {len(qrels)} queries")
     qids = list(qrels)
     qvecs = encoder.encode_queries([queries[q] for q in qids])

@@ -10,7 +10,7 @@ The store is the one bienc's settings choose (the embedded default: Qdrant Edge,
 through the Store interface with the BIENC_HNSW_* / BIENC_QUANTIZATION settings.
 
 Prints, for top-10, top-100 and top-1000 (a reranker's depth): p50/p99 ms of one query through
-search.searcher.search (query encoding included, with document text, as the API answers it,
+bienc.search.searcher.search (query encoding included, with document text, as the API answers it,
 after the warm-up and heap settling `bienc serve` does at start; queries timed back to back),
 the encode share, and recall@K of the document lists against exact search on the same
 collection (exact=True).
@@ -29,15 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-from core.encoder import load_encoder
-from core.resources import settle_heap
-from core.settings import Settings
-from core.store import ChunkPoint, open_store
-from ingest.documents import Document
-from ingest.readers import read_path
-from search.evaluation import load_queries
-from search.searcher import SearchRequest, search
-from workers.indexing import ChunkingParams, build_points, chunk_documents, index_hash
+from bienc.config.settings import Settings
+from bienc.encoding.encoder import load_encoder
+from bienc.ingest.documents import Document
+from bienc.ingest.readers import read_path
+from bienc.resources import settle_heap
+from bienc.search.evaluation import load_queries
+from bienc.search.searcher import SearchRequest, search
+from bienc.store.factory import open_store
+from bienc.store.interface import ChunkPoint
+from bienc.workers.indexing import ChunkingParams, build_points, chunk_documents, index_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "scifact"
@@ -106,7 +107,7 @@ def main() -> None:
                 for i, v in enumerate(fake)])
         load_s = time.perf_counter() - started
         info = store.info(COLLECTION)
-        print(f"store {settings.store_location} ({type(store).__name__}, hnsw m={settings.hnsw_m} "
+        print(f"store {store.location} ({type(store).__name__}, hnsw m={settings.hnsw_m} "
               f"ef_construct={settings.hnsw_ef_construct} ef={settings.hnsw_ef}, quantization "
               f"{settings.quantization}): {info.points} points ({len(points)} SciFact chunks of "
               f"{info.documents - filler} documents + {filler} filler), written and indexed in "

@@ -1,5 +1,5 @@
-"""Store latency: the Edge store (core.edge_store, HNSW in Rust) against qdrant-client's embedded
-engine (core.store's local mode, exact search in Python), on synthetic embedding-like vectors.
+"""Store latency: the Edge store (bienc.store.edge, HNSW in Rust) against qdrant-client's embedded
+engine (bienc.store.interface's local mode, exact search in Python), on synthetic embedding-like vectors.
 
     python bench/store_latency.py                       # 100,000 chunk points, 384-d
     python bench/store_latency.py --points 5000 --queries 20 --indexing-threshold 2000
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from qdrant_client import QdrantClient
 
-from core.edge_store import EdgeVectorStore
-from core.qdrant_store import VectorStore
-from core.store import ChunkPoint
+from bienc.store.edge import EdgeVectorStore
+from bienc.store.interface import ChunkPoint
+from bienc.store.qdrant import VectorStore
 
 Store = VectorStore | EdgeVectorStore
 COLLECTION = "bench"
@@ -121,7 +121,7 @@ def main() -> None:
             edge.close()
         n_local = min(n, args.local_max - args.local_max % args.chunks)
         if n_local > 0:
-            local = VectorStore(QdrantClient(location=":memory:"), ":memory:")
+            local = VectorStore(QdrantClient(location=":memory:"), ":memory:", remote=False)
             try:
                 measure("qdrant-client local mode (exact)", local, points[:n_local], vectors[:n_local],
                         args.chunks, queries, args.batch)

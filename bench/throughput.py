@@ -38,15 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
-from core.encoder import TOKENIZE_WINDOW, Encoder, load_encoder, plan_batches
-from core.encoding_plan import choose_backend, choose_dtype, resolve_model_location
-from core.settings import Settings
-from ingest.chunking import Chunk
-from ingest.documents import Document
-from ingest.producer import by_length
-from ingest.readers import read_path
-from search.evaluation import load_qrels, load_queries, score_run
-from workers.indexing import ChunkingParams, chunk_documents
+from bienc.config.settings import Settings
+from bienc.encoding.encoder import TOKENIZE_WINDOW, Encoder, load_encoder, plan_batches
+from bienc.encoding.plan import choose_backend, choose_dtype, resolve_model_location
+from bienc.ingest.chunking import Chunk
+from bienc.ingest.documents import Document
+from bienc.ingest.producer import by_length
+from bienc.ingest.readers import read_path
+from bienc.search.evaluation import load_qrels, load_queries, score_run
+from bienc.workers.indexing import ChunkingParams, chunk_documents
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scifact import run_config  # a sibling script

@@ -26,21 +26,23 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validat
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bienc.runtime import Runtime
-from core.broker import redis_url
-from core.errors import (
+from bienc.config.errors import (
     BiencError,
     CollectionError,
     CollectionNotFoundError,
     InvalidInputError,
     StoreUnavailableError,
 )
-from core.resources import Resources, settle_heap
-from core.settings import MAX_TOP_K, Settings, get_settings
-from ingest.documents import MAX_ID_CHARS, Document, RecordError, json_problem, parse_record
-from ingest.producer import validate_collection_name
-from search.searcher import SearchRequest
-from workers.app import INGEST_QUEUE
+from bienc.config.settings import MAX_TOP_K, Settings, get_settings
+from bienc.config.topology import Role, decide
+from bienc.ingest.documents import MAX_ID_CHARS, Document, RecordError, json_problem, parse_record
+from bienc.ingest.producer import validate_collection_name
+from bienc.queue.broker import redis_url
+from bienc.queue.celery_app import INGEST_QUEUE
+from bienc.resources import settle_heap
+from bienc.runtime import Runtime, build_runtime
+from bienc.search.searcher import SearchRequest
+from bienc.store.filters import MetadataFilter, parse_filter
 
 MAX_QUERIES = 100
 MAX_REPORTED_ERRORS = 10
@@ -127,7 +129,9 @@ def parse_documents(records: list[Any], max_text_chars: int) -> list[Document]:
     return documents
 
 
-def check_queries(body: SearchBody) -> list[str]:
+def check_search(body: SearchBody) -> tuple[list[str], MetadataFilter | None]:
+    """The queries and the filter of a search request, or InvalidInputError naming what is
+    wrong (a filter key or value included)."""
     queries = body.query_list
     for index, query in enumerate(queries):
         if json_problem(query):
@@ -136,7 +140,10 @@ def check_queries(body: SearchBody) -> list[str]:
         problem = json_problem(body.filter)
         if problem:
             raise InvalidInputError(f"field 'filter' {problem}")
-    return queries
+    try:
+        return queries, parse_filter(body.filter)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"field 'filter': {exc}") from exc
 
 
 # Request size limit
@@ -144,24 +151,42 @@ def check_queries(body: SearchBody) -> list[str]:
 
 class BodyLimitMiddleware:
     """413 for a request body over `max_bytes`: by its Content-Length before reading, and by
-    the bytes actually received (a chunked body, or a Content-Length that lies)."""
+    the bytes actually received (a chunked body, or a Content-Length that lies).
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    The rest of a refused body is read and dropped before the answer: a client that sends its
+    whole body before reading (Python's urllib and requests do) would otherwise see its
+    connection reset, since closing a socket with unread data resets it, and never read the
+    413. Up to `drain_bytes` are dropped that way; a client announcing `Expect: 100-continue`
+    (curl does) has sent nothing yet and is answered at once.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, drain_bytes: int = 64 * 1024 * 1024):
         self.app = app
         self.max_bytes = max_bytes
+        self.drain_bytes = max(drain_bytes, 2 * max_bytes)
 
     def _too_large(self, size: int | None) -> JSONResponse:
         actual = f"request body is {size} bytes" if size is not None else "request body is larger"
-        return JSONResponse(status_code=413, content={"detail": (
+        return JSONResponse(status_code=413, headers={"Connection": "close"}, content={"detail": (
             f"{actual}, over the limit of {self.max_bytes} bytes "
             "(setting api_max_request_bytes, BIENC_API_MAX_REQUEST_BYTES)")})
+
+    async def _drop_rest(self, receive: Receive, received: int) -> None:
+        while received <= self.drain_bytes:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                return
+            received += len(message.get("body", b""))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            if headers.get(b"expect", b"").lower() != b"100-continue":
+                await self._drop_rest(receive, 0)
             await self._too_large(int(declared))(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -172,11 +197,14 @@ class BodyLimitMiddleware:
                 return
             chunk = message.get("body", b"")
             received += len(chunk)
+            more = message.get("more_body", False)
             if received > self.max_bytes:
+                if more:
+                    await self._drop_rest(receive, received)
                 await self._too_large(None)(scope, receive, send)
                 return
             chunks.append(chunk)
-            if not message.get("more_body", False):
+            if not more:
                 break
         replayed = False
 
@@ -255,10 +283,6 @@ class ApiState:
         return self.runtime
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    return Runtime(Resources(settings))
-
-
 def prepare(runtime: Runtime) -> None:
     """Open the store, reach the queue and load the model, so that failures show at start;
     then warm the encoder with one query of each length up to 64 tokens, so that a single
@@ -290,26 +314,23 @@ def _require_key(request: Request,
                              "`X-API-Key: KEY`", headers={"WWW-Authenticate": "Bearer"})
 
 
-def create_app(runtime: Runtime | None = None, *, in_process_worker: bool | None = None) -> FastAPI:
-    """The API over `runtime`, or over one built from the environment at startup.
-
-    `in_process_worker`: run the Celery worker in this process; by default exactly when there
-    is no Qdrant server (this process then owns the embedded store).
-    """
+def create_app(runtime: Runtime | None = None) -> FastAPI:
+    """The API over `runtime`, or over one built from the environment at startup. Whether this
+    process runs the worker is the runtime's topology's (bienc.config.topology)."""
     settings = runtime.settings if runtime is not None else get_settings()
-    if in_process_worker is None:
-        in_process_worker = not settings.qdrant_url
+    if runtime is None:
+        decide(settings, Role.SERVE)  # refuse settings that cannot work before serving
     state = ApiState(settings, runtime)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.runtime is None:
-            state.runtime = build_runtime(settings)
+            state.runtime = build_runtime(settings, Role.SERVE)
         live = state.runtime
         prepare(live)
         state.encoder_ready = True
         try:
-            with live.serving(in_process_worker=in_process_worker):
+            with live.serving():
                 yield
         finally:
             live.resources.close()
@@ -465,13 +486,13 @@ def _api_router() -> APIRouter:
         """Documents ranked by meaning: one list per query, best first."""
         state = _state(request)
         validate_collection_name(collection)
-        queries = check_queries(body)
+        queries, query_filter = check_search(body)
         metrics = state.metrics
         metrics.search_requests.inc()
         timings: dict[str, float] = {}
         started = time.perf_counter()
         results = state.live.search(collection, SearchRequest(
-            queries=queries, top_k=body.top_k, filter=body.filter,
+            queries=queries, top_k=body.top_k, filter=query_filter,
             score_threshold=body.score_threshold, with_text=body.with_text), timings)
         total = time.perf_counter() - started
         metrics.search_seconds.observe(total)

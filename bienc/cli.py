@@ -20,15 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from core.errors import BiencError
-from core.jobs import JobStatus
-from core.resources import Resources, close_resources, settle_heap
-from core.settings import MAX_TOP_K, Settings, get_settings
-from ingest.readers import read_path
-from search.evaluation import load_qrels, load_queries, score_run
+from bienc.config.errors import BiencError
+from bienc.config.settings import MAX_TOP_K, Settings, get_settings
+from bienc.config.topology import Role, decide
+from bienc.ingest.readers import read_path
+from bienc.queue.jobs import JobStatus
+from bienc.resources import Resources, close_resources, settle_heap
+from bienc.search.evaluation import load_qrels, load_queries, score_run
+from bienc.store.filters import parse_filter
 
 if TYPE_CHECKING:
-    from core.store import Hit
+    from bienc.runtime import Runtime
+    from bienc.store.interface import Hit
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 3
 DEMO_COLLECTION = "demo"
@@ -39,10 +42,16 @@ DEMO_QUERIES = (
 )
 
 
-def _runtime(settings: Settings) -> Any:
-    from bienc.runtime import Runtime  # heavy imports (celery, torch) only for real commands
+def _runtime(settings: Settings, role: Role = Role.READ) -> Runtime:
+    from bienc.runtime import build_runtime  # heavy imports (celery) only for real commands
 
-    return Runtime(Resources(settings))
+    return build_runtime(settings, role)
+
+
+def _finish_queue(runtime: Runtime) -> None:
+    """Embedded: stay until the queue is empty, finishing what a stopped process left."""
+    runtime.finish_queue(on_wait=lambda left: print(
+        f"finishing {left} batches left in the queue by an earlier process", file=sys.stderr))
 
 
 def _print_hits(query: str, hits: Sequence[Hit]) -> None:
@@ -91,7 +100,7 @@ def _report_job(status: JobStatus, as_json: bool) -> int:
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     collection = args.collection or settings.collection
-    runtime = _runtime(settings)
+    runtime = _runtime(settings, Role.SUBMIT)
     items = read_path(Path(args.path), settings.max_text_chars)
     with runtime.serving():
         submission = runtime.ingest(items, collection)
@@ -100,7 +109,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         if submission.duplicates:
             print(f"{submission.duplicates} repeated ids: the last occurrence of each was kept",
                   file=sys.stderr)
-        if not (args.wait or runtime.embedded):
+        if not (args.wait or runtime.topology.runs_worker):
             print(f"job {submission.job_id}: {submission.accepted} documents queued "
                   f"({len(submission.rejected)} rejected); follow with `bienc jobs show {submission.job_id}`")
             return EXIT_OK if not submission.rejected else EXIT_PARTIAL
@@ -109,10 +118,11 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             status = runtime.wait(submission.job_id, on_progress=update)
         finally:
             bar.close()
+        _finish_queue(runtime)
     return _report_job(status, args.json)
 
 
-def _job_status(runtime: Any, job_id: str) -> JobStatus:
+def _job_status(runtime: Runtime, job_id: str) -> JobStatus:
     status: JobStatus | None = runtime.resources.jobs.get(job_id)
     if status is None:
         raise BiencError(f"job {job_id} is unknown (expired, or kept by another broker)")
@@ -124,21 +134,29 @@ def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_jobs_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.producer import replay_dead_letters
+    from bienc.ingest.producer import replay_dead_letters
 
-    runtime = _runtime(settings)
+    runtime = _runtime(settings, Role.SUBMIT)
     _job_status(runtime, args.job_id)
     with runtime.serving():
         batches = replay_dead_letters(runtime.resources.jobs, args.job_id, runtime.enqueue)
         print(f"job {args.job_id}: {batches} dead-lettered batches queued again", file=sys.stderr)
-        if not (batches and (args.wait or runtime.embedded)):
+        if not (batches and (args.wait or runtime.topology.runs_worker)):
             return EXIT_OK
         status = runtime.wait(args.job_id)
+        _finish_queue(runtime)
     return _report_job(status, args.json)
 
 
 def cmd_jobs_dead(args: argparse.Namespace, settings: Settings) -> int:
     jobs = _runtime(settings).resources.jobs
+    if args.delete:
+        deleted = jobs.delete_dead_letters(args.delete)
+        if not deleted:
+            raise BiencError(f"job {args.delete} has no dead letters (`bienc jobs dead` lists them)")
+        print(f"job {args.delete}: {deleted} dead-lettered batches deleted; their documents stay "
+              "failed, and the job's record expires like any other's", file=sys.stderr)
+        return EXIT_OK
     listing = {job_id: {n: {"reason": letter["reason"], "documents": len(letter["documents"])}
                         for n, letter in jobs.dead_letters(job_id).items()}
                for job_id in jobs.jobs_with_dead_letters()}
@@ -154,10 +172,10 @@ def cmd_jobs_dead(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    from search.searcher import SearchRequest
+    from bienc.search.searcher import SearchRequest
 
     collection = args.collection or settings.collection
-    filters = json.loads(args.filter) if args.filter else None
+    filters = parse_filter(json.loads(args.filter)) if args.filter else None
     request = SearchRequest(queries=[args.query], top_k=args.k, filter=filters,
                             score_threshold=args.score_threshold)
     hits = _runtime(settings).search(collection, request)[0]
@@ -172,10 +190,11 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     store = _runtime(settings).resources.store
     names = [args.collection] if args.collection else store.list_collections()
     infos = [store.info(name).to_dict() for name in names]
+    location = decide(settings, Role.READ).store_location
     if args.json:
-        print(json.dumps({"store": settings.store_location, "collections": infos}, indent=2))
+        print(json.dumps({"store": location, "collections": infos}, indent=2))
         return EXIT_OK
-    print(f"store: {settings.store_location}")
+    print(f"store: {location}")
     if not infos:
         print("no collections yet: `bienc ingest FILE --collection NAME`")
     for info in infos:
@@ -186,7 +205,7 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from search.searcher import SearchRequest
+    from bienc.search.searcher import SearchRequest
 
     collection = args.collection or settings.collection
     queries = load_queries(Path(args.queries))
@@ -224,13 +243,9 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    if settings.embedded_queue:
-        raise BiencError(
-            "`bienc worker` serves a shared broker: set BIENC_BROKER_URL=redis://HOST:6379/0 "
-            "(with no broker, `bienc ingest` runs its own worker in-process)"
-        )
-    from core.resources import set_resources
-    from workers.app import INGEST_QUEUE, configure_app
+    decide(settings, Role.WORKER)  # refuses settings where this worker would serve nobody
+    from bienc.queue.celery_app import INGEST_QUEUE, configure_app
+    from bienc.resources import set_resources
 
     resources = Resources(settings)
     set_resources(resources)
@@ -249,12 +264,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from bienc.api import build_runtime, create_app, prepare
+    from bienc.api import create_app, prepare
 
-    runtime = build_runtime(settings)
+    runtime = _runtime(settings, Role.SERVE)
     prepare(runtime)  # model, store and queue: a failure is one clear error before listening
-    print(f"bienc: serving on http://{args.host}:{args.port} (store {settings.store_location}, "
-          f"queue {'embedded Redis' if settings.embedded_queue else settings.broker_url})",
+    print(f"bienc: serving on http://{args.host}:{args.port} ({runtime.topology.describe()})",
           file=sys.stderr)
     # uvicorn shuts down gracefully, then raises the signal again: exit normally on SIGTERM
     # (as on Ctrl-C) so that exit handlers stop the embedded Redis this process started.
@@ -269,15 +283,15 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from search.searcher import SearchRequest
+    from bienc.search.searcher import SearchRequest
 
     sample = package_files.files("bienc").joinpath("sample_corpus.jsonl")
-    print(f"bienc demo: store {settings.store_location}, "
-          f"queue {'embedded Redis' if settings.embedded_queue else settings.broker_url}")
-    runtime = _runtime(settings)
+    runtime = _runtime(settings, Role.DEMO)
+    print(f"bienc demo: {runtime.topology.describe()}")
     with package_files.as_file(sample) as path, runtime.serving():
         submission = runtime.ingest(read_path(path, settings.max_text_chars), DEMO_COLLECTION)
         status = runtime.wait(submission.job_id, timeout_s=600)
+        _finish_queue(runtime)
     print(f"ingested {status.total} sample documents through the queue: {status.indexed} "
           f"indexed, {status.skipped} unchanged since last run, {status.failed} failed "
           f"(collection {DEMO_COLLECTION!r}, job {status.job_id})")
@@ -321,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--wait", action="store_true")
     retry.add_argument("--json", action="store_true")
     retry.set_defaults(func=cmd_jobs_retry)
-    dead = jobs_sub.add_parser("dead", help="list jobs with dead-lettered batches")
+    dead = jobs_sub.add_parser("dead", help="list jobs with dead-lettered batches, or delete a job's")
+    dead.add_argument("--delete", metavar="JOB_ID",
+                      help="delete JOB_ID's dead letters instead of replaying them")
     dead.add_argument("--json", action="store_true")
     dead.set_defaults(func=cmd_jobs_dead)
 
@@ -367,8 +383,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = get_settings()
     except ValidationError as exc:
         for error in exc.errors():
-            field = "BIENC_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
-            print(f"bienc: invalid setting {field}: {error['msg']}", file=sys.stderr)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["loc"]:
+                message = f"BIENC_{str(error['loc'][0]).upper()}: {message}"
+            print(f"bienc: invalid setting {message}", file=sys.stderr)  # never the value itself
         return EXIT_ERROR
     try:
         code: int = args.func(args, settings)

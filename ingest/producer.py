@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import InvalidInputError
-from core.jobs import BatchOutcome, JobStatus, JobTracker
-from ingest.documents import Document
-from ingest.readers import BadRecord, Item
+from bienc.config.errors import InvalidInputError
+from bienc.ingest.documents import Document
+from bienc.ingest.readers import BadRecord, Item
+from bienc.queue.jobs import BatchOutcome, JobStatus, JobTracker
 
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
 

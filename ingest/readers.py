@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from core.errors import InvalidInputError
-from ingest.documents import Document, RecordError, parse_record
+from bienc.config.errors import InvalidInputError
+from bienc.ingest.documents import Document, RecordError, parse_record
 
 TEXT_SUFFIXES = (".txt", ".md")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
-from core.errors import InvalidInputError
+from bienc.config.errors import InvalidInputError
 
 Qrels = dict[str, dict[str, int]]
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from core.encoder import Encoder
-from core.errors import InvalidInputError
-from core.settings import MAX_TOP_K
-from core.store import Hit, Store, metadata_filter
+from bienc.config.errors import InvalidInputError
+from bienc.config.settings import MAX_TOP_K
+from bienc.encoding.encoder import Encoder
+from bienc.store.filters import MetadataFilter
+from bienc.store.interface import Hit, Store
 
 MAX_QUERY_CHARS = 10_000
 
@@ -19,7 +19,7 @@ MAX_QUERY_CHARS = 10_000
 class SearchRequest:
     queries: Sequence[str]
     top_k: int = 10
-    filter: Mapping[str, Any] | None = None
+    filter: MetadataFilter | None = None  # bienc.store.filters.parse_filter of the request's
     score_threshold: float | None = None
     with_text: bool = True
 
@@ -46,14 +46,13 @@ def search(store: Store, encoder: Encoder, collection: str, request: SearchReque
     Seconds spent encoding the queries are added to `timings["encode"]` when given.
     """
     validate_request(request)
-    query_filter = metadata_filter(request.filter)
     store.check_collection(collection, encoder.dimension, encoder.identity)
     started = time.perf_counter()
     vectors = encoder.encode_queries(list(request.queries))
     if timings is not None:
         timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - started
     return [
-        store.search(collection, vector, request.top_k, query_filter=query_filter,
+        store.search(collection, vector, request.top_k, query_filter=request.filter,
                      score_threshold=request.score_threshold, with_text=request.with_text)
         for vector in vectors
     ]

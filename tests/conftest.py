@@ -1,24 +1,55 @@
-"""Shared fixtures: the real model loaded once, a private Redis database, temp folders."""
+"""Shared fixtures and the test tiers.
+
+Tiers, by folder, each marked by what it needs (the marker is added here, from the folder):
+    unit/         nothing: no services, no model; `pytest tests/unit` passes with Redis stopped
+    model/        `model`: loads the real model (from its PyPI package), nothing running
+    integration/  `integration`: Redis on 127.0.0.1:6379, the real model, real processes, HTTP
+
+Converted models and data folders live under temporary directories, never in the user's
+cache: BIENC_MODEL_CACHE_DIR points at one for the whole session (subprocesses included).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import redis
 
-from core.encoder import Encoder, load_encoder
-from core.encoding_plan import resolve_model_location
-from core.settings import Settings
+if TYPE_CHECKING:
+    import redis
+
+    from bienc.encoding.encoder import Encoder
 
 # Tests use their own Redis database on the machine's server, flushed before and after.
 TEST_REDIS_URL = os.environ.get("BIENC_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+MODEL_CACHE_DIR = Path(tempfile.mkdtemp(prefix="bienc-test-models-"))
+os.environ["BIENC_MODEL_CACHE_DIR"] = str(MODEL_CACHE_DIR)
+KEPT_VARIABLES = frozenset({"BIENC_MODEL_CACHE_DIR", "BIENC_TEST_REDIS_URL"})
+
+_TIERS = {"model": ("model",), "integration": ("integration", "model")}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        tier = item.path.relative_to(root).parts[0]
+        for marker in _TIERS.get(tier, ()):
+            item.add_marker(marker)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(MODEL_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def model_path() -> str:
+    from bienc.encoding.plan import resolve_model_location
+
     return resolve_model_location("all-MiniLM-L6-v2")
 
 
@@ -31,11 +62,17 @@ def tokenizer(model_path: str) -> object:
 
 @pytest.fixture(scope="session")
 def encoder() -> Encoder:
-    return load_encoder(Settings(qdrant_path=":memory:", dtype="float32"))
+    from bienc.config.settings import Settings
+    from bienc.encoding.encoder import load_encoder
+
+    return load_encoder(Settings(_env_file=None, dtype="float32",  # type: ignore[call-arg]
+                                 model_cache_dir=MODEL_CACHE_DIR))
 
 
 @pytest.fixture
 def redis_db() -> Iterator[redis.Redis]:
+    import redis
+
     client = redis.Redis.from_url(TEST_REDIS_URL)
     try:
         client.ping()
@@ -49,9 +86,9 @@ def redis_db() -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A clean current directory with no BIENC_* variables inherited from the shell."""
+    """A clean current directory with no BIENC_* settings inherited from the shell."""
     for name in list(os.environ):
-        if name.startswith("BIENC_"):
+        if name.startswith("BIENC_") and name not in KEPT_VARIABLES:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return tmp_path

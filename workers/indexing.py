@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.encoder import Encoder
-from core.errors import CollectionError, StoreUnavailableError
-from core.jobs import BatchOutcome
-from core.store import ChunkPoint, Store
-from ingest.chunking import Chunk, chunk_document
-from ingest.documents import Document
+from bienc.config.errors import CollectionError, StoreUnavailableError
+from bienc.encoding.encoder import Encoder
+from bienc.ingest.chunking import Chunk, chunk_document
+from bienc.ingest.documents import Document
+from bienc.queue.jobs import BatchOutcome
+from bienc.store.interface import ChunkPoint, Store
 
 log = logging.getLogger(__name__)
 

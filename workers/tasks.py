@@ -7,12 +7,12 @@ from typing import Any
 
 from celery import Task
 
-from core.errors import BiencError, StoreUnavailableError
-from core.jobs import BatchOutcome
-from core.resources import get_resources
-from ingest.documents import Document
-from workers.app import INDEX_BATCH_TASK, app
-from workers.indexing import ChunkingParams, index_documents
+from bienc.config.errors import BiencError, StoreUnavailableError
+from bienc.ingest.documents import Document
+from bienc.queue.celery_app import INDEX_BATCH_TASK, app
+from bienc.queue.jobs import BatchOutcome
+from bienc.resources import get_resources
+from bienc.workers.indexing import ChunkingParams, index_documents
 
 log = logging.getLogger(__name__)
 

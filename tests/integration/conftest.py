@@ -14,14 +14,17 @@ from typing import Any
 
 import pytest
 
-from core.settings import Settings
-from core.store import open_store
+from bienc.config.settings import Settings
+from bienc.store.factory import open_store
+from tests.conftest import KEPT_VARIABLES
 
 BIENC = [sys.executable, "-m", "bienc.cli"]
 
 
 def bienc_env(**settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BIENC_")}
+    """The environment of a bienc process: this one's, with only the given BIENC_* settings
+    (and the session's model cache)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BIENC_") or k in KEPT_VARIABLES}
     env.update({f"BIENC_{k.upper()}": v for k, v in settings.items()})
     return env
 

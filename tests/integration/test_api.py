@@ -4,10 +4,15 @@ one over the machine's Redis with a Celery worker consuming it."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +23,8 @@ import httpx
 import pytest
 import redis
 import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.api_fuzz import fuzz
 from tests.conftest import TEST_REDIS_URL
@@ -57,8 +64,8 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(workdir: Path, env: dict[str, str]) -> Iterator[Server]:
-    """A real `bienc serve` process on a free loopback port, ready to answer."""
+def serve(workdir: Path, env: dict[str, str], ready_path: str = "/readyz") -> Iterator[Server]:
+    """A real `bienc serve` process on a free loopback port, answering 200 at `ready_path`."""
     port = _free_port()
     log = (workdir / "serve.log").open("wb")
     process = subprocess.Popen([*BIENC, "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -71,7 +78,7 @@ def serve(workdir: Path, env: dict[str, str]) -> Iterator[Server]:
                 pytest.fail(f"bienc serve exited {process.returncode}:\n"
                             f"{(workdir / 'serve.log').read_text()[-3000:]}")
             try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                if httpx.get(f"{url}{ready_path}", timeout=5).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -200,6 +207,74 @@ def test_health_readiness_and_metrics(server: Server) -> None:
     accepted = next(line for line in metrics.text.splitlines()
                     if line.startswith("bienc_documents_accepted_total"))
     assert float(accepted.split()[-1]) >= len(SHORT) + 1
+
+
+def test_an_over_limit_body_is_answered_413_to_a_client_that_sends_it_whole(server: Server) -> None:
+    """http.client (under urllib and requests) sends the whole body before reading, with no
+    `Expect: 100-continue`: it must read the 413, not a reset connection."""
+    host, port = server.url.removeprefix("http://").split(":")
+    path = "/v1/collections/big/documents"
+    headers = {**AUTH, "Content-Type": "application/json"}
+    body = b'{"documents": [' + b" " * (MAX_REQUEST_BYTES * 10) + b"]}"
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    for chunked in (False, True):  # by Content-Length, and a chunked body growing past the limit
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        try:
+            if chunked:
+                connection.request("POST", path, body=chunks(), headers=headers, encode_chunked=True)
+            else:
+                connection.request("POST", path, body=body, headers=headers)
+            response = connection.getresponse()
+            detail = json.loads(response.read())["detail"]
+        finally:
+            connection.close()
+        assert response.status == 413, (chunked, detail)
+        assert str(MAX_REQUEST_BYTES) in detail and "BIENC_API_MAX_REQUEST_BYTES" in detail
+    request = urllib.request.Request(server.url + path, data=body, headers=headers, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 413
+    assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+
+
+_FILTER_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8)
+_FILTER_KEYS = st.text(max_size=20) | st.from_regex(r"[A-Za-z0-9_.$\[\]\"-]{1,12}", fullmatch=True)
+
+
+def test_filters_are_answered_200_or_422_naming_the_key_never_5xx(server: Server,
+                                                                 api: httpx.Client) -> None:
+    accepted = api.post("/v1/collections/filtered/documents", json={"documents": SHORT})
+    _wait_for_job(api, accepted.json()["job_id"])
+    statuses: Counter[int] = Counter()
+
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(st.dictionaries(_FILTER_KEYS, _FILTER_VALUES, min_size=1, max_size=3))
+    def check(query_filter: dict[str, Any]) -> None:
+        response = api.post("/v1/collections/filtered/search",
+                            json={"query": "capital city", "filter": query_filter})
+        statuses[response.status_code] += 1
+        assert response.status_code in (200, 422), (query_filter, response.text)
+        if response.status_code == 422:
+            assert "filter" in response.json()["detail"], response.text
+
+    check()
+    print(f"\nfilters against bienc serve: {dict(statuses)}")
+    assert statuses[200] and statuses[422]  # both kinds were generated
+    response = api.post("/v1/collections/filtered/search",
+                        json={"query": "x", "filter": {"$where": "1"}})
+    assert response.status_code == 422 and "'$where'" in response.json()["detail"]
+    hits = api.post("/v1/collections/filtered/search",
+                    json={"query": "capital city", "filter": {"group": "b"}}).json()["results"][0]
+    assert hits and {h["id"] for h in hits} <= {"eiffel", "python"}
 
 
 # Fuzzing: requests generated from the server's own OpenAPI schema, valid and invalid, plus

@@ -63,7 +63,8 @@ def test_ingest_through_redis_and_a_worker(tmp_path: Path, redis_db: redis.Redis
                         cwd=tmp_path, env=env)
     assert filtered and all(h["metadata"]["group"] == "b" for h in filtered)
 
-    assert not redis_db.keys("celery*") or redis_db.llen("bienc.ingest") == 0  # queue drained
+    # the queue is drained: nothing waiting, nothing delivered and left unacknowledged
+    assert redis_db.llen("bienc.ingest") == 0 and redis_db.hlen("unacked") == 0
 
 
 def test_producer_checks_the_collection_without_loading_the_model(tmp_path: Path,
@@ -71,18 +72,19 @@ def test_producer_checks_the_collection_without_loading_the_model(tmp_path: Path
     """A producer beside a worker fleet (here: one that can open the store, as with a Qdrant
     server) refuses a collection of another model before queueing anything, and does it without
     loading the model, which would keep the workers waiting for seconds."""
+    from bienc.config.errors import CollectionError
+    from bienc.config.settings import Settings
+    from bienc.config.topology import Role, decide
+    from bienc.ingest.documents import Document
+    from bienc.resources import Resources
     from bienc.runtime import Runtime
-    from core.errors import CollectionError
-    from core.resources import Resources
-    from core.settings import Settings
-    from core.store import open_store
-    from ingest.documents import Document
+    from bienc.store.factory import open_store
     from tests.integration.conftest import create_other_models_collection
 
     create_other_models_collection(tmp_path)
     settings = Settings(_env_file=None, broker_url=TEST_REDIS_URL, data_dir=tmp_path)  # type: ignore[call-arg]
     resources = Resources(settings, store=open_store(settings))
-    runtime = Runtime(resources)
+    runtime = Runtime(resources, decide(settings, Role.SUBMIT))
     try:
         try:
             runtime.ingest([Document("a", "Some text.")], "wide")
@@ -118,4 +120,4 @@ def test_queueing_to_a_shared_broker_loads_no_encoder_library(tmp_path: Path,
                 if line.startswith("import time:")}
     assert "celery" in imported  # the listing is real: the producer does load Celery
     assert not imported & {"numpy", "torch", "sentence_transformers", "openvino",
-                           "workers.tasks", "workers.indexing", "core.encoder"}
+                           "bienc.workers.tasks", "bienc.workers.indexing", "bienc.encoding.encoder"}

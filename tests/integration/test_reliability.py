@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,8 +16,16 @@ from pathlib import Path
 import pytest
 import redis
 
+from bienc.queue.broker import embedded_socket_path
 from tests.conftest import TEST_REDIS_URL
-from tests.integration.conftest import bienc_env, run_bienc, run_json, worker_process, write_jsonl
+from tests.integration.conftest import (
+    BIENC,
+    bienc_env,
+    run_bienc,
+    run_json,
+    worker_process,
+    write_jsonl,
+)
 
 
 def _wait_job(job_id: str, cwd: Path, env: dict[str, str], *, until: str = "finished",
@@ -125,21 +134,34 @@ def test_redis_restart_between_enqueue_and_consume(tmp_path: Path, private_redis
     assert run_json("info", "-c", "r", cwd=tmp_path, env=env)["collections"][0]["points"] == 300
 
 
-def test_unreachable_qdrant_dead_letters_then_replay_indexes_all(tmp_path: Path,
-                                                                 redis_db: redis.Redis) -> None:
-    closed = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
-    down = bienc_env(broker_url=TEST_REDIS_URL, data_dir=str(tmp_path / "data"), qdrant_url=closed,
-                     task_max_retries="2", retry_backoff_s="0.2", qdrant_timeout_s="1",
-                     ingest_batch_size="64")
-    corpus = write_jsonl(tmp_path / "c.jsonl", _short_docs(120))
-    with worker_process(tmp_path, down):
-        job_id = _submit(corpus, "q", tmp_path, down)
-        status = _wait_job(job_id, tmp_path, down, timeout_s=120)
+def _dead_lettered_job(tmp_path: Path, env: dict[str, str], collection: str) -> str:
+    """A job of 120 documents, every batch dead-lettered by an unreachable Qdrant."""
+    corpus = write_jsonl(tmp_path / f"{collection}.jsonl", _short_docs(120))
+    with worker_process(tmp_path, env):
+        job_id = _submit(corpus, collection, tmp_path, env)
+        status = _wait_job(job_id, tmp_path, env, timeout_s=120)
     assert (status["indexed"], status["failed"], status["state"]) == (0, 120, "failed")
     assert status["dead_letters"] == 2  # 120 documents = batches of 64 and 56: none dropped
     assert "dead letter" in next(iter(status["failures"].values()))
+    return job_id
+
+
+def _unreachable_qdrant(tmp_path: Path, **settings: str) -> dict[str, str]:
+    closed = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    return bienc_env(broker_url=TEST_REDIS_URL, data_dir=str(tmp_path / "data"), qdrant_url=closed,
+                     task_max_retries="2", retry_backoff_s="0.2", qdrant_timeout_s="1",
+                     ingest_batch_size="64", **settings)
+
+
+def test_unreachable_qdrant_dead_letters_then_replay_indexes_all(tmp_path: Path,
+                                                                 redis_db: redis.Redis) -> None:
+    """Dead letters outlive the job's TTL: the job can be replayed long after it failed."""
+    down = _unreachable_qdrant(tmp_path, job_ttl_s="2")
+    job_id = _dead_lettered_job(tmp_path, down, "q")
     listed = json.loads(run_bienc("jobs", "dead", "--json", cwd=tmp_path, env=down).stdout)
     assert job_id in listed
+    time.sleep(3)  # past the TTL: the job is kept for its dead letters
+    assert run_json("jobs", "show", job_id, cwd=tmp_path, env=down)["dead_letters"] == 2
 
     up = {k: v for k, v in down.items() if k != "BIENC_QDRANT_URL"}  # back to a working store
     with worker_process(tmp_path, up):
@@ -150,3 +172,81 @@ def test_unreachable_qdrant_dead_letters_then_replay_indexes_all(tmp_path: Path,
     assert final["failures"] == {}
     assert run_json("info", "-c", "q", cwd=tmp_path, env=up)["collections"][0]["points"] == 120
     assert os.path.exists(tmp_path / "data" / "edge")  # the embedded default store
+    time.sleep(3)  # nothing left to replay: the finished job expires
+    gone = run_bienc("jobs", "show", job_id, cwd=tmp_path, env=up)
+    assert gone.returncode == 1 and "unknown" in gone.stderr
+
+
+def test_deleted_dead_letters_let_the_job_expire(tmp_path: Path, redis_db: redis.Redis) -> None:
+    down = _unreachable_qdrant(tmp_path, job_ttl_s="2")
+    job_id = _dead_lettered_job(tmp_path, down, "d")
+    time.sleep(3)
+    assert run_json("jobs", "show", job_id, cwd=tmp_path, env=down)["state"] == "failed"
+    deleted = run_bienc("jobs", "dead", "--delete", job_id, cwd=tmp_path, env=down)
+    assert deleted.returncode == 0 and "2 dead-lettered batches deleted" in deleted.stderr
+    assert job_id not in json.loads(run_bienc("jobs", "dead", "--json", cwd=tmp_path, env=down).stdout)
+    again = run_bienc("jobs", "dead", "--delete", job_id, cwd=tmp_path, env=down)
+    assert again.returncode == 1 and "no dead letters" in again.stderr
+    time.sleep(3)
+    gone = run_bienc("jobs", "show", job_id, cwd=tmp_path, env=down)
+    assert gone.returncode == 1 and "unknown" in gone.stderr
+
+
+def _embedded_jobs(data_dir: Path) -> dict[str, dict[bytes, bytes]]:
+    client = redis.Redis(unix_socket_path=str(embedded_socket_path(data_dir)), socket_timeout=5)
+    try:
+        return {key.decode().removeprefix("bienc:job:"): client.hgetall(key)
+                for key in client.scan_iter("bienc:job:*") if key.count(b":") == 2}
+    finally:
+        client.close()
+
+
+def _indexed(data_dir: Path, job_id: str) -> int:
+    client = redis.Redis(unix_socket_path=str(embedded_socket_path(data_dir)), socket_timeout=5)
+    try:
+        return sum(json.loads(raw)["indexed"] for raw in client.hvals(f"bienc:job:{job_id}:batches"))
+    finally:
+        client.close()
+
+
+def test_an_embedded_ingest_killed_mid_job_is_finished_by_the_next(tmp_path: Path) -> None:
+    """kill -9 leaves a batch delivered and unacknowledged in the embedded queue. The next
+    process on the folder takes it back at once (not after the visibility timeout) and
+    finishes the killed job as well as its own."""
+    env = bienc_env(ingest_batch_size="100")
+    data_dir = tmp_path / ".bienc"
+    first = write_jsonl(tmp_path / "first.jsonl", _short_docs(1500))
+    second = write_jsonl(tmp_path / "second.jsonl",
+                         [{"id": f"late{i}", "text": f"A late note {i} about tides."} for i in range(20)])
+    killed = subprocess.Popen([*BIENC, "ingest", str(first), "-c", "k"], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # until some batches are done and more are not
+            jobs = _embedded_jobs(data_dir) if embedded_socket_path(data_dir).exists() else {}
+            if jobs and 200 <= _indexed(data_dir, next(iter(jobs))) < 1200:
+                break
+            assert killed.poll() is None and time.monotonic() < deadline, "ingest ended too early"
+            time.sleep(0.1)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=30)
+        [first_job] = jobs
+        left = run_json("jobs", "show", first_job, cwd=tmp_path, env=env)
+        assert left["state"] == "running" and left["queued"] > 0, left
+
+        result = run_bienc("ingest", str(second), "-c", "k", "--json", cwd=tmp_path, env=env,
+                           timeout=600)
+        assert result.returncode == 0, result.stderr
+        assert "queued again 1 batches that a stopped process left unfinished" in result.stderr
+        assert json.loads(result.stdout)["state"] == "completed"
+        finished = run_json("jobs", "show", first_job, cwd=tmp_path, env=env)
+        assert (finished["state"], finished["indexed"], finished["failed"]) == ("completed", 1500, 0)
+        info = run_json("info", "-c", "k", cwd=tmp_path, env=env)["collections"][0]
+        assert info["documents"] == 1520
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+        # the killed process's Redis outlived it (a later command reuses such a server)
+        with contextlib.suppress(redis.RedisError, OSError):
+            redis.Redis(unix_socket_path=str(embedded_socket_path(data_dir)),
+                        socket_timeout=5).shutdown(nosave=True)

@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.encoder import plan_batches
+from bienc.encoding.encoder import plan_batches
 
 
 @given(st.lists(st.integers(1, 512), max_size=200), st.integers(1, 64), st.integers(16, 8192))

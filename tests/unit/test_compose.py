@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bienc.cli import build_parser
-from core.settings import Settings
+from bienc.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

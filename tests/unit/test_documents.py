@@ -1,6 +1,6 @@
 import pytest
 
-from ingest.documents import Document, RecordError, parse_record
+from bienc.ingest.documents import Document, RecordError, parse_record
 
 
 def test_beir_and_plain_forms_give_the_same_document() -> None:

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import InvalidInputError
-from search.evaluation import load_qrels, load_queries, mrr_at_k, ndcg_at_k, recall_at_k, score_run
+from bienc.config.errors import InvalidInputError
+from bienc.search.evaluation import load_qrels, load_queries, mrr_at_k, ndcg_at_k, recall_at_k, score_run
 
 
 def test_ndcg_is_one_for_the_ideal_ranking_and_discounts_later_hits() -> None:

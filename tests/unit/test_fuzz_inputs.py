@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.documents import Document, RecordError, parse_record
-from ingest.readers import BadRecord, read_csv, read_jsonl
+from bienc.ingest.documents import Document, RecordError, parse_record
+from bienc.ingest.readers import BadRecord, read_csv, read_jsonl
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import InvalidInputError
-from ingest.documents import Document
-from ingest.readers import BadRecord, read_csv, read_jsonl, read_path
+from bienc.config.errors import InvalidInputError
+from bienc.ingest.documents import Document
+from bienc.ingest.readers import BadRecord, read_csv, read_jsonl, read_path
 
 
 def test_jsonl_reports_bad_lines_by_number_and_keeps_the_rest() -> None:

@@ -1,14 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from core.encoding_plan import choose_backend, choose_dtype, cpu_has_native_bf16
-from core.settings import Settings
-
-
-def test_defaults_are_the_embedded_setup() -> None:
-    settings = Settings(_env_file=None)
-    assert settings.embedded_queue and settings.qdrant_url is None
-    assert settings.resolved_qdrant_path.endswith("edge")  # Qdrant Edge: HNSW, in-process
+from bienc.config.settings import Settings
+from bienc.encoding.plan import choose_backend, choose_dtype, cpu_has_native_bf16
 
 
 @pytest.mark.parametrize(

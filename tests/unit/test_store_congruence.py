@@ -1,5 +1,5 @@
-"""The Edge store (core.edge_store) against the store over qdrant-client's embedded engine
-(core.store): the same behaviours, then the same rankings on embedding-like vectors."""
+"""The Edge store (bienc.store.edge) against the store over qdrant-client's embedded engine
+(bienc.store.interface): the same behaviours, then the same rankings on embedding-like vectors."""
 
 from __future__ import annotations
 
@@ -13,17 +13,18 @@ import pytest
 import qdrant_edge as qe
 from qdrant_client import QdrantClient
 
-from core.edge_store import EdgeVectorStore
-from core.errors import CollectionError, CollectionNotFoundError, ConfigError, InvalidInputError
-from core.qdrant_store import VectorStore
-from core.store import ChunkPoint, metadata_filter
+from bienc.config.errors import CollectionError, CollectionNotFoundError, ConfigError, InvalidInputError
+from bienc.store.edge import EdgeVectorStore
+from bienc.store.filters import parse_filter
+from bienc.store.interface import ChunkPoint
+from bienc.store.qdrant import VectorStore
 
 Store = VectorStore | EdgeVectorStore
 
 
 @pytest.fixture(params=["qdrant-local", "edge"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened: Store = (VectorStore(QdrantClient(location=":memory:"), ":memory:")
+    opened: Store = (VectorStore(QdrantClient(location=":memory:"), ":memory:", remote=False)
                      if request.param == "qdrant-local" else EdgeVectorStore(tmp_path / "edge"))
     yield opened
     opened.close()
@@ -135,7 +136,7 @@ def test_metadata_filter_exact_and_list_match_and_threshold(store: Store) -> Non
 
     def found(**filters: object) -> list[str]:
         return [h.doc_id for h in store.search("c", _unit(1, 0, 0), 10,
-                                               query_filter=metadata_filter(filters))]
+                                               query_filter=parse_filter(filters))]
 
     for _ in range(2):  # the second time over the payload indexes the first made (Edge)
         assert found(lang="fr") == ["fr"]
@@ -148,7 +149,7 @@ def test_metadata_filter_exact_and_list_match_and_threshold(store: Store) -> Non
     assert store.search("c", _unit(0, 0, 1), 10, score_threshold=0.5) == []
     assert [h.doc_id for h in store.search("c", _unit(1, 0, 0), 10, score_threshold=0.99)] == ["en", "fr"]
     with pytest.raises(InvalidInputError, match="filter 'lang'"):
-        metadata_filter({"lang": {"nested": 1}})
+        parse_filter({"lang": {"nested": 1}})
 
 
 def test_top_k_1000_returns_1000_distinct_documents(store: Store) -> None:
@@ -246,7 +247,7 @@ def test_edge_hnsw_rankings_agree_with_exact_search(tmp_path: Path) -> None:
     vectors = _embedding_like(rng, docs * chunks, basis)
     points = [_point(f"d{d}", c, vectors[d * chunks + c], chunks=chunks, group=d % 10)
               for d in range(docs) for c in range(chunks)]
-    exact = VectorStore(QdrantClient(location=":memory:"), ":memory:")
+    exact = VectorStore(QdrantClient(location=":memory:"), ":memory:", remote=False)
     # a low indexing threshold, so that this small collection is searched through HNSW
     edge = EdgeVectorStore(tmp_path / "edge", indexing_threshold=1000, search_ef=128)
     try:
@@ -260,7 +261,7 @@ def test_edge_hnsw_rankings_agree_with_exact_search(tmp_path: Path) -> None:
         queries = _embedding_like(rng, 50, basis)
         recalls = []
         for i, query in enumerate(queries):
-            query_filter = metadata_filter({"group": i % 10}) if i % 5 == 0 else None
+            query_filter = parse_filter({"group": i % 10}) if i % 5 == 0 else None
             want = exact.search("c", query, 10, query_filter=query_filter, with_text=False)
             got = edge.search("c", query, 10, query_filter=query_filter, with_text=False)
             assert len(want) == len(got) == 10

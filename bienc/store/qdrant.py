@@ -1,5 +1,6 @@
 """Chunk vectors through qdrant-client: a Qdrant server (BIENC_QDRANT_URL) or qdrant-client's
-embedded local mode. The interface and the point layout are core.store's."""
+embedded local mode. The interface and the point layout are bienc.store.interface's; filters
+are bienc.store.filters', translated here."""
 
 from __future__ import annotations
 
@@ -14,8 +15,16 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from core.errors import CollectionNotFoundError, StoreUnavailableError
-from core.store import ChunkPoint, CollectionInfo, Hit, collection_metadata, point_id, verify_recorded
+from bienc.config.errors import CollectionNotFoundError, StoreUnavailableError
+from bienc.store.filters import MetadataFilter
+from bienc.store.interface import (
+    ChunkPoint,
+    CollectionInfo,
+    Hit,
+    collection_metadata,
+    point_id,
+    verify_recorded,
+)
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -28,12 +37,14 @@ class VectorStore:
     """Collections of chunk points. Methods raise StoreUnavailableError when Qdrant does not
     answer (callers may retry), CollectionError for a missing or mismatched collection."""
 
-    def __init__(self, client: QdrantClient, location: str, *, shard_number: int | None = None,
+    def __init__(self, client: QdrantClient, location: str, *, remote: bool,
+                 shard_number: int | None = None,
                  replication_factor: int | None = None, hnsw_m: int = 16,
                  hnsw_ef_construct: int = 100, search_ef: int = 128, quantization: bool = False,
                  oversampling: float = 2.0):
         self._client = client
         self.location = location
+        self._remote = remote
         self._hnsw = qm.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct)
         self._quantization = qm.ScalarQuantization(scalar=qm.ScalarQuantizationConfig(
             type=qm.ScalarType.INT8, quantile=0.99, always_ram=True)) if quantization else None
@@ -42,12 +53,12 @@ class VectorStore:
         # the embedded engine has no index to tune (and warns when given search params)
         self._search_params = {exact: qm.SearchParams(hnsw_ef=search_ef, exact=exact,
                                                       quantization=rescoring)
-                               if location.startswith(("http://", "https://")) else None
+                               if remote else None
                                for exact in (False, True)}
         # The embedded engine is plain Python without locking of its own: calls from the
         # API's threads and the in-process worker take turns. A server needs no such lock.
         self._lock: AbstractContextManager[Any] = (
-            nullcontext() if location.startswith(("http://", "https://")) else threading.RLock()
+            nullcontext() if remote else threading.RLock()
         )
         self._shard_number = shard_number
         self._replication_factor = replication_factor
@@ -88,7 +99,7 @@ class VectorStore:
         self.check_collection(name, dimension, model, encoding)
 
     def _create_indexes(self, name: str) -> None:
-        if self.location.startswith(("http://", "https://")):  # the embedded engine has none
+        if self._remote:  # the embedded engine has none
             for field_name, schema in (("doc_id", qm.PayloadSchemaType.KEYWORD),
                                        ("chunk", qm.PayloadSchemaType.INTEGER)):
                 self._call("create_payload_index", self._client.create_payload_index,
@@ -197,7 +208,7 @@ class VectorStore:
     # Search
 
     def search(self, name: str, vector: np.ndarray, top_k: int, *,
-               query_filter: qm.Filter | None = None, score_threshold: float | None = None,
+               query_filter: MetadataFilter | None = None, score_threshold: float | None = None,
                with_text: bool = True, exact: bool = False) -> list[Hit]:
         """The `top_k` best documents, each scored by its best chunk, best first. `exact`
         skips the ANN index (and quantisation) and scores every point: the reference for recall.
@@ -210,7 +221,8 @@ class VectorStore:
             fields += ["chunk_text", "text"]
         result = self._call("query_points_groups", self._client.query_points_groups, name,
             query=vector.tolist(), group_by="doc_id", limit=top_k, group_size=1,
-            query_filter=query_filter, score_threshold=score_threshold, with_payload=fields,
+            query_filter=qdrant_filter(query_filter), score_threshold=score_threshold,
+            with_payload=fields,
             search_params=self._search_params[exact],
         )
         best = [group.hits[0].payload | {"_score": group.hits[0].score}
@@ -231,3 +243,16 @@ class VectorStore:
                 chunk=int(payload["chunk"]),
             ))
         return hits
+
+
+def qdrant_filter(query_filter: MetadataFilter | None) -> qm.Filter | None:
+    """The filter in qdrant-client's terms: one condition per key, any-of for a list."""
+    if query_filter is None:
+        return None
+    conditions: list[qm.Condition] = [
+        qm.FieldCondition(key=m.payload_key, match=qm.MatchValue(value=m.values[0]))
+        if len(m.values) == 1 else
+        qm.FieldCondition(key=m.payload_key, match=qm.MatchAny(any=list(m.values)))  # type: ignore[arg-type]
+        for m in query_filter.matches
+    ]
+    return qm.Filter(must=conditions)

@@ -1,4 +1,4 @@
-"""Chunk vectors in Qdrant Edge: the same interface as core.qdrant_store.VectorStore over Qdrant's own
+"""Chunk vectors in Qdrant Edge: the same interface as bienc.store.qdrant.VectorStore over Qdrant's own
 Rust engine running in-process (``qdrant_edge.EdgeShard``, with HNSW), instead of
 qdrant-client's pure-Python local mode (exact search, slow).
 
@@ -12,7 +12,7 @@ Layout. One EdgeShard per collection::
 
 A collection exists exactly when its collection.json does: it is written (atomically) before the
 shard is created and removed before the shard is deleted, so a crash leaves at worst a folder
-without it, which the next ensure_collection clears. Point ids are core.store.point_id's uuid5
+without it, which the next ensure_collection clears. Point ids are bienc.store.interface.point_id's uuid5
 strings, so a document written again overwrites its points.
 
 Document-level search. Edge has no grouping, so `search` over-fetches chunks: it asks for
@@ -45,7 +45,7 @@ while it runs, so every thread of the process waits for it. Hence:
   whole collection, a stall growing with the collection. The price is up to ~16 segments
   (~160k chunks) for a search to visit before merges start; merges then rebuild bigger segments.
 
-Filters. core.store.metadata_filter's qdrant-client Filter is translated to Edge's. Filtering on
+Filters. bienc.store.filters' MetadataFilter is translated to Edge's. Filtering on
 a payload field without an index reads every candidate's payload (~1.5 us a point: 150 ms a query
 at 100k chunks); with an index it is ~0.1 ms. `doc_id` and `chunk` are indexed when a collection
 is created; a `metadata.*` key is indexed (keyword, integer or bool, from the filter's value) the
@@ -75,16 +75,23 @@ from typing import IO, Any
 
 import numpy as np
 import qdrant_edge as qe
-from qdrant_client import models as qm
 
-from core.errors import (
+from bienc.config.errors import (
     CollectionError,
     CollectionNotFoundError,
     ConfigError,
     InvalidInputError,
     StoreUnavailableError,
 )
-from core.store import ChunkPoint, CollectionInfo, Hit, collection_metadata, point_id, verify_recorded
+from bienc.store.filters import MetadataFilter, Scalar
+from bienc.store.interface import (
+    ChunkPoint,
+    CollectionInfo,
+    Hit,
+    collection_metadata,
+    point_id,
+    verify_recorded,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +119,7 @@ class _Collection:
 
 class EdgeVectorStore:
     """Collections of chunk points in Qdrant Edge shards under `root`; the interface, results
-    and errors of core.qdrant_store.VectorStore. A missing collection raises CollectionNotFoundError
+    and errors of bienc.store.qdrant.VectorStore. A missing collection raises CollectionNotFoundError
     from every method that needs it (VectorStore's local mode lets some raise ValueError)."""
 
     def __init__(self, root: Path, *, hnsw_m: int = 16, hnsw_ef_construct: int = 100,
@@ -375,7 +382,7 @@ class EdgeVectorStore:
     # Search
 
     def search(self, name: str, vector: np.ndarray, top_k: int, *,
-               query_filter: qm.Filter | None = None, score_threshold: float | None = None,
+               query_filter: MetadataFilter | None = None, score_threshold: float | None = None,
                with_text: bool = True, exact: bool = False) -> list[Hit]:
         """The `top_k` best documents, each scored by its best chunk, best first. `exact`
         skips the HNSW graph (and quantisation) and scores every point.
@@ -431,9 +438,10 @@ class EdgeVectorStore:
             ))
         return hits
 
-    def _index_filter_fields(self, collection: _Collection, query_filter: qm.Filter) -> None:
+    def _index_filter_fields(self, collection: _Collection, query_filter: MetadataFilter) -> None:
         """Index each `metadata.*` field the filter matches on, the first time it is seen."""
-        for key, schema in _match_fields(query_filter):
+        for match in query_filter.matches:
+            key, schema = match.payload_key, _schema_of(match.values)
             if key in collection.indexed_fields or collection.auto_indexes >= _MAX_AUTO_INDEXES:
                 continue
             collection.indexed_fields.add(key)  # tried once, whatever the outcome
@@ -444,90 +452,30 @@ class EdgeVectorStore:
                 log.warning("could not index payload field %r: %s", key, exc)
 
 
-# Filters: qdrant-client models -> qdrant_edge
+# Filters: bienc.store.filters -> qdrant_edge
 
 
-def _listed(conditions: Any) -> list[Any]:
-    if conditions is None:
-        return []
-    return list(conditions) if isinstance(conditions, list) else [conditions]
-
-
-def _edge_filter(f: qm.Filter) -> qe.Filter:
-    min_should = None
-    if f.min_should is not None:
-        min_should = qe.MinShould([_edge_condition(c) for c in f.min_should.conditions],
-                                  f.min_should.min_count)
-    return qe.Filter(
-        must=[_edge_condition(c) for c in _listed(f.must)] or None,
-        should=[_edge_condition(c) for c in _listed(f.should)] or None,
-        must_not=[_edge_condition(c) for c in _listed(f.must_not)] or None,
-        min_should=min_should,
-    )
-
-
-def _edge_value(value: Any) -> Any:
+def _edge_value(value: Scalar) -> Any:
     # Edge 0.9.0 reads a Python bool in MatchValue as an integer; a numpy bool stays a bool.
     return np.bool_(value) if isinstance(value, bool) else value
 
 
-def _edge_condition(condition: Any) -> qe.ConditionType:
-    if isinstance(condition, qm.Filter):
-        return _edge_filter(condition)
-    if isinstance(condition, qm.IsEmptyCondition):
-        return qe.IsEmptyCondition(condition.is_empty.key)
-    if isinstance(condition, qm.IsNullCondition):
-        return qe.IsNullCondition(condition.is_null.key)
-    if isinstance(condition, qm.HasIdCondition):
-        return qe.HasIdCondition(set(condition.has_id))
-    if not isinstance(condition, qm.FieldCondition):
-        raise InvalidInputError(f"the Edge store cannot filter by {type(condition).__name__}")
-    match = condition.match
-    if isinstance(match, qm.MatchValue):
-        return qe.FieldCondition(key=condition.key, match=qe.MatchValue(_edge_value(match.value)))
-    if isinstance(match, qm.MatchAny):
-        return qe.FieldCondition(key=condition.key, match=qe.MatchAny(list(match.any)))  # type: ignore[arg-type]
-    if isinstance(match, qm.MatchExcept):
-        return qe.FieldCondition(key=condition.key, match=qe.MatchExcept(list(match.except_)))  # type: ignore[arg-type]
-    if isinstance(match, qm.MatchText):
-        return qe.FieldCondition(key=condition.key, match=qe.MatchText(match.text))
-    if match is None and isinstance(condition.range, qm.Range):
-        r = condition.range
-        return qe.FieldCondition(key=condition.key,
-                                 range=qe.RangeFloat(gte=r.gte, gt=r.gt, lte=r.lte, lt=r.lt))
-    if match is None and condition.is_empty is not None:
-        return qe.FieldCondition(key=condition.key, is_empty=condition.is_empty)
-    if match is None and condition.is_null is not None:
-        return qe.FieldCondition(key=condition.key, is_null=condition.is_null)
-    raise InvalidInputError(f"the Edge store cannot filter {condition.key!r} this way: {condition!r}")
+def _edge_filter(query_filter: MetadataFilter) -> qe.Filter:
+    """One condition per key, any-of for a list (bienc.store.filters says what is allowed)."""
+    conditions: list[qe.ConditionType] = [
+        qe.FieldCondition(key=m.payload_key, match=qe.MatchValue(_edge_value(m.values[0])))
+        if len(m.values) == 1 else
+        qe.FieldCondition(key=m.payload_key, match=qe.MatchAny(list(m.values)))  # type: ignore[arg-type]
+        for m in query_filter.matches
+    ]
+    return qe.Filter(must=conditions)
 
 
-def _match_fields(f: qm.Filter) -> Iterable[tuple[str, qe.PayloadSchemaType]]:
-    """(metadata key, index type) of each exact match in `f`, where the values say the type."""
-    conditions = _listed(f.must) + _listed(f.should) + _listed(f.must_not)
-    if f.min_should is not None:
-        conditions += list(f.min_should.conditions)
-    for condition in conditions:
-        if isinstance(condition, qm.Filter):
-            yield from _match_fields(condition)
-        elif isinstance(condition, qm.FieldCondition) and condition.key.startswith("metadata."):
-            match = condition.match
-            values: list[Any] = (
-                [match.value] if isinstance(match, qm.MatchValue)
-                else list(match.any) if isinstance(match, qm.MatchAny) else []
-            )
-            schema = _schema_of(values)
-            if schema is not None:
-                yield condition.key, schema
-
-
-def _schema_of(values: list[Any]) -> qe.PayloadSchemaType | None:
-    if not values:
-        return None
-    if all(isinstance(v, bool) for v in values):
+def _schema_of(values: tuple[Scalar, ...]) -> qe.PayloadSchemaType:
+    """The payload index type for a field the filter matches with `values` (one type: a
+    validated filter never mixes them)."""
+    if isinstance(values[0], bool):
         return qe.PayloadSchemaType.Bool
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    if isinstance(values[0], int):
         return qe.PayloadSchemaType.Integer
-    if all(isinstance(v, str) for v in values):
-        return qe.PayloadSchemaType.Keyword
-    return None
+    return qe.PayloadSchemaType.Keyword

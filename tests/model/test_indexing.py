@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from core.encoder import Encoder
-from core.errors import StoreUnavailableError
-from core.qdrant_store import VectorStore
-from core.store import ChunkPoint
-from ingest.documents import Document
-from search.searcher import SearchRequest, search
-from workers.indexing import ChunkingParams, build_points, chunk_documents, index_documents, index_hash
+from bienc.config.errors import StoreUnavailableError
+from bienc.encoding.encoder import Encoder
+from bienc.ingest.documents import Document
+from bienc.search.searcher import SearchRequest, search
+from bienc.store.interface import ChunkPoint
+from bienc.store.qdrant import VectorStore
+from bienc.workers.indexing import ChunkingParams, build_points, chunk_documents, index_documents, index_hash
 
 PARAMS = ChunkingParams(chunk_tokens=64, overlap=16)
 
@@ -34,7 +34,7 @@ class FaultyEncoder(Encoder):
 
 @pytest.fixture
 def store() -> VectorStore:
-    return VectorStore(QdrantClient(location=":memory:"), ":memory:")
+    return VectorStore(QdrantClient(location=":memory:"), ":memory:", remote=False)
 
 
 def _docs(n: int, prefix: str = "") -> list[Document]:
@@ -74,7 +74,7 @@ class DownStore(VectorStore):
 
 
 def test_a_store_outage_mid_batch_raises_and_encodes_nothing_twice(encoder: Encoder) -> None:
-    store = DownStore(QdrantClient(location=":memory:"), ":memory:")
+    store = DownStore(QdrantClient(location=":memory:"), ":memory:", remote=False)
     calls = encoder.calls
     with pytest.raises(StoreUnavailableError):  # the task retries the whole batch later
         index_documents(_docs(200), "c", encoder, store, PARAMS)  # several writes per batch

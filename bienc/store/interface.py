@@ -1,5 +1,6 @@
-"""Chunk vectors in Qdrant: one small interface over a Qdrant server and the embedded engine,
-implemented by core.qdrant_store (qdrant-client) and core.edge_store (Qdrant Edge).
+"""What bienc needs from a vector store, in its own types: the Store protocol, points, hits,
+collection info. Engines implement it (bienc.store.qdrant: a Qdrant server or qdrant-client's
+local mode; bienc.store.edge: Qdrant Edge in-process); bienc.store.factory picks one.
 
 A point is one chunk of one document. Its id is derived from (document id, chunk number), so
 writing a document again overwrites its points instead of adding new ones. Chunk 0 carries the
@@ -11,15 +12,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from core.errors import CollectionError, ConfigError, InvalidInputError
-from core.settings import Settings
+from bienc.config.errors import CollectionError
+from bienc.store.filters import MetadataFilter
 
-if TYPE_CHECKING:  # qdrant-client takes a second to import: only the stores import it
+if TYPE_CHECKING:  # numpy: only processes that encode or search need it
     import numpy as np
-    from qdrant_client import models as qm
 
 _POINT_NAMESPACE = uuid.UUID("6f1c3a52-8a0e-4d55-9a53-2f1f0b1e7c11")
 SCHEMA_VERSION = 1
@@ -132,62 +131,5 @@ class Store(Protocol):
     def delete_documents(self, name: str, doc_ids: Sequence[str]) -> None: ...
     def get_document(self, name: str, doc_id: str) -> dict[str, Any] | None: ...
     def search(self, name: str, vector: np.ndarray, top_k: int, *,
-               query_filter: qm.Filter | None = None, score_threshold: float | None = None,
+               query_filter: MetadataFilter | None = None, score_threshold: float | None = None,
                with_text: bool = True, exact: bool = False) -> list[Hit]: ...
-
-
-def metadata_filter(filters: Mapping[str, Any] | None) -> qm.Filter | None:
-    """Exact-match filter on user metadata; a list value matches any of its items."""
-    if not filters:
-        return None
-    from qdrant_client import models as qm
-
-    conditions: list[qm.Condition] = []
-    for key, value in filters.items():
-        if not key or not isinstance(key, str):
-            raise InvalidInputError("filter keys must be non-empty strings")
-        field = f"metadata.{key}"
-        if isinstance(value, list) and value and all(isinstance(v, (str, int)) for v in value):
-            conditions.append(qm.FieldCondition(key=field, match=qm.MatchAny(any=value)))
-        elif isinstance(value, (str, int, bool)):
-            conditions.append(qm.FieldCondition(key=field, match=qm.MatchValue(value=value)))
-        else:
-            raise InvalidInputError(
-                f"filter {key!r}: value must be a string, integer, boolean or a non-empty list of "
-                f"strings or integers, got {value!r}"
-            )
-    return qm.Filter(must=conditions)
-
-
-def open_store(settings: Settings) -> Store:
-    """Connect to the configured Qdrant server, or open the embedded store on disk."""
-    ann: dict[str, Any] = {
-        "hnsw_m": settings.hnsw_m, "hnsw_ef_construct": settings.hnsw_ef_construct,
-        "search_ef": settings.hnsw_ef, "quantization": settings.quantization == "int8",
-        "oversampling": settings.quantization_oversampling,
-    }
-    in_memory = settings.resolved_qdrant_path == ":memory:"  # qdrant-local only
-    if not settings.qdrant_url and settings.embedded_store == "edge" and not in_memory:
-        from core.edge_store import EdgeVectorStore
-
-        return EdgeVectorStore(Path(settings.resolved_qdrant_path), **ann)
-    from qdrant_client import QdrantClient
-
-    from core.qdrant_store import VectorStore
-
-    if settings.qdrant_url:
-        client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key,
-                              timeout=settings.qdrant_timeout_s)
-    elif in_memory:
-        client = QdrantClient(location=":memory:")
-    else:
-        try:
-            client = QdrantClient(path=settings.resolved_qdrant_path)
-        except RuntimeError as exc:  # portalocker: another process holds the folder
-            raise ConfigError(
-                f"the embedded store {settings.resolved_qdrant_path} is open in another process "
-                "(a running `bienc worker` or `bienc serve`?). Stop it first, or run a Qdrant "
-                "server and set BIENC_QDRANT_URL so that processes can share it."
-            ) from exc
-    return VectorStore(client, settings.store_location, shard_number=settings.shard_number,
-                       replication_factor=settings.replication_factor, **ann)

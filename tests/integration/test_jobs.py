@@ -3,8 +3,8 @@ import time
 
 import redis
 
-from core.jobs import BatchOutcome, JobStatus, JobTracker, derive_state
-from ingest.producer import wait_for_job
+from bienc.ingest.producer import wait_for_job
+from bienc.queue.jobs import BatchOutcome, JobStatus, JobTracker, derive_state
 
 
 def test_state_follows_the_counts() -> None:
@@ -35,6 +35,32 @@ def test_a_redelivered_batch_is_not_counted_twice(redis_db: redis.Redis) -> None
     assert status.failures == {"line 3": "invalid JSON", "d4": "encoding failed"}
     assert status.last_error is None
     assert 0 < redis_db.ttl(f"bienc:job:{job_id}") <= 60
+
+
+def test_a_job_is_kept_while_queued_or_dead_lettered_then_expires(redis_db: redis.Redis) -> None:
+    jobs = JobTracker(redis_db, ttl_s=60)
+    job_id = jobs.create("c", accepted=3, rejected={})
+    keys = [f"bienc:job:{job_id}{suffix}" for suffix in ("", ":batches")]
+
+    def ttls() -> list[int]:
+        return [int(redis_db.ttl(key)) for key in keys]
+
+    assert ttls()[0] == -1  # documents queued: kept however long they wait
+    jobs.record_batch(job_id, 0, BatchOutcome(indexed=1))
+    assert ttls() == [-1, -1]
+    docs = [{"id": "b", "text": "x"}, {"id": "c", "text": "y"}]
+    jobs.dead_letter(job_id, 1, "c", docs, "store unavailable")
+    jobs.record_batch(job_id, 1, BatchOutcome(failures={"b": "dead", "c": "dead"}))
+    assert ttls() == [-1, -1]  # finished, but its dead letters can still be replayed
+    jobs.reopen_batch(job_id, 1, ["b", "c"])  # a replay: queued again
+    jobs.forget_dead_letter(job_id, 1)
+    assert ttls() == [-1, -1]
+    jobs.dead_letter(job_id, 1, "c", docs, "store unavailable again")
+    jobs.record_batch(job_id, 1, BatchOutcome(failures={"b": "dead", "c": "dead"}))
+    assert jobs.delete_dead_letters(job_id) == 1
+    assert all(0 < ttl <= 60 for ttl in ttls())  # finished, nothing to replay: expires
+    assert jobs.dead_letters(job_id) == {} and job_id not in jobs.jobs_with_dead_letters()
+    assert jobs.delete_dead_letters(job_id) == 0
 
 
 def test_unknown_job_is_none(redis_db: redis.Redis) -> None:

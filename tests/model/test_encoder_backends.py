@@ -4,16 +4,15 @@ cached, and batching by tokens does not change a vector."""
 from __future__ import annotations
 
 import json
-import time
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core.encoder import Encoder, load_encoder
-from core.errors import ModelLoadError
-from core.settings import Settings
+from bienc.config.errors import ModelLoadError
+from bienc.config.settings import Settings
+from bienc.encoding.encoder import Encoder, load_encoder
 
 
 def _sample_texts() -> list[str]:
@@ -58,11 +57,9 @@ def test_the_converted_model_is_cached(cache_dir: Path) -> None:
     assert [p.name for p in exports if p.name.startswith(".")] == []  # no half-written export
     model_files = sorted(cache_dir.glob("*/model.xml"))
     stamps = [p.stat().st_mtime_ns for p in model_files]
-    started = time.monotonic()
     load_encoder(settings)
     assert sorted(cache_dir.glob("*/model.xml")) == model_files  # found, not exported again
     assert [p.stat().st_mtime_ns for p in model_files] == stamps
-    assert time.monotonic() - started < 30
 
 
 def test_token_batching_changes_no_vector(reference: Encoder) -> None:
@@ -95,7 +92,7 @@ def test_warm_up_passes_one_query_of_every_length(encoder: Encoder) -> None:
 def test_int8_vectors_do_not_depend_on_the_batch_width(cache_dir: Path) -> None:
     """A text encoded alone (its batch exactly as wide as it) and padded inside a wider batch
     must get the same vector, at every width up to the model's window. OpenVINO's int8 graph
-    broke this at width 32 on an AMX CPU (core.openvino_model.OpenVINORunner)."""
+    broke this at width 32 on an AMX CPU (bienc.encoding.openvino.OpenVINORunner)."""
     encoder = load_encoder(Settings(backend="openvino", dtype="int8", model_cache_dir=cache_dir))
     words = ["the", "cell", "membrane", "protein", "binds", "calcium", "and", "regulates"]
     # every width from 3 to 256 tokens, [CLS] and [SEP] included

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from core.broker import redis_url
-from core.jobs import JobTracker
-from core.settings import Settings, get_settings
-from core.store import Store, open_store
+from bienc.config.settings import Settings, get_settings
+from bienc.queue.broker import redis_url
+from bienc.queue.jobs import JobTracker
+from bienc.store.factory import open_store
+from bienc.store.interface import Store
 
 if TYPE_CHECKING:  # numpy and torch: only for processes that encode (not `bienc ingest`)
-    from core.encoder import Encoder
+    from bienc.encoding.encoder import Encoder
 
 
 class Resources:
@@ -36,7 +37,7 @@ class Resources:
     def encoder(self) -> Encoder:
         with self._lock:
             if self._encoder is None:
-                from core.encoder import load_encoder
+                from bienc.encoding.encoder import load_encoder
 
                 self._encoder = load_encoder(self.settings)
             return self._encoder

@@ -54,11 +54,13 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(default=16, ge=0, description="tokens shared by neighbouring chunks")
 
     # Store
-    qdrant_url: str | None = Field(default=None, description="Qdrant server URL; unset = embedded")
+    qdrant_url: str | None = Field(
+        default=None, description="Qdrant server URL; unset = the embedded store (bienc.config.topology)"
+    )
     qdrant_api_key: str | None = Field(default=None, description="API key for the Qdrant server")
     qdrant_path: str = Field(
-        default="", description="embedded store folder, or ':memory:' (qdrant-local only); "
-        "empty = DATA_DIR/qdrant or DATA_DIR/edge"
+        default="", description="embedded store folder, or ':memory:' (with EMBEDDED_STORE="
+        "qdrant-local); empty = DATA_DIR/edge or DATA_DIR/qdrant"
     )
     embedded_store: Literal["qdrant-local", "edge"] = Field(
         default="edge",
@@ -93,7 +95,11 @@ class Settings(BaseSettings):
     task_max_retries: int = Field(default=5, ge=0, description="retries of a store outage per batch")
     retry_backoff_s: float = Field(default=2.0, gt=0, description="first retry delay, doubled each try")
     retry_backoff_max_s: float = Field(default=60.0, gt=0, description="cap on one retry delay")
-    job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="how long job status is kept")
+    job_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=1,
+        description="how long a finished job's status is kept after its last change (a job with "
+        "dead letters: until they are replayed or deleted)",
+    )
     visibility_timeout_s: int = Field(
         default=900, ge=1, description="a batch unacknowledged this long is redelivered"
     )
@@ -151,21 +157,6 @@ class Settings(BaseSettings):
                 f"BIENC_RETRY_BACKOFF_MAX_S ({self.retry_backoff_max_s})"
             )
         return self
-
-    @property
-    def embedded_queue(self) -> bool:
-        """True when no broker is configured and bienc runs its own Redis in-process."""
-        return self.broker_url is None
-
-    @property
-    def store_location(self) -> str:
-        """Where the store lives, for messages: the server URL or the local folder."""
-        return self.qdrant_url or self.resolved_qdrant_path
-
-    @property
-    def resolved_qdrant_path(self) -> str:
-        default = "edge" if self.embedded_store == "edge" else "qdrant"
-        return self.qdrant_path or str(self.data_dir / default)
 
 
 @lru_cache(maxsize=1)

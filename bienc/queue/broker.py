@@ -18,8 +18,8 @@ from pathlib import Path
 
 import redis
 
-from core.errors import ConfigError
-from core.settings import Settings
+from bienc.config.errors import ConfigError
+from bienc.config.settings import Settings
 
 _SOCKET_NAME = "redis.sock"
 _MAX_SOCKET_PATH = 100  # AF_UNIX paths are capped at 108 bytes on Linux

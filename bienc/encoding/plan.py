@@ -7,8 +7,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from core.errors import ModelLoadError
-from core.settings import Settings
+from bienc.config.errors import ModelLoadError
+from bienc.config.settings import Settings
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 _BUNDLED_ALIASES = {BUNDLED_MODEL, f"sentence-transformers/{BUNDLED_MODEL}"}

@@ -3,6 +3,11 @@
 A job's counts are derived from per-batch records, each written whole by the task that
 indexed the batch. A redelivered batch overwrites its own record, so at-least-once delivery
 never double-counts.
+
+Keys of job J: `bienc:job:J` (meta), `:batches`, `:failures` and `:dead` (dead letters). The
+first three are kept while J has documents queued or dead letters, and expire `ttl_s` after
+its last change once it has neither: a job can always be followed to its end and retried.
+Dead letters never expire; they are replayed or deleted.
 """
 
 from __future__ import annotations
@@ -75,12 +80,37 @@ def derive_state(total: int, indexed: int, skipped: int, failed: int, *, retryin
     return "failed" if failed == total else "completed_with_errors"
 
 
+# Atomically, beside a job's other writes: keep its record while documents are still queued
+# or it has dead letters; else let it expire ttl seconds from now.
+# KEYS: meta, batches, failures, dead. ARGV: ttl.
+_REFRESH_TTL = """
+local keep = redis.call('EXISTS', KEYS[4]) == 1
+if not keep then
+  local done = tonumber(redis.call('HGET', KEYS[1], 'rejected') or '0')
+  for _, raw in ipairs(redis.call('HVALS', KEYS[2])) do
+    local batch = cjson.decode(raw)
+    done = done + batch.indexed + batch.skipped + batch.failed
+  end
+  keep = done < tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
+end
+for i = 1, 3 do
+  if keep then redis.call('PERSIST', KEYS[i]) else redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+end
+return keep and 1 or 0
+"""
+
+
 class JobTracker:
     """Creates jobs and records their progress. Every write is idempotent per batch."""
 
     def __init__(self, client: redis.Redis, ttl_s: int):
         self._redis = client
         self._ttl_s = ttl_s
+
+    def _refresh_ttl(self, pipe: Any, job_id: str) -> None:
+        key = _PREFIX + job_id
+        pipe.eval(_REFRESH_TTL, 4, key, key + ":batches", key + ":failures", key + ":dead",
+                  self._ttl_s)
 
     def create(self, collection: str, accepted: int, rejected: dict[str, str]) -> str:
         """Register a job of `accepted` documents plus `rejected` records that never queue."""
@@ -94,8 +124,7 @@ class JobTracker:
         })
         if rejected:
             pipe.hset(key + ":failures", mapping=cast(Any, rejected))
-        for suffix in ("", ":failures"):
-            pipe.expire(key + suffix, self._ttl_s)
+        self._refresh_ttl(pipe, job_id)
         pipe.execute()
         return job_id
 
@@ -115,18 +144,19 @@ class JobTracker:
             pipe.hset(key + ":failures", mapping=cast(Any, outcome.failures))
         pipe.hset(key, "updated_at", time.time())
         pipe.hdel(key, "last_error")
-        for suffix in (":batches", ":failures"):
-            pipe.expire(key + suffix, self._ttl_s)
+        self._refresh_ttl(pipe, job_id)
         pipe.publish(_CHANGES + job_id, batch_no)
         pipe.execute()
 
     def dead_letter(self, job_id: str, batch_no: int, collection: str,
                     documents: list[dict[str, Any]], reason: str) -> None:
-        """Keep a batch that exhausted its retries, without expiry, until it is replayed."""
+        """Keep a batch that exhausted its retries, and the job's record with it, without
+        expiry, until it is replayed or deleted."""
         record = {"collection": collection, "documents": documents, "reason": reason}
         pipe = self._redis.pipeline()
         pipe.hset(_PREFIX + job_id + ":dead", str(batch_no), json.dumps(record))
         pipe.sadd(_DEAD_JOBS, job_id)
+        self._refresh_ttl(pipe, job_id)
         pipe.execute()
 
     def dead_letters(self, job_id: str) -> dict[int, dict[str, Any]]:
@@ -146,13 +176,30 @@ class JobTracker:
         if doc_ids:
             pipe.hdel(key + ":failures", *doc_ids)
         pipe.hset(key, "updated_at", time.time())
+        self._refresh_ttl(pipe, job_id)
         pipe.publish(_CHANGES + job_id, batch_no)
         pipe.execute()
 
     def forget_dead_letter(self, job_id: str, batch_no: int) -> None:
-        """Drop a dead letter once its batch is queued again."""
+        """Drop a dead letter once its batch is queued again; with the job's last one, its
+        record expires again like any other's."""
+        self._forget_dead(job_id, [str(batch_no)])
+
+    def delete_dead_letters(self, job_id: str) -> int:
+        """Delete a job's dead letters without replaying them (their documents stay counted
+        as failed); returns how many there were. The job's record then expires as usual."""
+        batches = [b.decode() if isinstance(b, bytes) else str(b)
+                   for b in self._redis.hkeys(_PREFIX + job_id + ":dead")]
+        if batches:
+            self._forget_dead(job_id, batches)
+        return len(batches)
+
+    def _forget_dead(self, job_id: str, batches: Sequence[str]) -> None:
         key = _PREFIX + job_id + ":dead"
-        self._redis.hdel(key, str(batch_no))
+        pipe = self._redis.pipeline()
+        pipe.hdel(key, *batches)
+        self._refresh_ttl(pipe, job_id)
+        pipe.execute()
         if not self._redis.exists(key):
             self._redis.srem(_DEAD_JOBS, job_id)
 

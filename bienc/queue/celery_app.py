@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from celery import Celery
 
-from core.broker import celery_broker_url, redis_url
-from core.settings import Settings
+from bienc.config.settings import Settings
+from bienc.queue.broker import celery_broker_url, redis_url
 
 INGEST_QUEUE = "bienc.ingest"
-INDEX_BATCH_TASK = "bienc.index_batch"  # workers.tasks.index_batch
+INDEX_BATCH_TASK = "bienc.index_batch"  # bienc.workers.tasks.index_batch
 
-app = Celery("bienc", include=["workers.tasks"])
+app = Celery("bienc", include=["bienc.workers.tasks"])
 app.conf.update(
     task_serializer="json",
     accept_content=["json"],

@@ -1,5 +1,5 @@
 """Text to unit-length vectors with a sentence-transformers model, loaded once per process and
-run by torch or by OpenVINO (core.openvino_model), in forward batches planned by tokens."""
+run by torch or by OpenVINO (bienc.encoding.openvino), in forward batches planned by tokens."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.encoding_plan import (
+from bienc.config.errors import ModelLoadError
+from bienc.config.settings import Settings
+from bienc.encoding.plan import (
     choose_backend,
     choose_dtype,
     model_identity,
     openvino_available,
     resolve_model_location,
 )
-from core.errors import ModelLoadError
-from core.settings import Settings
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -236,7 +236,7 @@ def _check_combination(backend: str, dtype: str, device: str) -> None:
 
 
 def _openvino_runner(model: SentenceTransformer, dtype: str, settings: Settings) -> Runner:
-    from core.openvino_model import INT8_AVOID_WIDTHS, OpenVINORunner, load_compiled
+    from bienc.encoding.openvino import INT8_AVOID_WIDTHS, OpenVINORunner, load_compiled
 
     try:
         compiled = load_compiled(model, dtype, settings.model_cache_dir, settings.encode_threads)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,22 +15,25 @@ from fastapi.testclient import TestClient
 from qdrant_client import QdrantClient
 
 from bienc.api import create_app, describe_validation_errors, parse_documents
+from bienc.config.errors import InvalidInputError, StoreUnavailableError
+from bienc.config.settings import Settings
+from bienc.config.topology import Role, decide
+from bienc.encoding.encoder import Encoder
+from bienc.resources import Resources
 from bienc.runtime import Runtime
-from core.encoder import Encoder
-from core.errors import InvalidInputError, StoreUnavailableError
-from core.qdrant_store import VectorStore
-from core.resources import Resources
-from core.settings import Settings
-from core.store import ChunkPoint
+from bienc.store.interface import ChunkPoint
+from bienc.store.qdrant import VectorStore
 from tests.api_fuzz import fuzz
 from tests.conftest import TEST_REDIS_URL
 
 
 def _runtime(encoder: Encoder, **overrides: Any) -> Runtime:
     settings = Settings(_env_file=None, broker_url=TEST_REDIS_URL, qdrant_path=":memory:",  # type: ignore[call-arg]
-                        **overrides)
-    store = VectorStore(QdrantClient(location=":memory:"), ":memory:")
-    return Runtime(Resources(settings, encoder=encoder, store=store))
+                        embedded_store="qdrant-local", **overrides)
+    store = VectorStore(QdrantClient(location=":memory:"), ":memory:", remote=False)
+    # a serving process whose workers run elsewhere: accepted batches stay in the queue
+    topology = replace(decide(settings, Role.SERVE), runs_worker=False)
+    return Runtime(Resources(settings, encoder=encoder, store=store), topology)
 
 
 @pytest.fixture
@@ -39,7 +43,7 @@ def runtime(redis_db: redis.Redis, encoder: Encoder) -> Runtime:
 
 @pytest.fixture
 def client(runtime: Runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime, in_process_worker=False)) as test_client:
+    with TestClient(create_app(runtime)) as test_client:
         yield test_client
 
 
@@ -128,7 +132,7 @@ def test_too_many_documents_or_bytes_is_413(client: TestClient, redis_db: redis.
 
 
 def test_text_over_max_text_chars_is_named(redis_db: redis.Redis, encoder: Encoder) -> None:
-    with TestClient(create_app(_runtime(encoder, max_text_chars=10), in_process_worker=False)) as client:
+    with TestClient(create_app(_runtime(encoder, max_text_chars=10))) as client:
         response = client.post("/v1/collections/c/documents",
                                json={"documents": [{"id": "1", "text": "x" * 11}]})
     assert response.status_code == 422
@@ -251,7 +255,7 @@ def test_health_ready_and_store_outage(client: TestClient, runtime: Runtime,
 
 
 def test_api_key_is_required_when_set(redis_db: redis.Redis, encoder: Encoder) -> None:
-    with TestClient(create_app(_runtime(encoder, api_key="s3cret"), in_process_worker=False)) as client:
+    with TestClient(create_app(_runtime(encoder, api_key="s3cret"))) as client:
         assert client.get("/v1/collections").status_code == 401
         wrong = client.get("/v1/collections", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and "API key" in wrong.json()["detail"]
@@ -292,7 +296,7 @@ def test_openapi_lists_every_route(client: TestClient) -> None:
 
 def test_fuzz_in_process_never_answers_5xx(runtime: Runtime) -> None:
     _index(runtime, "s", {"a": "alpha beta", "b": "gamma delta"})
-    app = create_app(runtime, in_process_worker=False)
+    app = create_app(runtime)
     with TestClient(app):  # runs the lifespan
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
         report = fuzz(schema, lambda case: case.call(), max_examples=40, timeout_s=30,
@@ -307,7 +311,7 @@ def test_fuzz_in_process_never_answers_5xx(runtime: Runtime) -> None:
 def test_a_full_queue_answers_429_with_retry_after(redis_db: redis.Redis, encoder: Encoder) -> None:
     runtime = _runtime(encoder, max_queued_documents=100, ingest_batch_size=10)
     docs = {"documents": [{"id": str(i), "text": f"document {i}"} for i in range(40)]}
-    with TestClient(create_app(runtime, in_process_worker=False)) as client:
+    with TestClient(create_app(runtime)) as client:
         assert client.post("/v1/collections/c/documents", json=docs).status_code == 202
         assert client.post("/v1/collections/c/documents", json=docs).status_code == 202
         refused = client.post("/v1/collections/c/documents", json=docs)

@@ -1,0 +1,48 @@
+"""Opening the store the topology names: a Qdrant server, Qdrant Edge or qdrant-client's
+local mode (on disk or in memory). Engines are imported only here, and only the one used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bienc.config.errors import ConfigError
+from bienc.config.settings import Settings
+from bienc.config.topology import store_kind, store_location
+from bienc.store.interface import Store
+
+
+def open_store(settings: Settings) -> Store:
+    """Connect to the configured Qdrant server, or open the embedded store."""
+    kind = store_kind(settings)
+    location = store_location(settings, kind)
+    ann: dict[str, Any] = {
+        "hnsw_m": settings.hnsw_m, "hnsw_ef_construct": settings.hnsw_ef_construct,
+        "search_ef": settings.hnsw_ef, "quantization": settings.quantization == "int8",
+        "oversampling": settings.quantization_oversampling,
+    }
+    if kind == "edge":
+        from bienc.store.edge import EdgeVectorStore
+
+        return EdgeVectorStore(Path(location), **ann)
+    from qdrant_client import QdrantClient
+
+    from bienc.store.qdrant import VectorStore
+
+    if kind == "server":
+        client = QdrantClient(url=location, api_key=settings.qdrant_api_key,
+                              timeout=settings.qdrant_timeout_s)
+    elif kind == "memory":
+        client = QdrantClient(location=":memory:")
+    else:
+        try:
+            client = QdrantClient(path=location)
+        except RuntimeError as exc:  # portalocker: another process holds the folder
+            raise ConfigError(
+                f"the embedded store {location} is open in another process (a running "
+                "`bienc worker` or `bienc serve`?). Stop it first, or run a Qdrant server and set "
+                "BIENC_QDRANT_URL so that processes can share it."
+            ) from exc
+    return VectorStore(client, location, remote=kind == "server",
+                       shard_number=settings.shard_number,
+                       replication_factor=settings.replication_factor, **ann)

@@ -2,12 +2,12 @@
 
 `bienc serve` runs it with uvicorn (one process). Errors are always `{"detail": "..."}`:
 bad input 422, too large 413, missing 404, another model's collection 409, no key 401,
-store or Redis down 503. On the embedded default the lifespan runs the in-process worker.
+store or Redis down 503; 401 without a key (or a wrong one), 403 for a read-only key on a
+route that writes (bienc.access). Where the topology says so, the lifespan runs the worker.
 """
 
 from __future__ import annotations
 
-import hmac
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -17,8 +17,8 @@ from typing import Annotated, Any, cast
 import redis
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validat
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bienc.access import Access, requires, route_levels
 from bienc.config.errors import (
     BiencError,
     CollectionError,
@@ -299,19 +300,14 @@ def _state(request: Request) -> ApiState:
     return cast(ApiState, request.app.state.api)
 
 
-def _require_key(request: Request,
-                 bearer: Annotated[HTTPAuthorizationCredentials | None,
-                                   Depends(HTTPBearer(auto_error=False))],
-                 header_key: Annotated[str | None, Depends(APIKeyHeader(name="X-API-Key",
-                                                                         auto_error=False))]) -> None:
-    expected = _state(request).settings.api_key
-    if not expected:
-        return
-    for given in (bearer.credentials if bearer else None, header_key):
-        if given is not None and hmac.compare_digest(given.encode(), expected.encode()):
-            return
-    raise HTTPException(401, "missing or wrong API key: send `Authorization: Bearer KEY` or "
-                             "`X-API-Key: KEY`", headers={"WWW-Authenticate": "Bearer"})
+def _settings(request: Request) -> Settings:
+    return _state(request).settings
+
+
+# Every route declares who may call it (bienc.access); create_app refuses a route without.
+PUBLIC = [Depends(requires(Access.PUBLIC, _settings))]
+READ = [Depends(requires(Access.READ, _settings))]
+ADMIN = [Depends(requires(Access.ADMIN, _settings))]
 
 
 def create_app(runtime: Runtime | None = None) -> FastAPI:
@@ -339,9 +335,15 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
                   description="Bi-encoder retrieval: ingest documents, search them by meaning.")
     app.state.api = state
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_request_bytes)
+    if settings.cors_origin_list:  # outermost, so that refusals carry CORS headers too
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
+                           allow_credentials=False, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+                           max_age=600)
     _add_error_handlers(app)
     app.include_router(_ops_router())
-    app.include_router(_api_router(), dependencies=[Depends(_require_key)])
+    app.include_router(_api_router())
+    route_levels(app)  # raises for a route that declares no access level
     return app
 
 
@@ -416,11 +418,12 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _ops_router() -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz")
+    @router.get("/healthz", dependencies=PUBLIC)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", responses={503: {"description": "not ready; reasons listed"}})
+    @router.get("/readyz", dependencies=PUBLIC,
+                responses={503: {"description": "not ready; reasons listed"}})
     def readyz(request: Request) -> JSONResponse:
         state = _state(request)
         reasons = []
@@ -439,7 +442,7 @@ def _ops_router() -> APIRouter:
             return JSONResponse(status_code=503, content={"ready": False, "reasons": reasons})
         return JSONResponse(content={"ready": True, "reasons": []})
 
-    @router.get("/metrics", response_class=Response)
+    @router.get("/metrics", dependencies=PUBLIC, response_class=Response)
     def metrics(request: Request) -> Response:
         registry = _state(request).metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -450,7 +453,8 @@ def _ops_router() -> APIRouter:
 def _api_router() -> APIRouter:
     router = APIRouter(prefix="/v1")
 
-    @router.post("/collections/{collection}/documents", status_code=202, tags=["ingest"])
+    @router.post("/collections/{collection}/documents", status_code=202, tags=["ingest"],
+                 dependencies=ADMIN)
     def ingest(collection: CollectionName, body: IngestBody, request: Request) -> dict[str, Any]:
         """Queue documents for indexing; poll GET /v1/jobs/{job_id} for progress."""
         state = _state(request)
@@ -474,14 +478,14 @@ def _api_router() -> APIRouter:
         return {"job_id": submission.job_id, "accepted": submission.accepted,
                 "duplicates": submission.duplicates}
 
-    @router.get("/jobs/{job_id}", tags=["ingest"])
+    @router.get("/jobs/{job_id}", tags=["ingest"], dependencies=READ)
     def job(job_id: str, request: Request) -> dict[str, Any]:
         status = _state(request).live.resources.jobs.get(job_id)
         if status is None:
             raise HTTPException(404, f"job {job_id!r} is unknown (expired, or never created)")
         return status.to_dict()
 
-    @router.post("/collections/{collection}/search", tags=["search"])
+    @router.post("/collections/{collection}/search", tags=["search"], dependencies=READ)
     def search(collection: CollectionName, body: SearchBody, request: Request) -> dict[str, Any]:
         """Documents ranked by meaning: one list per query, best first."""
         state = _state(request)
@@ -504,7 +508,7 @@ def _api_router() -> APIRouter:
                            for name, seconds in {**timings, "total": total}.items()},
         }
 
-    @router.get("/collections", tags=["collections"])
+    @router.get("/collections", tags=["collections"], dependencies=READ)
     def list_collections(request: Request) -> dict[str, Any]:
         store = _state(request).live.resources.store
         infos = []
@@ -515,19 +519,20 @@ def _api_router() -> APIRouter:
                 continue
         return {"collections": infos}
 
-    @router.get("/collections/{collection}", tags=["collections"])
+    @router.get("/collections/{collection}", tags=["collections"], dependencies=READ)
     def collection_info(collection: CollectionName, request: Request) -> dict[str, Any]:
         validate_collection_name(collection)
         return _state(request).live.resources.store.info(collection).to_dict()
 
-    @router.delete("/collections/{collection}", tags=["collections"])
+    @router.delete("/collections/{collection}", tags=["collections"], dependencies=ADMIN)
     def delete_collection(collection: CollectionName, request: Request) -> dict[str, Any]:
         validate_collection_name(collection)
         if not _state(request).live.resources.store.delete_collection(collection):
             raise CollectionNotFoundError(f"collection {collection!r} does not exist")
         return {"collection": collection, "deleted": True}
 
-    @router.get("/collections/{collection}/documents/{doc_id}", tags=["collections"])
+    @router.get("/collections/{collection}/documents/{doc_id}", tags=["collections"],
+                dependencies=READ)
     def get_document(collection: CollectionName, doc_id: str, request: Request) -> dict[str, Any]:
         validate_collection_name(collection)
         payload = _state(request).live.resources.store.get_document(collection, _doc_id(doc_id))
@@ -536,7 +541,8 @@ def _api_router() -> APIRouter:
         return {"id": payload["doc_id"], "title": payload.get("title"), "text": payload.get("text"),
                 "metadata": payload.get("metadata") or {}, "chunks": payload.get("chunks", 1)}
 
-    @router.delete("/collections/{collection}/documents/{doc_id}", tags=["collections"])
+    @router.delete("/collections/{collection}/documents/{doc_id}", tags=["collections"],
+                   dependencies=ADMIN)
     def delete_document(collection: CollectionName, doc_id: str, request: Request) -> dict[str, Any]:
         validate_collection_name(collection)
         store = _state(request).live.resources.store

@@ -264,8 +264,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from bienc.access import check_exposure
     from bienc.api import create_app, prepare
 
+    warning = check_exposure(args.host, settings)  # no open write API on a network
+    if warning:
+        logging.getLogger("bienc.serve").warning(warning)
     runtime = _runtime(settings, Role.SERVE)
     prepare(runtime)  # model, store and queue: a failure is one clear error before listening
     print(f"bienc: serving on http://{args.host}:{args.port} ({runtime.topology.describe()})",

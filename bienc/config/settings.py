@@ -10,12 +10,14 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MAX_TOP_K = 1000
+MIN_KEY_CHARS = 16
 
 
 class Settings(BaseSettings):
     """Every knob bienc has. Each field `x` is read from `BIENC_X`."""
 
-    model_config = SettingsConfigDict(env_prefix="BIENC_", extra="ignore")
+    # hide_input_in_errors: an invalid value (an API key) never reaches a log through an error
+    model_config = SettingsConfigDict(env_prefix="BIENC_", extra="ignore", hide_input_in_errors=True)
 
     # Encoder
     model: str = Field(
@@ -117,7 +119,18 @@ class Settings(BaseSettings):
     api_max_documents: int = Field(default=1000, ge=1, description="documents per ingest request")
     api_max_request_bytes: int = Field(default=10_000_000, ge=1, description="largest request body")
     api_key: str | None = Field(
-        default=None, description="if set, API requests need `Authorization: Bearer KEY` or `X-API-Key`"
+        default=None, description="admin key: every API route needs a key when set (`Authorization: "
+        "Bearer KEY` or `X-API-Key: KEY`); required to serve on a non-loopback address",
+    )
+    read_api_key: str | None = Field(
+        default=None, description="read-only key: list, get, search and read jobs, nothing that writes"
+    )
+    allow_anonymous: bool = Field(
+        default=False, description="serve without a key on a non-loopback address (logged at start)"
+    )
+    cors_origins: str = Field(
+        default="", description="comma-separated origins whose pages may call the API from a browser "
+        "('*' = any); empty = none. Keys travel in headers, never as credentials (cookies)",
     )
 
     @field_validator("dtype")
@@ -139,6 +152,27 @@ class Settings(BaseSettings):
     def _empty_url_is_unset(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("api_key", "read_api_key")
+    @classmethod
+    def _long_enough_key(cls, value: str | None) -> str | None:
+        # the message never repeats the key: it ends up in logs
+        if value and len(value) < MIN_KEY_CHARS:
+            raise ValueError(
+                f"an API key needs at least {MIN_KEY_CHARS} characters; make one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        if value is not None and (value != value.strip() or not value.isprintable()):
+            raise ValueError("an API key cannot hold spaces at its ends or control characters")
+        return value or None
+
+    @model_validator(mode="after")
+    def _read_key_beside_admin_key(self) -> Settings:
+        if self.read_api_key and not self.api_key:
+            raise ValueError("BIENC_READ_API_KEY needs BIENC_API_KEY too (else writes would be open)")
+        if self.read_api_key and self.read_api_key == self.api_key:
+            raise ValueError("BIENC_READ_API_KEY must differ from BIENC_API_KEY")
+        return self
+
     @model_validator(mode="after")
     def _overlap_below_window(self) -> Settings:
         if self.chunk_overlap >= self.chunk_tokens:
@@ -157,6 +191,11 @@ class Settings(BaseSettings):
                 f"BIENC_RETRY_BACKOFF_MAX_S ({self.retry_backoff_max_s})"
             )
         return self
+
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
 
 @lru_cache(maxsize=1)

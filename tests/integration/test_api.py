@@ -30,8 +30,10 @@ from tests.api_fuzz import fuzz
 from tests.conftest import TEST_REDIS_URL
 from tests.integration.conftest import BIENC, bienc_env, create_other_models_collection, stop_gracefully
 
-API_KEY = "test-key-123"
+API_KEY = "test-admin-key-0123456789"
+READ_KEY = "test-read-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+ALLOWED_ORIGIN = "http://front-end.test:8080"
 MAX_DOCUMENTS = 50
 MAX_REQUEST_BYTES = 200_000
 FUZZ_REQUEST_TIMEOUT_S = 30.0
@@ -95,7 +97,8 @@ def serve(workdir: Path, env: dict[str, str], ready_path: str = "/readyz") -> It
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("serve")
     create_other_models_collection(workdir / ".bienc")
-    env = bienc_env(api_key=API_KEY, api_max_documents=str(MAX_DOCUMENTS),
+    env = bienc_env(api_key=API_KEY, read_api_key=READ_KEY, cors_origins=ALLOWED_ORIGIN,
+                    api_max_documents=str(MAX_DOCUMENTS),
                     api_max_request_bytes=str(MAX_REQUEST_BYTES))
     with serve(workdir, env) as running:
         yield running
@@ -275,6 +278,97 @@ def test_filters_are_answered_200_or_422_naming_the_key_never_5xx(server: Server
     hits = api.post("/v1/collections/filtered/search",
                     json={"query": "capital city", "filter": {"group": "b"}}).json()["results"][0]
     assert hits and {h["id"] for h in hits} <= {"eiffel", "python"}
+
+
+# Access: every route, every kind of key, over real HTTP
+
+_MATRIX_REQUESTS = {  # one request per operation of the OpenAPI schema, on its own collection
+    ("get", "/healthz"): ("public", {}), ("get", "/readyz"): ("public", {}),
+    ("get", "/metrics"): ("public", {}),
+    ("post", "/v1/collections/{collection}/documents"): ("admin", {"json": {"documents": SHORT}}),
+    ("get", "/v1/jobs/{job_id}"): ("read", {}),
+    ("post", "/v1/collections/{collection}/search"): ("read", {"json": {"query": "capital"}}),
+    ("get", "/v1/collections"): ("read", {}),
+    ("get", "/v1/collections/{collection}"): ("read", {}),
+    ("get", "/v1/collections/{collection}/documents/{doc_id}"): ("read", {}),
+    ("delete", "/v1/collections/{collection}/documents/{doc_id}"): ("admin", {}),
+    ("delete", "/v1/collections/{collection}"): ("admin", {}),
+}
+
+
+def test_every_route_answers_each_key_as_its_level_says(server: Server) -> None:
+    operations = {(method, path) for path, item in
+                  httpx.get(f"{server.url}/openapi.json", timeout=10).json()["paths"].items()
+                  for method in item}
+    assert operations == set(_MATRIX_REQUESTS)  # a new route must be added here, with its level
+    keys = {"none": {}, "wrong": {"X-API-Key": "wrong-key-0123456789"},
+            "read": {"Authorization": f"Bearer {READ_KEY}"}, "admin": {"X-API-Key": API_KEY}}
+    fill = {"collection": "matrix", "job_id": "0" * 32, "doc_id": "paris"}
+    answers = {}
+    with server.client() as client, server.client(headers=AUTH) as admin:
+        for (method, path), (level, body) in _MATRIX_REQUESTS.items():  # admin writes last
+            for key_name, headers in keys.items():
+                response = client.request(method.upper(), path.format(**fill), headers=headers, **body)
+                answers[(method, path, key_name)] = response.status_code
+                if key_name == "admin" and path.endswith("/documents"):  # reads find it indexed
+                    _wait_for_job(admin, response.json()["job_id"])
+                if level == "public":
+                    assert response.status_code == 200, (method, path, key_name, response.text)
+                elif key_name in ("none", "wrong"):
+                    assert response.status_code == 401, (method, path, key_name, response.text)
+                    assert response.headers["www-authenticate"] == "Bearer"
+                elif level == "admin" and key_name == "read":
+                    assert response.status_code == 403, (method, path, response.text)
+                    assert "admin" in response.json()["detail"]
+                else:
+                    assert response.status_code not in (401, 403), (method, path, key_name, response.text)
+        print(f"\naccess matrix: {len(answers)} requests")
+        # no key, right or wrong, shows up in the log, an answer or the metrics
+        metrics = client.get("/metrics").text
+    log = (server.workdir / "serve.log").read_text()
+    for key in (API_KEY, READ_KEY, keys["wrong"]["X-API-Key"]):
+        assert key not in log and key not in metrics
+
+
+def test_a_browser_page_of_an_allowed_origin_may_search(server: Server) -> None:
+    preflight = {"Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization, content-type"}
+    with server.client() as client:
+        allowed = client.options("/v1/collections/geo/search",
+                                 headers={"Origin": ALLOWED_ORIGIN, **preflight})
+        assert allowed.status_code == 200, allowed.text
+        assert allowed.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+        assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+        assert "access-control-allow-credentials" not in allowed.headers  # keys are headers
+        refused = client.options("/v1/collections/geo/search",
+                                 headers={"Origin": "http://elsewhere.test", **preflight})
+        assert refused.status_code == 400
+        assert "access-control-allow-origin" not in refused.headers
+        search = client.post("/v1/collections/geo/search", json={"query": "x"},
+                             headers={"Origin": ALLOWED_ORIGIN, "Authorization": f"Bearer {READ_KEY}"})
+        assert search.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+
+
+def test_serving_a_network_without_a_key_is_refused_unless_opted_out(tmp_path: Path) -> None:
+    port = str(_free_port())
+    refused = subprocess.run([*BIENC, "serve", "--host", "0.0.0.0", "--port", port], cwd=tmp_path,
+                             env=bienc_env(), capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode == 1 and "BIENC_API_KEY" in refused.stderr, refused.stderr
+    assert "BIENC_ALLOW_ANONYMOUS=true" in refused.stderr and "Traceback" not in refused.stderr
+    # opted out: it starts, and says so; stopped once it has (the warning comes before it listens)
+    log = tmp_path / "anonymous.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([*BIENC, "serve", "--host", "0.0.0.0", "--port", port], cwd=tmp_path,
+                                   env=bienc_env(allow_anonymous="true"), stdout=out, stderr=out)
+        try:
+            deadline = time.monotonic() + 60
+            while "no API key" not in log.read_text():
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        finally:
+            stop_gracefully(process)
+    assert "BIENC_ALLOW_ANONYMOUS=true" in log.read_text()
 
 
 # Fuzzing: requests generated from the server's own OpenAPI schema, valid and invalid, plus

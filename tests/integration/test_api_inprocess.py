@@ -255,13 +255,15 @@ def test_health_ready_and_store_outage(client: TestClient, runtime: Runtime,
 
 
 def test_api_key_is_required_when_set(redis_db: redis.Redis, encoder: Encoder) -> None:
-    with TestClient(create_app(_runtime(encoder, api_key="s3cret"))) as client:
+    with TestClient(create_app(_runtime(encoder, api_key="s3cret-admin-key-0123"))) as client:
         assert client.get("/v1/collections").status_code == 401
         wrong = client.get("/v1/collections", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and "API key" in wrong.json()["detail"]
         assert client.get("/v1/jobs/x", headers={"X-API-Key": "nope"}).status_code == 401
-        assert client.get("/v1/collections", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        assert client.get("/v1/collections", headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert client.get("/v1/collections",
+                          headers={"Authorization": "Bearer s3cret-admin-key-0123"}).status_code == 200
+        assert client.get("/v1/collections",
+                          headers={"X-API-Key": "s3cret-admin-key-0123"}).status_code == 200
         for open_path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
             assert client.get(open_path).status_code == 200, open_path
 

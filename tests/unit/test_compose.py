@@ -1,5 +1,6 @@
 """The production compose file: valid, and every command and variable it uses exists here."""
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,13 +21,28 @@ def compose() -> dict[str, Any]:
     return data
 
 
-def test_compose_file_is_valid() -> None:
+def _compose_config(**variables: str) -> subprocess.CompletedProcess[str]:
     tool = shutil.which("docker-compose")
     if tool is None:
         pytest.skip("docker-compose (Debian package) is not installed; .ci/run installs it")
-    result = subprocess.run([tool, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BIENC_")} | variables
+    return subprocess.run([tool, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+                          capture_output=True, text=True, check=False, env=env)
+
+
+def test_compose_file_is_valid_with_an_api_key_and_refused_without() -> None:
+    accepted = _compose_config(BIENC_API_KEY="k" * 24)
+    assert accepted.returncode == 0, accepted.stderr
+    refused = _compose_config()
+    assert refused.returncode != 0
+    assert "BIENC_API_KEY" in refused.stderr and "16+ characters" in refused.stderr
+
+
+def test_only_the_api_is_published_to_the_network(compose: dict[str, Any]) -> None:
+    published = {name: service.get("ports", []) for name, service in compose["services"].items()}
+    assert not published["redis"] and not published["qdrant"] and not published["worker"]
+    assert all(port.startswith("127.0.0.1:") for port in published["flower"])  # no login
+    assert published["api"]
 
 
 def test_services_run_bienc_commands_that_exist(compose: dict[str, Any]) -> None:

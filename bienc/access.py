@@ -45,6 +45,12 @@ def _granted(given: str, settings: Settings) -> Access | None:
 def requires(level: Access, settings: Callable[[Request], Settings]) -> Callable[..., None]:
     """A FastAPI dependency that lets a request through when its key grants `level`. The
     dependency carries `level`, so the route table can be checked for an undeclared route."""
+    if level is Access.PUBLIC:  # no key asked for, and none shown in the OpenAPI schema
+        def public() -> None:
+            return None
+
+        public.access = level  # type: ignore[attr-defined]
+        return public
 
     def check(request: Request,
               bearer: Annotated[HTTPAuthorizationCredentials | None,
@@ -53,7 +59,7 @@ def requires(level: Access, settings: Callable[[Request], Settings]) -> Callable
                                     Depends(APIKeyHeader(name="X-API-Key", auto_error=False))],
               ) -> None:
         current = settings(request)
-        if level is Access.PUBLIC or not current.api_key:
+        if not current.api_key:
             return
         given = bearer.credentials if bearer else header_key
         granted = _granted(given, current) if given else None

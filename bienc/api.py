@@ -12,10 +12,11 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
+from importlib import resources as package_files
 from typing import Annotated, Any, cast
 
 import redis
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
@@ -343,6 +344,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     _add_error_handlers(app)
     app.include_router(_ops_router())
     app.include_router(_api_router())
+    app.include_router(_console_router())
     route_levels(app)  # raises for a route that declares no access level
     return app
 
@@ -450,6 +452,35 @@ def _ops_router() -> APIRouter:
     return router
 
 
+_CONSOLE_ASSETS = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
+# The console loads nothing from elsewhere, and the browser is told to enforce it.
+_CONSOLE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
+}
+
+
+def _console_router() -> APIRouter:
+    """The search console at /ui: static files shipped in the package (bienc/ui), public;
+    every call the page makes goes to /v1 with the user's key."""
+    folder = package_files.files("bienc").joinpath("ui")
+    page = folder.joinpath("index.html").read_bytes()
+    assets = {name: folder.joinpath(name).read_bytes() for name in _CONSOLE_ASSETS}
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/ui", dependencies=PUBLIC)
+    def console() -> Response:
+        return Response(page, media_type="text/html; charset=utf-8", headers=_CONSOLE_HEADERS)
+
+    @router.get("/ui/{name}", dependencies=PUBLIC)
+    def console_asset(name: str) -> Response:
+        if name not in assets:
+            raise HTTPException(404, f"the console has no file {name!r}")
+        return Response(assets[name], media_type=_CONSOLE_ASSETS[name], headers=_CONSOLE_HEADERS)
+
+    return router
+
+
 def _api_router() -> APIRouter:
     router = APIRouter(prefix="/v1")
 
@@ -477,6 +508,16 @@ def _api_router() -> APIRouter:
         state.metrics.documents_accepted.inc(submission.accepted)
         return {"job_id": submission.job_id, "accepted": submission.accepted,
                 "duplicates": submission.duplicates}
+
+    @router.get("/jobs", tags=["ingest"], dependencies=READ)
+    def jobs(request: Request, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+             offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+        """Recent jobs, newest first, without their per-document failures (GET
+        /v1/jobs/{job_id} has them)."""
+        found, total = _state(request).live.resources.jobs.recent(offset, limit)
+        return {"jobs": [{k: v for k, v in status.to_dict().items() if k != "failures"}
+                         for status in found],
+                "total": total, "offset": offset, "limit": limit}
 
     @router.get("/jobs/{job_id}", tags=["ingest"], dependencies=READ)
     def job(job_id: str, request: Request) -> dict[str, Any]:

@@ -4,6 +4,7 @@ Tiers, by folder, each marked by what it needs (the marker is added here, from t
     unit/         nothing: no services, no model; `pytest tests/unit` passes with Redis stopped
     model/        `model`: loads the real model (from its PyPI package), nothing running
     integration/  `integration`: Redis on 127.0.0.1:6379, the real model, real processes, HTTP
+    browser/      `browser`: Debian's chromium (Playwright drives it), a live `bienc serve`
 
 Converted models and data folders live under temporary directories, never in the user's
 cache: BIENC_MODEL_CACHE_DIR points at one for the whole session (subprocesses included).
@@ -29,9 +30,18 @@ if TYPE_CHECKING:
 TEST_REDIS_URL = os.environ.get("BIENC_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 MODEL_CACHE_DIR = Path(tempfile.mkdtemp(prefix="bienc-test-models-"))
 os.environ["BIENC_MODEL_CACHE_DIR"] = str(MODEL_CACHE_DIR)
-KEPT_VARIABLES = frozenset({"BIENC_MODEL_CACHE_DIR", "BIENC_TEST_REDIS_URL"})
+KEPT_VARIABLES = frozenset({"BIENC_MODEL_CACHE_DIR", "BIENC_TEST_REDIS_URL", "BIENC_TEST_STRICT"})
 
-_TIERS = {"model": ("model",), "integration": ("integration", "model")}
+
+def skip_without(tool: str, why: str) -> None:
+    """Skip a test whose tool is not installed; fail it where BIENC_TEST_STRICT is set (CI),
+    so that a missing install step cannot pass as a skip."""
+    if os.environ.get("BIENC_TEST_STRICT"):
+        pytest.fail(f"{tool} is not installed ({why}); .ci/run installs it")
+    pytest.skip(f"{tool} is not installed ({why}); .ci/run installs it")
+
+_TIERS = {"model": ("model",), "integration": ("integration", "model"),
+          "browser": ("browser", "model")}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -25,6 +25,7 @@ import redis
 JobState = Literal["queued", "running", "retrying", "completed", "completed_with_errors", "failed"]
 _PREFIX = "bienc:job:"
 _DEAD_JOBS = "bienc:dead-jobs"
+_RECENT = "bienc:jobs"  # sorted set: job id -> created_at, for listing newest first
 _CHANGES = "bienc:job-changed:"  # pub/sub channel per job (JobTracker.changes)
 
 
@@ -125,8 +126,29 @@ class JobTracker:
         if rejected:
             pipe.hset(key + ":failures", mapping=cast(Any, rejected))
         self._refresh_ttl(pipe, job_id)
+        pipe.zadd(_RECENT, {job_id: now})
         pipe.execute()
         return job_id
+
+    def recent(self, offset: int = 0, limit: int = 20) -> tuple[list[JobStatus], int]:
+        """Jobs newest first, `limit` from `offset`, and how many there are. Jobs whose record
+        expired are dropped from the listing as they are met."""
+        found: list[JobStatus] = []
+        start = offset
+        while len(found) < limit:
+            ids = self._redis.zrevrange(_RECENT, start, start + limit - len(found) - 1)
+            if not ids:
+                break
+            start += len(ids)
+            for raw in ids:
+                job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+                status = self.get(job_id)
+                if status is None:
+                    self._redis.zrem(_RECENT, job_id)
+                    start -= 1  # the listing moved up by one
+                else:
+                    found.append(status)
+        return found, int(self._redis.zcard(_RECENT))
 
     def record_batch(self, job_id: str, batch_no: int, outcome: BatchOutcome,
                      doc_ids: Sequence[str] = ()) -> None:

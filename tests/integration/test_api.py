@@ -286,7 +286,7 @@ _MATRIX_REQUESTS = {  # one request per operation of the OpenAPI schema, on its 
     ("get", "/healthz"): ("public", {}), ("get", "/readyz"): ("public", {}),
     ("get", "/metrics"): ("public", {}),
     ("post", "/v1/collections/{collection}/documents"): ("admin", {"json": {"documents": SHORT}}),
-    ("get", "/v1/jobs/{job_id}"): ("read", {}),
+    ("get", "/v1/jobs"): ("read", {}), ("get", "/v1/jobs/{job_id}"): ("read", {}),
     ("post", "/v1/collections/{collection}/search"): ("read", {"json": {"query": "capital"}}),
     ("get", "/v1/collections"): ("read", {}),
     ("get", "/v1/collections/{collection}"): ("read", {}),
@@ -385,7 +385,7 @@ def test_fuzz_never_answers_5xx(server: Server, api: httpx.Client) -> None:
                   existing={"collection": "fuzzed", "doc_id": "paris"})
     print(f"\nfuzz against bienc serve: {report.summary()}")
     assert not report.failures, "\n".join(report.failures[:20])
-    assert len(report.operations()) == 11
+    assert len(report.operations()) == 12
     assert any("search" in op and status == 200 for op, _, status in report.statuses)
     assert any(op.startswith("POST") and status == 202 for op, _, status in report.statuses)
     assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200

@@ -290,7 +290,7 @@ def test_validation_errors_read_as_one_sentence() -> None:
 def test_openapi_lists_every_route(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert set(paths) >= {
-        "/v1/collections/{collection}/documents", "/v1/jobs/{job_id}",
+        "/v1/collections/{collection}/documents", "/v1/jobs", "/v1/jobs/{job_id}",
         "/v1/collections/{collection}/search", "/v1/collections", "/v1/collections/{collection}",
         "/v1/collections/{collection}/documents/{doc_id}", "/healthz", "/readyz", "/metrics",
     }
@@ -305,7 +305,7 @@ def test_fuzz_in_process_never_answers_5xx(runtime: Runtime) -> None:
                       existing={"collection": "s", "doc_id": "a"})
     print(f"\nin-process fuzz: {report.summary()}")
     assert not report.failures, "\n".join(report.failures[:20])
-    assert len(report.operations()) == 11
+    assert len(report.operations()) == 12
     assert any(op.startswith("POST") and status == 202 for op, _, status in report.statuses)
     assert any("search" in op and status == 200 for op, _, status in report.statuses)
 

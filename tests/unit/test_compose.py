@@ -11,6 +11,7 @@ import yaml
 
 from bienc.cli import build_parser
 from bienc.config.settings import Settings
+from tests.conftest import skip_without
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ def compose() -> dict[str, Any]:
 def _compose_config(**variables: str) -> subprocess.CompletedProcess[str]:
     tool = shutil.which("docker-compose")
     if tool is None:
-        pytest.skip("docker-compose (Debian package) is not installed; .ci/run installs it")
+        skip_without("docker-compose", "Debian's package validates compose files")
     env = {k: v for k, v in os.environ.items() if not k.startswith("BIENC_")} | variables
     return subprocess.run([tool, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
                           capture_output=True, text=True, check=False, env=env)

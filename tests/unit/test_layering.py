@@ -1,0 +1,64 @@
+"""Imports flow one way: entry points -> ingest / search / workers -> store, encoding, queue ->
+config. Every import of the package, lazy ones inside functions included, is checked."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYERS = {  # a module may import only from layers below its own
+    "config": 0,
+    "store": 1, "encoding": 1, "queue": 1,
+    "ingest": 2, "search": 2, "resources": 2,
+    "workers": 3,
+    "runtime": 4, "access": 4,
+    "api": 5,
+    "cli": 6,
+}
+
+
+def _sources() -> dict[str, Path]:
+    """Module name -> file, as installed (ingest/, search/, workers/ inside bienc)."""
+    found = {}
+    for folder, package in (("bienc", "bienc"), ("ingest", "bienc.ingest"),
+                            ("search", "bienc.search"), ("workers", "bienc.workers")):
+        for path in (ROOT / folder).glob("**/*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join((package, *parts))] = path
+    return found
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {name for name in names if name.startswith("bienc.")}
+
+
+def _layer(module: str) -> str:
+    return module.split(".")[1]
+
+
+def test_imports_flow_one_way() -> None:
+    sources = _sources()
+    assert {_layer(m) for m in sources if m.count(".") >= 1} <= set(LAYERS)
+    upward = [f"{module} imports {target}"
+              for module, path in sources.items() if module.count(".") >= 1
+              for target in _imports(path)
+              if _layer(target) != _layer(module) and LAYERS[_layer(target)] >= LAYERS[_layer(module)]]
+    assert upward == []
+
+
+def test_no_interface_imports_its_implementations() -> None:
+    sources = _sources()
+    for interface in ("bienc.store.interface", "bienc.store.filters"):
+        engines = {"bienc.store.qdrant", "bienc.store.edge", "bienc.store.factory"}
+        assert not _imports(sources[interface]) & engines, interface
+    assert "qdrant_client" not in sources["bienc.store.interface"].read_text()
+    assert "qdrant_edge" not in sources["bienc.store.filters"].read_text()

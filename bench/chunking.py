@@ -21,7 +21,7 @@ from bienc.config.settings import Settings
 from bienc.encoding.encoder import load_encoder
 from bienc.ingest.documents import Document
 from bienc.ingest.readers import read_path
-from bienc.search.evaluation import load_qrels, load_queries, score_run
+from bienc.search.evaluation import load_qrels, load_queries, score_run, trec_order
 from bienc.workers.indexing import ChunkingParams, chunk_documents
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +85,8 @@ def main() -> None:
         for how in ("max", "max+0.1*2nd"):
             doc_scores = aggregate(scores, owners, len(docs), how)
             top = np.argsort(-doc_scores, axis=1)[:, :1000]
-            run = {q: [docs[i].id for i in top[n]] for n, q in enumerate(qids)}
+            run = {q: trec_order((docs[i].id, float(doc_scores[n, i])) for i in top[n])
+                   for n, q in enumerate(qids)}
             m = score_run(run, qrels)
             print(f"{name} | {len(texts) / len(docs):.2f} | {elapsed:.0f} | {len(docs) / elapsed:.1f}"
                   f" | {how} | {m['ndcg@10']:.4f} | {m['recall@100']:.4f}", flush=True)

@@ -45,7 +45,7 @@ from bienc.ingest.chunking import Chunk
 from bienc.ingest.documents import Document
 from bienc.ingest.producer import by_length
 from bienc.ingest.readers import read_path
-from bienc.search.evaluation import load_qrels, load_queries, score_run
+from bienc.search.evaluation import load_qrels, load_queries, score_run, trec_order
 from bienc.workers.indexing import ChunkingParams, chunk_documents
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -129,7 +129,8 @@ def ndcg_exact(docs: list[Document], owners: np.ndarray, vectors: np.ndarray,
     doc_scores = np.full((len(qids), len(docs)), -np.inf, dtype=np.float32)
     np.maximum.at(doc_scores.T, owners, scores.T)
     top = np.argsort(-doc_scores, axis=1)[:, :10]
-    run = {q: [docs[i].id for i in top[n]] for n, q in enumerate(qids)}
+    run = {q: trec_order((docs[i].id, float(doc_scores[n, i])) for i in top[n])
+           for n, q in enumerate(qids)}
     return score_run(run, qrels)["ndcg@10"]
 
 

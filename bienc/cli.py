@@ -9,24 +9,24 @@ import json
 import logging
 import os
 import signal
-import statistics
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from importlib import resources as package_files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from bienc.config.errors import BiencError
 from bienc.config.settings import MAX_TOP_K, Settings, get_settings
 from bienc.config.topology import Role, decide
+from bienc.evaluate import add_arguments as add_eval_arguments
+from bienc.evaluate import cmd_eval
 from bienc.ingest.readers import read_path
+from bienc.progress import progress_printer
 from bienc.queue.jobs import JobStatus
 from bienc.resources import Resources, close_resources, settle_heap
-from bienc.search.evaluation import load_qrels, load_queries, score_run
 from bienc.store.filters import parse_filter
 
 if TYPE_CHECKING:
@@ -63,23 +63,6 @@ def _print_hits(query: str, hits: Sequence[Hit]) -> None:
         print(f"  {rank:>3}. {hit.score:.4f}  {hit.doc_id}  {text[:100]}")
 
 
-def _progress_printer(total_hint: int) -> tuple[Any, Any]:
-    from tqdm import tqdm
-
-    bar = tqdm(total=total_hint, unit="doc", file=sys.stderr, disable=None, dynamic_ncols=True)
-
-    def update(status: JobStatus) -> None:
-        bar.total = status.total
-        bar.n = status.total - status.queued
-        bar.set_postfix(indexed=status.indexed, skipped=status.skipped, failed=status.failed,
-                        refresh=False)
-        if status.last_error:
-            bar.set_description("retrying", refresh=False)
-        bar.refresh()
-
-    return bar, update
-
-
 def _report_job(status: JobStatus, as_json: bool) -> int:
     if as_json:
         print(json.dumps(status.to_dict(), indent=2))
@@ -113,7 +96,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             print(f"job {submission.job_id}: {submission.accepted} documents queued "
                   f"({len(submission.rejected)} rejected); follow with `bienc jobs show {submission.job_id}`")
             return EXIT_OK if not submission.rejected else EXIT_PARTIAL
-        bar, update = _progress_printer(submission.accepted + len(submission.rejected))
+        bar, update = progress_printer(submission.accepted + len(submission.rejected))
         try:
             status = runtime.wait(submission.job_id, on_progress=update)
         finally:
@@ -201,44 +184,6 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         encoded = f" ({info['encoding']})" if info["encoding"] else ""
         print(f"  {info['name']}: model {info['model']}{encoded}, {info['dimension']}-d, "
               f"{info['documents']} documents, {info['points']} points")
-    return EXIT_OK
-
-
-def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from bienc.search.searcher import SearchRequest
-
-    collection = args.collection or settings.collection
-    queries = load_queries(Path(args.queries))
-    qrels = load_qrels(Path(args.qrels))
-    judged = [q for q in qrels if q in queries]
-    if not judged:
-        raise BiencError("no query id of the qrels appears in the queries file")
-    runtime = _runtime(settings)
-    # the latencies are a running server's: model loaded and warmed, heap settled (as
-    # `bienc serve` does at start), collection opened by one untimed query
-    runtime.resources.encoder.warm_up()
-    runtime.search(collection, SearchRequest([queries[judged[0]]], top_k=args.k, with_text=False))
-    settle_heap()
-    run: dict[str, list[str]] = {}
-    latencies_ms: list[float] = []
-    for query_id in judged:
-        started = time.perf_counter()
-        hits = runtime.search(collection, SearchRequest([queries[query_id]], top_k=args.k,
-                                                        with_text=False))[0]
-        latencies_ms.append((time.perf_counter() - started) * 1000)
-        run[query_id] = [h.doc_id for h in hits]
-    metrics = score_run(run, {q: qrels[q] for q in judged})
-    latencies_ms.sort()
-    report: dict[str, Any] = {
-        "collection": collection, "queries": len(judged), "top_k": args.k, **metrics,
-        "search_ms_p50": statistics.median(latencies_ms),
-        "search_ms_p99": latencies_ms[min(len(latencies_ms) - 1, int(0.99 * len(latencies_ms)))],
-    }
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        for key, value in report.items():
-            print(f"{key:>14}: {value:.4f}" if isinstance(value, float) else f"{key:>14}: {value}")
     return EXIT_OK
 
 
@@ -369,12 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_info)
 
-    evaluate = sub.add_parser("eval", help="nDCG@10, MRR@10, recall@10/100/1000 on a BEIR split")
-    evaluate.add_argument("--collection", "-c")
-    evaluate.add_argument("--queries", required=True, help="BEIR queries.jsonl")
-    evaluate.add_argument("--qrels", required=True, help="BEIR qrels TSV (with header)")
-    evaluate.add_argument("-k", type=_top_k, default=MAX_TOP_K, help="depth retrieved per query")
-    evaluate.add_argument("--json", action="store_true")
+    evaluate = sub.add_parser(
+        "eval", help="trec_eval measures, the recall@K curve and the reranking depth on a BEIR split")
+    add_eval_arguments(evaluate, _top_k)
     evaluate.set_defaults(func=cmd_eval)
     return parser
 

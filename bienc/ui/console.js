@@ -122,8 +122,12 @@ function openCollection(name) {
 
 // Search
 
+// Words too common to be worth marking in a snippet (English).
+const STOPWORDS = new Set(("a an and are as at be by did do does for from had has have how in is "
+  + "it its of on or that the their this to was were what when where which who why with").split(" "));
+
 function queryWords(query) {
-  const words = query.toLowerCase().match(/[\p{L}\p{N}]{2,}/gu) || [];
+  const words = (query.toLowerCase().match(/[\p{L}\p{N}]{2,}/gu) || []).filter((w) => !STOPWORDS.has(w));
   return [...new Set(words)].map((word) => word.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
 }
 

@@ -12,8 +12,8 @@ LAYERS = {  # a module may import only from layers below its own
     "store": 1, "encoding": 1, "queue": 1,
     "ingest": 2, "search": 2, "resources": 2,
     "workers": 3,
-    "runtime": 4, "access": 4,
-    "api": 5,
+    "runtime": 4, "access": 4, "progress": 4,
+    "api": 5, "evaluate": 5,
     "cli": 6,
 }
 

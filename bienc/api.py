@@ -47,6 +47,7 @@ from bienc.search.searcher import SearchRequest
 from bienc.store.filters import MetadataFilter, parse_filter
 
 MAX_QUERIES = 100
+MAX_JOBS_OFFSET = 1_000_000_000  # Redis takes 64-bit offsets; a page beyond this is empty anyway
 MAX_REPORTED_ERRORS = 10
 DOCUMENT_FIELDS = frozenset({"id", "text", "title", "metadata"})
 _RETRY_AFTER_S = 30
@@ -511,7 +512,7 @@ def _api_router() -> APIRouter:
 
     @router.get("/jobs", tags=["ingest"], dependencies=READ)
     def jobs(request: Request, limit: Annotated[int, Query(ge=1, le=100)] = 20,
-             offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+             offset: Annotated[int, Query(ge=0, le=MAX_JOBS_OFFSET)] = 0) -> dict[str, Any]:
         """Recent jobs, newest first, without their per-document failures (GET
         /v1/jobs/{job_id} has them)."""
         found, total = _state(request).live.resources.jobs.recent(offset, limit)

@@ -105,8 +105,11 @@ def run_queries(search: Search, queries: dict[str, str], query_ids: list[str], k
     return run, latencies
 
 
-def p50(latencies: list[float]) -> float:
-    return statistics.median(latencies) if latencies else 0.0
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    """p50 and p99 of search milliseconds."""
+    ordered = sorted(latencies) or [0.0]
+    return {"p50": round(statistics.median(ordered), 3),
+            "p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 3)}
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
@@ -118,7 +121,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         raise InvalidInputError("no query has both text and a relevant judgement: "
                                 + "; ".join(f"{n} {why}" for why, n in selection.skipped.items()))
     report: dict[str, Any] = {"data": inputs.label}
-    latency: dict[int, float] = {}
+    latency: dict[int, dict[str, float]] = {}  # K -> p50 and p99 search ms
     runtime: Runtime | None = None
     if args.from_run:
         run = load_run(Path(args.from_run))
@@ -135,7 +138,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         search(inputs.queries[selection.evaluated[0]], args.k)
         settle_heap()
         run, latencies = run_queries(search, inputs.queries, selection.evaluated, args.k)
-        latency[args.k] = p50(latencies)
+        latency[args.k] = percentiles(latencies)
         report["collection"] = collection
     scores = per_query(run, inputs.qrels, selection.evaluated)  # nothing retrieved scores 0
     summary = summarise(scores)
@@ -145,12 +148,14 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         search = _searcher(runtime, report["collection"])
         for k in sorted({*LATENCY_K, *depth.values()} - set(latency)):
             if k <= args.k:
-                latency[k] = p50(run_queries(search, inputs.queries, selection.evaluated, k)[1])
+                latency[k] = percentiles(run_queries(search, inputs.queries, selection.evaluated, k)[1])
     report.update({
         "queries": len(selection.evaluated), "skipped": selection.skipped, "top_k": args.k,
         **{name: summary[name] for name in REPORTED},
         "suggested_depth": depth,
-        "search_ms_p50": {str(k): round(ms, 3) for k, ms in sorted(latency.items())},
+        **({"search_ms_p50": latency[args.k]["p50"], "search_ms_p99": latency[args.k]["p99"]}
+           if latency else {}),
+        "latency_ms": {str(k): value for k, value in sorted(latency.items())},
         "recall_curve": summary["recall_curve"],
     })
     if args.compare:
@@ -167,7 +172,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     if args.plot:
         from bienc.search.plot import plot_recall
 
-        plot_recall(Path(args.plot), summary["recall_curve"], latency, depth,
+        plot_recall(Path(args.plot), summary["recall_curve"],
+                    {k: value["p50"] for k, value in latency.items()}, depth,
                     f"bienc eval: {report.get('collection', report.get('run'))} on {inputs.label}")
     _print(report, args.json)
     return 0
@@ -201,12 +207,12 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
     curve = report["recall_curve"]
     shown = [k for k in (1, 5, 10, 20, 50, 100, 200, 500, 1000) if k <= MAX_DEPTH]
     print("  recall@K:    " + ", ".join(f"@{k} {curve[k - 1]:.4f}" for k in shown))
-    latency = report["search_ms_p50"]
+    latency = report["latency_ms"]
     for label, k in report["suggested_depth"].items():
-        cost = f", search p50 {latency[str(k)]:.1f} ms" if str(k) in latency else ""
+        cost = f", search p50 {latency[str(k)]['p50']:.1f} ms" if str(k) in latency else ""
         print(f"  reranker depth for {label}: K={k}{cost}")
-    if latency:
-        print("  search p50 ms at K: " + ", ".join(f"{k}: {ms:.1f}" for k, ms in latency.items()))
+    for k, value in latency.items():
+        print(f"  search ms at K={k}: p50 {value['p50']:.1f}, p99 {value['p99']:.1f}")
     if "comparison" in report:
         print(f"  compared with {report['comparison']['against']} (b - a, paired bootstrap 95%):")
         for row in report["comparison"]["metrics"]:

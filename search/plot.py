@@ -28,10 +28,13 @@ def plot_recall(path: Path, curve: Sequence[float], latency_ms: Mapping[int, flo
     recall_axis.set_ylabel("mean recall@K", color="tab:blue")
     recall_axis.set_ylim(0, 1.02)
     recall_axis.grid(True, which="both", alpha=0.3)
-    for label, k in suggested.items():
+    for row, (label, k) in enumerate(suggested.items()):
         recall_axis.axvline(k, color="tab:green", linestyle="--", alpha=0.8)
-        recall_axis.annotate(f"K={k}: {label}", (k, curve[k - 1]), textcoords="offset points",
-                             xytext=(5, -15), color="tab:green")
+        right_half = k * k > len(curve)  # on the log axis: write the label leftwards
+        # low in the plot, under the curve and clear of the latency points
+        recall_axis.annotate(f"K={k}: {label} ({curve[k - 1]:.3f})", (k, 0.04 + 0.07 * row),
+                             xytext=(-5 if right_half else 5, 0), textcoords="offset points",
+                             color="tab:green", ha="right" if right_half else "left")
     latency_axis = recall_axis.twinx()
     measured = sorted(latency_ms.items())
     latency_axis.plot([k for k, _ in measured], [ms for _, ms in measured], "o-", color="tab:red",

@@ -1,11 +1,14 @@
 """SciFact end to end: ingest through Redis and a `bienc worker` process, then `bienc eval`.
 
 Prints nDCG@10, recall, ingest docs/s and search p50/p99 ms. Several configurations can run
-in one go (`--config name:VAR=value,VAR=value`), each into its own collection, side by side.
+in one go (`--config name:VAR=value,VAR=value`), each into its own collection, side by side;
+each collection is evaluated in every search mode `--search` names (default: its own default).
 
     python bench/scifact.py                                  # bienc's defaults
     python bench/scifact.py --config seed:CHUNKING=false,DTYPE=float32 --config default:
     python bench/scifact.py --limit 500                      # a quick run on 500 documents
+    python bench/scifact.py --config dense:LEXICAL=false --config default: \
+        --search dense --search lexical --search hybrid:dbsf --search hybrid:rrf
 
 Needs Redis (BIENC_BENCH_REDIS_URL, default redis://127.0.0.1:6379/12; the DB is flushed).
 """
@@ -40,7 +43,7 @@ def parse_config(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def run_config(name: str, overrides: dict[str, str], corpus: Path, data: Path, work: Path,
-               redis_url: str, evaluate: bool = True) -> dict[str, object]:
+               redis_url: str, searches: list[str]) -> list[dict[str, object]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BIENC_")}
     env.update({"BIENC_BROKER_URL": redis_url, "BIENC_DATA_DIR": str(work / name), **overrides})
     redis.Redis.from_url(redis_url).flushdb()
@@ -76,13 +79,23 @@ def run_config(name: str, overrides: dict[str, str], corpus: Path, data: Path, w
            "points": points, "chunks/doc": points / max(job["indexed"], 1),
            "ingest_s": elapsed, "docs/s": job["indexed"] / elapsed,
            "reingest_s": reingest_s, "reingest_skipped": skipped}
-    if not evaluate:
-        return row
-    evaluation = subprocess.run(
-        [*BIENC, "eval", "-c", name, "--queries", str(data / "queries_test.jsonl"),
-         "--qrels", str(data / "qrels_test.tsv"), "--json"],
-        env=env, cwd=ROOT, capture_output=True, text=True, check=True)
-    return {**row, **json.loads(evaluation.stdout)}
+    if not searches:
+        return [row]
+    rows = []
+    for spec in searches:  # "" = the collection's default mode
+        mode, _, fusion = spec.partition(":")
+        options = ([f"--mode={mode}"] if mode else []) + ([f"--fusion={fusion}"] if fusion else [])
+        evaluation = subprocess.run(
+            [*BIENC, "eval", "-c", name, "--queries", str(data / "queries_test.jsonl"),
+             "--qrels", str(data / "qrels_test.tsv"), "--json", *options],
+            env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+        if evaluation.returncode != 0:
+            print(f"{name} {spec or 'default'}: {evaluation.stderr.strip()}", file=sys.stderr)
+            continue
+        report = json.loads(evaluation.stdout)
+        label = report.get("mode", "") + (f"/{report['fusion']}" if "fusion" in report else "")
+        rows.append({**row, **report, "search": label})
+    return rows
 
 
 def main() -> None:
@@ -91,6 +104,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="only the first N documents")
     parser.add_argument("--config", action="append", default=[],
                         help="NAME:VAR=value,... (BIENC_ prefix implied); repeatable")
+    parser.add_argument("--search", action="append", default=[],
+                        help="MODE or hybrid:FUSION to evaluate each collection in; repeatable "
+                             "(default: the collection's default mode)")
     parser.add_argument("--keep", action="store_true", help="keep the stores in bench/out")
     args = parser.parse_args()
     redis_url = os.environ.get("BIENC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
@@ -108,12 +124,13 @@ def main() -> None:
     try:
         for name, overrides in configs:
             print(f"running {name} {overrides or '(defaults)'} ...", file=sys.stderr, flush=True)
-            rows.append(run_config(name, overrides, corpus, args.data, work, redis_url))
+            rows.extend(run_config(name, overrides, corpus, args.data, work, redis_url,
+                                   args.search or [""]))
     finally:
         redis.Redis.from_url(redis_url).flushdb()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    columns = ["config", "documents", "chunks/doc", "ingest_s", "docs/s", "reingest_s",
+    columns = ["config", "search", "documents", "chunks/doc", "ingest_s", "docs/s", "reingest_s",
                "reingest_skipped", "ndcg@10", "mrr@10",
                "recall@10", "recall@100", "recall@1000", "search_ms_p50", "search_ms_p99"]
     print(" | ".join(columns))
@@ -123,8 +140,8 @@ def main() -> None:
     if len(rows) > 1:
         base = rows[0]
         for row in rows[1:]:
-            print(f"{row['config']} vs {base['config']}: docs/s x{row['docs/s'] / base['docs/s']:.2f}, "
-                  f"nDCG@10 {row['ndcg@10'] - base['ndcg@10']:+.4f}")
+            print(f"{row['config']} {row['search']} vs {base['config']} {base['search']}: docs/s "
+                  f"x{row['docs/s'] / base['docs/s']:.2f}, nDCG@10 {row['ndcg@10'] - base['ndcg@10']:+.4f}")
 
 
 if __name__ == "__main__":

@@ -305,7 +305,8 @@ def end_to_end(name: str, env: dict[str, str], docs: list[Document], full: bool)
             for _, line in zip(range(len(docs)), src, strict=False):
                 dst.write(line)
         slug = "e2e-" + "".join(c if c.isalnum() else "-" for c in name)[:40]
-        return run_config(slug, env, corpus, DATA, work, redis_url, evaluate=full)  # type: ignore[return-value]
+        return run_config(slug, env, corpus, DATA, work, redis_url,  # type: ignore[return-value]
+                          [""] if full else [])[0]
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

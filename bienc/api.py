@@ -43,6 +43,8 @@ from bienc.queue.broker import redis_url
 from bienc.queue.celery_app import INGEST_QUEUE
 from bienc.resources import settle_heap
 from bienc.runtime import Runtime, build_runtime
+from bienc.search.fusion import Fusion
+from bienc.search.modes import Mode
 from bienc.search.searcher import SearchRequest
 from bienc.store.filters import MetadataFilter, parse_filter
 
@@ -86,8 +88,14 @@ class SearchBody(BaseModel):
     queries: list[str] | None = Field(default=None, min_length=1, max_length=MAX_QUERIES)
     top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
     filter: dict[str, Any] | None = None
-    score_threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    score_threshold: float | None = Field(
+        default=None, description="least score returned, in the mode's terms: a cosine in [-1, 1] "
+        "(dense), a BM25 score (lexical), a fused score (hybrid)")
     with_text: bool = True
+    mode: Mode | None = Field(
+        default=None, description="dense, lexical or hybrid; default: hybrid where the collection "
+        "has lexical vectors, else dense")
+    fusion: Fusion = Field(default="dbsf", description="hybrid mode's fusion: dbsf or rrf")
 
     @model_validator(mode="after")
     def _one_of_query_queries(self) -> SearchBody:
@@ -539,13 +547,16 @@ def _api_router() -> APIRouter:
         started = time.perf_counter()
         results = state.live.search(collection, SearchRequest(
             queries=queries, top_k=body.top_k, filter=query_filter,
-            score_threshold=body.score_threshold, with_text=body.with_text), timings)
+            score_threshold=body.score_threshold, with_text=body.with_text, mode=body.mode,
+            fusion=body.fusion), timings)
         total = time.perf_counter() - started
         metrics.search_seconds.observe(total)
         if "encode" in timings:
             metrics.encode_seconds.observe(timings["encode"])
         return {
-            "results": [[hit.to_dict() for hit in hits] for hits in results],
+            "results": [[hit.to_dict() for hit in hits] for hits in results.hits],
+            "mode": results.mode,
+            **({"fusion": body.fusion} if results.mode == "hybrid" else {}),
             "timings_ms": {name: round(seconds * 1000, 3)
                            for name, seconds in {**timings, "total": total}.items()},
         }

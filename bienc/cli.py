@@ -27,6 +27,8 @@ from bienc.ingest.readers import read_path
 from bienc.progress import progress_printer
 from bienc.queue.jobs import JobStatus
 from bienc.resources import Resources, close_resources, settle_heap
+from bienc.search.fusion import FUSIONS
+from bienc.search.modes import MODES
 from bienc.store.filters import parse_filter
 
 if TYPE_CHECKING:
@@ -160,12 +162,14 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     collection = args.collection or settings.collection
     filters = parse_filter(json.loads(args.filter)) if args.filter else None
     request = SearchRequest(queries=[args.query], top_k=args.k, filter=filters,
-                            score_threshold=args.score_threshold)
-    hits = _runtime(settings).search(collection, request)[0]
+                            score_threshold=args.score_threshold, mode=args.mode,
+                            fusion=args.fusion)
+    results = _runtime(settings).search(collection, request)
+    hits = results.hits[0]
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
     else:
-        _print_hits(args.query, hits)
+        _print_hits(f"{args.query}  ({results.mode})", hits)
     return EXIT_OK
 
 
@@ -182,7 +186,10 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         print("no collections yet: `bienc ingest FILE --collection NAME`")
     for info in infos:
         encoded = f" ({info['encoding']})" if info["encoding"] else ""
-        print(f"  {info['name']}: model {info['model']}{encoded}, {info['dimension']}-d, "
+        lexical = info["lexical"]
+        words = (f"lexical {lexical['kind']} k={lexical['k']:g} b={lexical['b']:g} "
+                 f"avg_len={lexical['avg_len']:g}") if lexical else "no lexical vectors (dense only)"
+        print(f"  {info['name']}: model {info['model']}{encoded}, {info['dimension']}-d, {words}, "
               f"{info['documents']} documents, {info['points']} points")
     return EXIT_OK
 
@@ -245,7 +252,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
           f"indexed, {status.skipped} unchanged since last run, {status.failed} failed "
           f"(collection {DEMO_COLLECTION!r}, job {status.job_id})")
     results = runtime.search(DEMO_COLLECTION, SearchRequest(list(DEMO_QUERIES), top_k=3))
-    for query, hits in zip(DEMO_QUERIES, results, strict=True):
+    print(f"search mode: {results.mode}")
+    for query, hits in zip(DEMO_QUERIES, results.hits, strict=True):
         _print_hits(query, hits)
     return EXIT_OK if status.failed == 0 else EXIT_PARTIAL
 
@@ -255,6 +263,14 @@ def _top_k(value: str) -> int:
     if not 1 <= k <= MAX_TOP_K:
         raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_TOP_K}")
     return k
+
+
+def add_mode_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=MODES,
+                        help="dense, lexical (BM25) or hybrid (both, fused); default: hybrid where "
+                             "the collection has lexical vectors, else dense")
+    parser.add_argument("--fusion", choices=FUSIONS, default="dbsf",
+                        help="how hybrid mode fuses its legs: dbsf (default) or rrf")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -295,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--collection", "-c")
     search.add_argument("-k", type=_top_k, default=10, help="documents to return (1-1000)")
     search.add_argument("--filter", help='exact-match metadata filter as JSON, e.g. {"lang": "en"}')
-    search.add_argument("--score-threshold", type=float)
+    search.add_argument("--score-threshold", type=float,
+                        help="the least score returned, in the mode's own terms (README, Search modes)")
+    add_mode_arguments(search)
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=cmd_search)
 
@@ -317,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "eval", help="trec_eval measures, the recall@K curve and the reranking depth on a BEIR split")
     add_eval_arguments(evaluate, _top_k)
+    add_mode_arguments(evaluate)
     evaluate.set_defaults(func=cmd_eval)
     return parser
 

@@ -67,14 +67,23 @@ def read_inputs(args: argparse.Namespace) -> Inputs:
                   Path(args.queries).stem)
 
 
-def _searcher(runtime: Runtime, collection: str) -> Search:
-    from bienc.search.searcher import SearchRequest
+class _Searcher:
+    """Searches one collection in the mode and fusion asked for; `mode` is the mode the last
+    search ran in (a request without one gets the collection's default)."""
 
-    def search(query: str, k: int) -> list[tuple[str, float]]:
-        hits = runtime.search(collection, SearchRequest([query], top_k=k, with_text=False))[0]
-        return [(hit.doc_id, hit.score) for hit in hits]
+    def __init__(self, runtime: Runtime, collection: str, mode: str | None, fusion: str):
+        self.runtime, self.collection = runtime, collection
+        self.requested, self.fusion = mode, fusion
+        self.mode: str | None = None
 
-    return search
+    def __call__(self, query: str, k: int) -> list[tuple[str, float]]:
+        from bienc.search.searcher import SearchRequest
+
+        results = self.runtime.search(self.collection, SearchRequest(
+            [query], top_k=k, with_text=False, mode=self.requested,  # type: ignore[arg-type]
+            fusion=self.fusion))  # type: ignore[arg-type]
+        self.mode = results.mode
+        return [(hit.doc_id, hit.score) for hit in results.hits[0]]
 
 
 def _ingest_corpus(runtime: Runtime, corpus: Path, collection: str) -> None:
@@ -132,7 +141,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         if inputs.corpus is not None and not args.collection:
             with runtime.serving():
                 _ingest_corpus(runtime, inputs.corpus, collection)
-        search = _searcher(runtime, collection)
+        search = _Searcher(runtime, collection, args.mode, args.fusion)
         # timed as a running server answers: model warmed, collection open, heap settled
         runtime.resources.encoder.warm_up()
         search(inputs.queries[selection.evaluated[0]], args.k)
@@ -140,12 +149,15 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         run, latencies = run_queries(search, inputs.queries, selection.evaluated, args.k)
         latency[args.k] = percentiles(latencies)
         report["collection"] = collection
+        report["mode"] = search.mode
+        if search.mode == "hybrid":
+            report["fusion"] = args.fusion
     scores = per_query(run, inputs.qrels, selection.evaluated)  # nothing retrieved scores 0
     summary = summarise(scores)
     depth = {"95% of recall@1000": smallest_k(summary["recall_curve"], 0.95),
              "99% of recall@1000": smallest_k(summary["recall_curve"], 0.99)}
     if runtime is not None:
-        search = _searcher(runtime, report["collection"])
+        search = _Searcher(runtime, report["collection"], args.mode, args.fusion)
         for k in sorted({*LATENCY_K, *depth.values()} - set(latency)):
             if k <= args.k:
                 latency[k] = percentiles(run_queries(search, inputs.queries, selection.evaluated, k)[1])
@@ -189,7 +201,8 @@ def _compare(args: argparse.Namespace, settings: Settings, runtime: Runtime | No
             from bienc.runtime import build_runtime
 
             runtime = build_runtime(settings, Role.READ)
-        other, _ = run_queries(_searcher(runtime, args.compare), inputs.queries, query_ids, args.k)
+        other, _ = run_queries(_Searcher(runtime, args.compare, args.mode, args.fusion),
+                               inputs.queries, query_ids, args.k)
     other_scores = per_query(other, inputs.qrels, query_ids)
     return {"against": args.compare,
             "metrics": [compare(scores, other_scores, metric).to_dict() for metric in COMPARED]}
@@ -199,7 +212,9 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(report, indent=2))
         return
-    print(f"{report.get('collection') or report.get('run')} on {report['data']}: "
+    searched = f" ({report['mode']}{', ' + report['fusion'] if 'fusion' in report else ''})" \
+        if "mode" in report else ""
+    print(f"{report.get('collection') or report.get('run')}{searched} on {report['data']}: "
           f"{report['queries']} queries evaluated"
           + "".join(f"; {n} skipped: {why}" for why, n in report["skipped"].items()))
     for name in REPORTED:

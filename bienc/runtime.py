@@ -14,6 +14,7 @@ from celery import Celery
 from bienc.config.errors import CollectionNotFoundError, StoreUnavailableError
 from bienc.config.settings import Settings
 from bienc.config.topology import Role, Topology, decide
+from bienc.encoding.lexical import lexical_params
 from bienc.encoding.plan import model_identity, planned_encoding
 from bienc.ingest.producer import Submission, submit, validate_collection_name, wait_for_job
 from bienc.ingest.readers import Item
@@ -22,8 +23,7 @@ from bienc.queue.jobs import JobStatus
 from bienc.resources import Resources, set_resources
 
 if TYPE_CHECKING:
-    from bienc.search.searcher import SearchRequest
-    from bienc.store.interface import Hit
+    from bienc.search.searcher import SearchRequest, SearchResults
 
 # Imported where used: the encoder, the task code and the in-process worker bring numpy,
 # torch and Celery's worker, which `bienc ingest` to a shared broker never needs (its start
@@ -81,8 +81,10 @@ class Runtime:
         try:
             if self.topology.runs_worker or self.resources.has_encoder:  # it encodes anyway
                 encoder = self.resources.encoder
-                self.resources.store.ensure_collection(collection, encoder.dimension,
-                                                       encoder.identity, encoder.encoding)
+                lexical = lexical_params(self.settings)
+                self.resources.store.ensure_collection(
+                    collection, encoder.dimension, encoder.identity, encoder.encoding,
+                    lexical.record() if lexical is not None else None)
             elif not self.topology.embedded_store or self.resources.has_store:
                 # Workers encode: check against the configured model without loading it (seconds
                 # a `bienc ingest` would keep the workers waiting). The first batch creates it.
@@ -125,7 +127,7 @@ class Runtime:
             time.sleep(poll_s)
 
     def search(self, collection: str, request: SearchRequest,
-               timings: dict[str, float] | None = None) -> list[list[Hit]]:
+               timings: dict[str, float] | None = None) -> SearchResults:
         from bienc.search.searcher import search
 
         return search(self.resources.store, self.resources.encoder, collection, request, timings)

@@ -1,18 +1,38 @@
-"""The query side: encode queries (batched), ANN top-K per query, document-level hits."""
+"""The query side: encode queries (batched), run each search leg (dense ANN over chunks,
+lexical BM25 over documents), fuse them in hybrid mode, and read the hits kept.
+
+Modes:
+    dense    cosine of the query's vector to each document's best chunk (score in [-1, 1])
+    lexical  BM25 of the query's words over each document's title and text (score >= 0)
+    hybrid   both, fused per document (bienc.search.fusion): each leg contributes its best
+             max(top_k, FUSION_DEPTH) documents; the score is the fused one
+A request without a mode gets hybrid on a collection with lexical vectors, dense on one
+without. `score_threshold` applies to the score of the mode used.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from bienc.config.errors import InvalidInputError
+from bienc.config.errors import CollectionError, InvalidInputError
 from bienc.config.settings import MAX_TOP_K
 from bienc.encoding.encoder import Encoder
+from bienc.encoding.lexical import LexicalParams, lexical_encoder
+from bienc.search.fusion import FUSIONS, Fusion, fuse
+from bienc.search.modes import MODES, Mode
 from bienc.store.filters import MetadataFilter
-from bienc.store.interface import Hit, Store
+from bienc.store.interface import Candidate, Hit, SparseVector, Store
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_QUERY_CHARS = 10_000
+FUSION_DEPTH = 100  # documents each leg of a hybrid search contributes, at least
+TIE_MARGIN = 10  # lexical candidates asked for beyond those kept (and a tenth more)
 
 
 @dataclass(frozen=True)
@@ -22,6 +42,14 @@ class SearchRequest:
     filter: MetadataFilter | None = None  # bienc.store.filters.parse_filter of the request's
     score_threshold: float | None = None
     with_text: bool = True
+    mode: Mode | None = None  # None: hybrid where the collection has lexical vectors, else dense
+    fusion: Fusion = "dbsf"
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    hits: list[list[Hit]]  # one ranked list per query
+    mode: Mode
 
 
 def validate_request(request: SearchRequest) -> None:
@@ -34,25 +62,94 @@ def validate_request(request: SearchRequest) -> None:
             raise InvalidInputError(f"query {i} is longer than {MAX_QUERY_CHARS} characters")
     if isinstance(request.top_k, bool) or not 1 <= request.top_k <= MAX_TOP_K:
         raise InvalidInputError(f"top_k must be between 1 and {MAX_TOP_K}, got {request.top_k}")
-    if request.score_threshold is not None and not -1.0 <= request.score_threshold <= 1.0:
-        raise InvalidInputError("score_threshold must be a cosine similarity in [-1, 1]")
+    if request.mode is not None and request.mode not in MODES:
+        raise InvalidInputError(f"mode {request.mode!r} is unknown: use one of {', '.join(MODES)}")
+    if request.fusion not in FUSIONS:
+        raise InvalidInputError(f"fusion {request.fusion!r} is unknown: use one of {', '.join(FUSIONS)}")
+    if request.score_threshold is not None and not math.isfinite(request.score_threshold):
+        raise InvalidInputError("score_threshold must be a finite number")
+
+
+def choose_mode(collection: str, requested: Mode | None, recorded: dict[str, Any]) -> Mode:
+    """The mode a search runs in on a collection that records `recorded`."""
+    has_lexical = recorded.get("lexical") is not None
+    if requested is None:
+        return "hybrid" if has_lexical else "dense"
+    if requested != "dense" and not has_lexical:
+        raise CollectionError(
+            f"collection {collection!r} has no lexical vectors, so it cannot be searched in "
+            f"{requested} mode (it answers mode 'dense'). A collection created with "
+            "BIENC_LEXICAL=true (the default) has them: ingest its documents into a new one"
+        )
+    return requested
+
+
+def _check_threshold(mode: Mode, threshold: float | None) -> None:
+    if threshold is None:
+        return
+    if mode == "dense" and not -1.0 <= threshold <= 1.0:
+        raise InvalidInputError("score_threshold in dense mode is a cosine similarity in [-1, 1]")
+
+
+def _lexical(store: Store, collection: str, sparse: SparseVector, limit: int,
+             query_filter: MetadataFilter | None) -> list[Candidate]:
+    """The `limit` best documents by BM25, ties by document id. Engines order equal scores
+    differently, and documents of equal BM25 score are common (the same terms, the same
+    length), so a few more are asked for: a tie across the cut is settled here."""
+    found = store.lexical_candidates(collection, sparse, limit + limit // 10 + TIE_MARGIN,
+                                     query_filter=query_filter)
+    return sorted(found, key=lambda c: (-c.score, c.doc_id))[:limit]
+
+
+def rank(store: Store, collection: str, request: SearchRequest, mode: Mode,
+         vector: np.ndarray | None, sparse: SparseVector | None) -> list[Candidate]:
+    """The documents one query keeps, best first: at most `top_k`, scored at or above the
+    threshold (applied here, the same way on every engine)."""
+    top_k, query_filter = request.top_k, request.filter
+    if mode == "dense":
+        assert vector is not None
+        ranked = store.dense_candidates(collection, vector, top_k, query_filter=query_filter)
+    elif mode == "lexical":
+        assert sparse is not None
+        ranked = _lexical(store, collection, sparse, top_k, query_filter)
+    else:
+        assert vector is not None and sparse is not None
+        depth = max(top_k, FUSION_DEPTH)
+        ranked = fuse({
+            "dense": store.dense_candidates(collection, vector, depth, query_filter=query_filter),
+            "lexical": _lexical(store, collection, sparse, depth, query_filter),
+        }, request.fusion)[:top_k]
+    if request.score_threshold is not None:
+        ranked = [c for c in ranked if c.score >= request.score_threshold]
+    return ranked
 
 
 def search(store: Store, encoder: Encoder, collection: str, request: SearchRequest,
-           timings: dict[str, float] | None = None) -> list[list[Hit]]:
+           timings: dict[str, float] | None = None) -> SearchResults:
     """One ranked list of documents per query, best first, `top_k` documents at most each.
 
-    Refuses a collection filled by another model: its vectors would not be comparable.
-    Seconds spent encoding the queries are added to `timings["encode"]` when given.
+    Refuses a collection filled by another model (its vectors would not be comparable), and a
+    lexical or hybrid search of a collection without lexical vectors. Seconds spent encoding
+    the queries (both representations) are added to `timings["encode"]` when given.
     """
     validate_request(request)
-    store.check_collection(collection, encoder.dimension, encoder.identity)
+    recorded = store.check_collection(collection, encoder.dimension, encoder.identity)
+    mode = choose_mode(collection, request.mode, recorded)
+    _check_threshold(mode, request.score_threshold)
+    queries = list(request.queries)
     started = time.perf_counter()
-    vectors = encoder.encode_queries(list(request.queries))
+    vectors: Sequence[np.ndarray | None] = [None] * len(queries)
+    sparse: Sequence[SparseVector | None] = [None] * len(queries)
+    if mode != "lexical":
+        vectors = list(encoder.encode_queries(queries))
+    if mode != "dense":
+        lexical = lexical_encoder(LexicalParams.from_record(recorded["lexical"]))
+        sparse = [lexical.embed_query(query) for query in queries]
     if timings is not None:
         timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - started
-    return [
-        store.search(collection, vector, request.top_k, query_filter=request.filter,
-                     score_threshold=request.score_threshold, with_text=request.with_text)
-        for vector in vectors
+    hits = [
+        store.fetch_hits(collection, rank(store, collection, request, mode, vector, terms),
+                         request.with_text)
+        for vector, terms in zip(vectors, sparse, strict=True)
     ]
+    return SearchResults(hits, mode)

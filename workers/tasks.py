@@ -8,6 +8,7 @@ from typing import Any
 from celery import Task
 
 from bienc.config.errors import BiencError, StoreUnavailableError
+from bienc.encoding.lexical import lexical_params
 from bienc.ingest.documents import Document
 from bienc.queue.celery_app import INDEX_BATCH_TASK, app
 from bienc.queue.jobs import BatchOutcome
@@ -34,7 +35,7 @@ def index_batch(self: Task, job_id: str, collection: str, batch_no: int,
     params = ChunkingParams(settings.chunk_tokens, settings.chunk_overlap, settings.chunking)
     try:
         outcome = index_documents(docs, collection, resources.encoder, resources.store, params,
-                                  job_id)
+                                  job_id, lexical_params(settings))
     except StoreUnavailableError as exc:
         retries = self.request.retries or 0
         if retries < settings.task_max_retries:

@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(default=128, ge=16, description="tokens per chunk (model tokenizer)")
     chunk_overlap: int = Field(default=16, ge=0, description="tokens shared by neighbouring chunks")
 
+    # Lexical vectors (BM25), for lexical and hybrid search; recorded by each new collection
+    lexical: bool = Field(
+        default=True, description="new collections also keep each document's BM25 vector"
+    )
+    bm25_k: float = Field(default=1.2, ge=0.0, le=10.0, description="BM25 term-frequency saturation")
+    bm25_b: float = Field(default=0.75, ge=0.0, le=1.0, description="BM25 length normalisation")
+    bm25_avg_len: float = Field(
+        default=256.0, gt=0.0, le=1e6, description="BM25 average document length, in BM25 tokens"
+    )
+
     # Store
     qdrant_url: str | None = Field(
         default=None, description="Qdrant server URL; unset = the embedded store (bienc.config.topology)"

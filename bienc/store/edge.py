@@ -15,14 +15,21 @@ shard is created and removed before the shard is deleted, so a crash leaves at w
 without it, which the next ensure_collection clears. Point ids are bienc.store.interface.point_id's uuid5
 strings, so a document written again overwrites its points.
 
-Document-level search. Edge has no grouping, so `search` over-fetches chunks: it asks for
-``top_k * 4`` chunks (payload: `doc_id` and `chunk` only), keeps each document's first (= best)
-chunk, and asks again for more (at least twice as many; more when few distinct documents came
-per chunk) until `top_k` distinct documents are found or fewer chunks than asked come back
-(collection, filter or score threshold exhausted). Only then are the payloads the `top_k` hits
-need read, in one `retrieve` of their best chunks plus, for documents whose best chunk is not
-chunk 0, their chunk 0 (full text, and the content_hash that must match, as in VectorStore).
+Document-level search. Edge has no grouping, so `dense_candidates` over-fetches chunks: it
+asks for ``limit * 4`` chunks (payload: `doc_id` and `chunk` only), keeps each document's first
+(= best) chunk, and asks again for more (at least twice as many; more when few distinct
+documents came per chunk) until `limit` distinct documents are found or fewer chunks than asked
+come back (collection, filter or score threshold exhausted). `lexical_candidates` needs none of
+that: only chunk 0 has a lexical vector. `fetch_hits` then reads the payloads of the documents a
+search keeps, in one `retrieve` of their best chunks plus, for documents whose best chunk is not
+chunk 0, their chunk 0 (full text, and the content_hash that must match).
 Reading payloads dominates a top-1000 query (~4,000 chunks' ids, then ~1,750 records).
+
+Lexical vectors. A collection created with lexical parameters has a sparse vector
+(LEXICAL_VECTOR) with Qdrant's IDF modifier. Edge's collection-wide IDF statistics go on
+counting a deleted or overwritten point (measured with qdrant-edge-py 0.9.0, in plain and
+optimized segments alike), so every lexical query computes IDF over the live chunk-0 points
+(`IdfParams(corpus=...)`): each document counts once, and a deleted one stops counting at once.
 
 Indexing (HNSW) and optimize(). Edge does not optimize in the background: new points land in a
 plain (brute-force searched) appendable segment until `optimize()` builds HNSW for segments above
@@ -85,10 +92,18 @@ from bienc.config.errors import (
 )
 from bienc.store.filters import MetadataFilter, Scalar
 from bienc.store.interface import (
+    HIT_FIELDS,
+    LEXICAL_VECTOR,
+    TEXT_FIELDS,
+    Candidate,
     ChunkPoint,
     CollectionInfo,
     Hit,
+    SparseVector,
     collection_metadata,
+    hit_chunks,
+    hits_from,
+    no_lexical_vectors,
     point_id,
     verify_recorded,
 )
@@ -101,8 +116,10 @@ _SHARD_DIR = "shard"
 _OVERFETCH = 4  # chunks asked for per wanted document, before doubling
 _SEGMENT_NUMBER = 16
 _MAX_AUTO_INDEXES = 32
-_HIT_FIELDS = ["doc_id", "chunk", "content_hash", "title", "metadata"]
-_TEXT_FIELDS = ["chunk_text", "text"]
+# IDF over the documents (chunk 0 carries a document's lexical vector), live points only:
+# Edge's collection-wide statistics go on counting deleted and overwritten points.
+_IDF_OVER_DOCUMENTS = qe.IdfParams(corpus=qe.Filter(must=[
+    qe.FieldCondition(key="chunk", match=qe.MatchValue(0))]))
 
 
 class _Collection:
@@ -191,7 +208,7 @@ class EdgeVectorStore:
         if self._lock_file is None:
             raise StoreUnavailableError(f"the Edge store at {self.location} is closed")
 
-    def _edge_config(self, dimension: int) -> qe.EdgeConfig:
+    def _edge_config(self, dimension: int, lexical: bool) -> qe.EdgeConfig:
         threshold_kb = max(1, self._indexing_threshold * dimension * 4 // 1024)
         # Below full_scan_threshold a segment is searched by brute force even when indexed, and
         # a filter matching fewer points is served by payload index plus brute force. Half a
@@ -199,6 +216,8 @@ class EdgeVectorStore:
         # of 10 MB would leave a 10k x 64-d segment, 2.5 MB, brute-forced).
         return qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
+            sparse_vectors={LEXICAL_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+            if lexical else None,
             hnsw_config=qe.HnswIndexConfig(m=self._hnsw_m, ef_construct=self._hnsw_ef_construct,
                                            full_scan_threshold=max(1, threshold_kb // 2)),
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold_kb,
@@ -225,7 +244,7 @@ class EdgeVectorStore:
         if not isinstance(dimension, int) or dimension < 1:
             raise CollectionError(f"collection {name!r} at {self.location}: {_META_FILE} is damaged")
         shard_dir = folder / _SHARD_DIR
-        config = self._edge_config(dimension)
+        config = self._edge_config(dimension, meta.get("lexical") is not None)
         shard = self._edge("open the shard", qe.EdgeShard.load, str(shard_dir), config) \
             if shard_dir.exists() else self._create_shard(shard_dir, config)
         info = shard.info()
@@ -250,9 +269,10 @@ class EdgeVectorStore:
                 raise self._in_use_error() from exc
             raise CollectionError(f"cannot {what} at {self.location}: {exc}") from exc
 
-    def ensure_collection(self, name: str, dimension: int, model: str, encoding: str = "") -> None:
-        """Create `name` for `model` if missing; refuse one that another model or encoding
-        filled."""
+    def ensure_collection(self, name: str, dimension: int, model: str, encoding: str = "",
+                          lexical: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Create `name` for `model` (with lexical vectors of parameters `lexical`) if missing;
+        refuse one that another model or encoding filled. Returns what the collection records."""
         with self._lock:
             self._check_open()
             if not self._exists(name):
@@ -263,21 +283,22 @@ class EdgeVectorStore:
                         stale.shard.close()
                     shutil.rmtree(folder)
                 folder.mkdir(parents=True)
-                meta = collection_metadata(model, dimension, encoding)
+                meta = collection_metadata(model, dimension, encoding, lexical)
                 tmp = folder / f".{_META_FILE}.{uuid.uuid4().hex}"
                 tmp.write_text(json.dumps(meta))
                 os.replace(tmp, folder / _META_FILE)
                 self._collection(name)  # creates the shard and its payload indexes
-            self.check_collection(name, dimension, model, encoding)
+            return self.check_collection(name, dimension, model, encoding)
 
     def check_collection(self, name: str, dimension: int | None, model: str,
-                         encoding: str | None = None) -> None:
-        """Raise CollectionError unless `name` exists and holds `dimension`-d vectors of `model`
-        (encoded with `encoding`, when given)."""
+                         encoding: str | None = None) -> dict[str, Any]:
+        """What `name` records, or CollectionError unless it exists and holds `dimension`-d
+        vectors of `model` (encoded with `encoding`, when given)."""
         with self._lock:
             recorded = self._collection(name).meta
         verify_recorded(name, self.location, recorded, recorded.get("dimension"), dimension, model,
                         encoding)
+        return dict(recorded)
 
     def list_collections(self) -> list[str]:
         with self._lock:
@@ -294,7 +315,8 @@ class EdgeVectorStore:
         return CollectionInfo(name=name, model=collection.meta.get("model"),
                               encoding=collection.meta.get("encoding"),
                               dimension=int(collection.meta.get("dimension", 0)),
-                              documents=documents, points=points)
+                              documents=documents, points=points,
+                              lexical=collection.meta.get("lexical"))
 
     def delete_collection(self, name: str) -> bool:
         """Drop `name` and its points; False when it did not exist."""
@@ -318,8 +340,7 @@ class EdgeVectorStore:
         if not points:
             return
         edge_points = [
-            qe.Point(id=point_id(p.doc_id, p.chunk_no),
-                     vector=np.asarray(p.vector, dtype=np.float32).tolist(), payload=p.payload)
+            qe.Point(id=point_id(p.doc_id, p.chunk_no), vector=_edge_vector(p), payload=p.payload)
             for p in points
         ]
         with self._lock:
@@ -381,15 +402,12 @@ class EdgeVectorStore:
 
     # Search
 
-    def search(self, name: str, vector: np.ndarray, top_k: int, *,
-               query_filter: MetadataFilter | None = None, score_threshold: float | None = None,
-               with_text: bool = True, exact: bool = False) -> list[Hit]:
-        """The `top_k` best documents, each scored by its best chunk, best first. `exact`
-        skips the HNSW graph (and quantisation) and scores every point.
-
-        A hit whose chunk belongs to another version of the document than its chunk 0 (a
-        re-ingest is being written) is left out rather than shown with mixed text.
-        """
+    def dense_candidates(self, name: str, vector: np.ndarray, limit: int, *,
+                         query_filter: MetadataFilter | None = None,
+                         score_threshold: float | None = None,
+                         exact: bool = False) -> list[Candidate]:
+        """The `limit` best documents by cosine, each with its best chunk, best first. `exact`
+        skips the HNSW graph (and quantisation) and scores every point."""
         edge_filter = _edge_filter(query_filter) if query_filter is not None else None
         query = qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist())
         params = self._search_params[exact]
@@ -398,45 +416,70 @@ class EdgeVectorStore:
             self._maybe_optimize(name, collection)
             if query_filter is not None:
                 self._index_filter_fields(collection, query_filter)
-            # document id -> (point id, chunk number, score) of its best chunk, best first
-            best: dict[str, tuple[qe.PointId, int, float]] = {}
-            limit = max(1, top_k) * _OVERFETCH
+            best: dict[str, Candidate] = {}  # document id -> its best chunk, best first
+            fetch = max(1, limit) * _OVERFETCH
             while True:
                 scored = collection.shard.query(qe.QueryRequest(
-                    limit=limit, query=query, filter=edge_filter, score_threshold=score_threshold,
+                    limit=fetch, query=query, filter=edge_filter, score_threshold=score_threshold,
                     params=params, with_payload=["doc_id", "chunk"], with_vector=False))
                 best = {}
                 for point in scored:
                     payload = point.payload
                     doc_id = payload.get("doc_id") if payload else None
                     if doc_id is not None and doc_id not in best:  # results come best first
-                        best[doc_id] = (point.id, payload.get("chunk", -1), point.score)  # type: ignore[union-attr]
-                if len(best) >= top_k or len(scored) < limit:
+                        best[doc_id] = Candidate(doc_id, int(payload.get("chunk", -1)), point.score)  # type: ignore[union-attr]
+                if len(best) >= limit or len(scored) < fetch:
                     break
                 # grow by the documents-per-chunk seen so far, at least doubling
-                limit = max(2 * limit, int(limit * 1.25 * top_k / max(1, len(best))))
-            chosen = list(best.items())[:max(0, top_k)]
-            wanted = [pid for pid, _, _ in best.values()][:len(chosen)]
-            wanted += [point_id(doc_id, 0) for doc_id, (_, chunk, _) in chosen if chunk != 0]
-            fields = _HIT_FIELDS + (_TEXT_FIELDS if with_text else [])
-            records = collection.shard.retrieve(wanted, fields, False) if wanted else []
+                fetch = max(2 * fetch, int(fetch * 1.25 * limit / max(1, len(best))))
+        return list(best.values())[:max(0, limit)]
+
+    def lexical_candidates(self, name: str, query: SparseVector, limit: int, *,
+                           query_filter: MetadataFilter | None = None,
+                           score_threshold: float | None = None) -> list[Candidate]:
+        """The `limit` best documents by BM25 (their lexical vectors, IDF over the documents
+        held now), best first; none for a query without tokens."""
+        if not query.indices:
+            return []
+        edge_filter = _edge_filter(query_filter) if query_filter is not None else None
+        sparse = query if isinstance(query, qe.SparseVector) else \
+            qe.SparseVector(list(query.indices), list(query.values))
+        with self._lock:
+            collection = self._collection(name)
+            if collection.meta.get("lexical") is None:
+                raise no_lexical_vectors(name)
+            if query_filter is not None:
+                self._index_filter_fields(collection, query_filter)
+            scored = collection.shard.query(qe.QueryRequest(
+                limit=max(1, limit), query=qe.Query.Nearest(sparse, using=LEXICAL_VECTOR),
+                filter=edge_filter, score_threshold=score_threshold,
+                params=qe.SearchParams(idf=_IDF_OVER_DOCUMENTS), with_payload=["doc_id"],
+                with_vector=False))
+        return [Candidate(str(point.payload["doc_id"]), 0, point.score)
+                for point in scored if point.payload]
+
+    def fetch_hits(self, name: str, chosen: Sequence[Candidate], with_text: bool = True
+                   ) -> list[Hit]:
+        """Hits of the `chosen` documents, in order (bienc.store.interface.hits_from)."""
+        if not chosen:
+            return []
+        wanted: list[qe.PointId] = [point_id(doc_id, chunk) for doc_id, chunk in hit_chunks(chosen)]
+        fields = HIT_FIELDS + (TEXT_FIELDS if with_text else [])
+        with self._lock:
+            records = self._collection(name).shard.retrieve(wanted, fields, False)
         # by (document, chunk) read from the payloads: cheaper than converting point ids
         payloads = {(p.get("doc_id"), p.get("chunk")): p
                     for p in (r.payload for r in records) if p}  # .payload converts on each read
-        hits = []
-        for doc_id, (_, chunk, score) in chosen:
-            payload = payloads.get((doc_id, chunk))
-            head = payloads.get((doc_id, 0))
-            if payload is None or head is None or head.get("content_hash") != payload.get("content_hash"):
-                continue  # deleted meanwhile, or mid-replacement: chunks of two versions
-            hits.append(Hit(
-                doc_id=doc_id, score=float(score),
-                text=head.get("text") if with_text else None,
-                snippet=payload.get("chunk_text", payload.get("text")) if with_text else None,
-                title=payload.get("title"), metadata=payload.get("metadata") or {},
-                chunk=int(payload["chunk"]),
-            ))
-        return hits
+        return hits_from(chosen, payloads, with_text)  # type: ignore[arg-type]
+
+    def search(self, name: str, vector: np.ndarray, top_k: int, *,
+               query_filter: MetadataFilter | None = None, score_threshold: float | None = None,
+               with_text: bool = True, exact: bool = False) -> list[Hit]:
+        """The `top_k` best documents by cosine of their best chunk, best first (a dense
+        search: dense_candidates, then fetch_hits)."""
+        chosen = self.dense_candidates(name, vector, top_k, query_filter=query_filter,
+                                       score_threshold=score_threshold, exact=exact)
+        return self.fetch_hits(name, chosen, with_text)
 
     def _index_filter_fields(self, collection: _Collection, query_filter: MetadataFilter) -> None:
         """Index each `metadata.*` field the filter matches on, the first time it is seen."""
@@ -450,6 +493,15 @@ class EdgeVectorStore:
                 collection.shard.update(qe.UpdateOperation.create_field_index(key, schema))
             except Exception as exc:  # filtering still works, only slower
                 log.warning("could not index payload field %r: %s", key, exc)
+
+
+def _edge_vector(point: ChunkPoint) -> Any:
+    dense = np.asarray(point.vector, dtype=np.float32).tolist()
+    if point.sparse is None:
+        return dense
+    sparse = point.sparse if isinstance(point.sparse, qe.SparseVector) else \
+        qe.SparseVector(list(point.sparse.indices), list(point.sparse.values))
+    return {"": dense, LEXICAL_VECTOR: sparse}
 
 
 # Filters: bienc.store.filters -> qdrant_edge

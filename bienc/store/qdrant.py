@@ -1,6 +1,7 @@
 """Chunk vectors through qdrant-client: a Qdrant server (BIENC_QDRANT_URL) or qdrant-client's
 embedded local mode. The interface and the point layout are bienc.store.interface's; filters
-are bienc.store.filters', translated here."""
+are bienc.store.filters', translated here. The server path needs Qdrant 1.19 or later (IDF
+statistics over a corpus filter, for lexical search)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,27 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from bienc.config.errors import CollectionNotFoundError, StoreUnavailableError
 from bienc.store.filters import MetadataFilter
 from bienc.store.interface import (
+    HIT_FIELDS,
+    LEXICAL_VECTOR,
+    TEXT_FIELDS,
+    Candidate,
     ChunkPoint,
     CollectionInfo,
     Hit,
+    SparseVector,
     collection_metadata,
+    hit_chunks,
+    hits_from,
+    no_lexical_vectors,
     point_id,
     verify_recorded,
 )
+
+# IDF over the documents (chunk 0 carries a document's lexical vector), live points only: a
+# server's collection-wide statistics go on counting deleted points while they sit in its
+# sparse index (Qdrant >= 1.19 takes a corpus filter).
+_IDF_OVER_DOCUMENTS = qm.SearchParams(idf=qm.IdfCorpusParams(corpus=qm.Filter(must=[
+    qm.FieldCondition(key="chunk", match=qm.MatchValue(value=0))])))
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -81,22 +96,26 @@ class VectorStore:
 
     # Collections
 
-    def ensure_collection(self, name: str, dimension: int, model: str, encoding: str = "") -> None:
-        """Create `name` for `model` if missing; refuse one that another model or encoding
-        filled."""
+    def ensure_collection(self, name: str, dimension: int, model: str, encoding: str = "",
+                          lexical: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Create `name` for `model` (with lexical vectors of parameters `lexical`) if missing;
+        refuse one that another model or encoding filled. Returns what the collection records."""
         if not self._call("collection_exists", self._client.collection_exists, name):
+            sparse = {LEXICAL_VECTOR: qm.SparseVectorParams(modifier=qm.Modifier.IDF)} \
+                if lexical is not None else None
             try:
                 self._call("create_collection", self._client.create_collection, name,
                     vectors_config=qm.VectorParams(size=dimension, distance=qm.Distance.COSINE),
+                    sparse_vectors_config=sparse,
                     shard_number=self._shard_number, replication_factor=self._replication_factor,
                     hnsw_config=self._hnsw, quantization_config=self._quantization,
-                    metadata=collection_metadata(model, dimension, encoding),
+                    metadata=collection_metadata(model, dimension, encoding, lexical),
                 )
             except (ValueError, UnexpectedResponse) as exc:
                 if "already exists" not in str(exc):  # a concurrent worker created it first
                     raise
             self._create_indexes(name)
-        self.check_collection(name, dimension, model, encoding)
+        return self.check_collection(name, dimension, model, encoding)
 
     def _create_indexes(self, name: str) -> None:
         if self._remote:  # the embedded engine has none
@@ -106,15 +125,16 @@ class VectorStore:
                            name, field_name, field_schema=schema)
 
     def check_collection(self, name: str, dimension: int | None, model: str,
-                         encoding: str | None = None) -> None:
-        """Raise CollectionError unless `name` exists and holds `dimension`-d vectors (any, when
-        None) of `model`, encoded with `encoding` when given; CollectionNotFoundError if it
-        does not exist."""
+                         encoding: str | None = None) -> dict[str, Any]:
+        """What `name` records, or CollectionError unless it holds `dimension`-d vectors (any,
+        when None) of `model`, encoded with `encoding` when given; CollectionNotFoundError if
+        it does not exist."""
         info = self._collection(name)
         params = info.config.params.vectors
         size = params.size if isinstance(params, qm.VectorParams) else None
-        verify_recorded(name, self.location, info.config.metadata or {}, size, dimension, model,
-                        encoding)
+        recorded = dict(info.config.metadata or {})
+        verify_recorded(name, self.location, recorded, size, dimension, model, encoding)
+        return recorded
 
     def _collection(self, name: str) -> qm.CollectionInfo:
         try:
@@ -143,6 +163,7 @@ class VectorStore:
             dimension=params.size if isinstance(params, qm.VectorParams) else 0,
             documents=documents,
             points=points,
+            lexical=(info.config.metadata or {}).get("lexical"),
         )
 
     def delete_collection(self, name: str) -> bool:
@@ -159,8 +180,7 @@ class VectorStore:
         if not points:
             return
         structs = [
-            qm.PointStruct(id=point_id(p.doc_id, p.chunk_no), vector=p.vector.tolist(),
-                           payload=p.payload)
+            qm.PointStruct(id=point_id(p.doc_id, p.chunk_no), vector=_vector(p), payload=p.payload)
             for p in points
         ]
         self._call("upsert", self._client.upsert, name, points=structs, wait=True)
@@ -207,42 +227,73 @@ class VectorStore:
 
     # Search
 
+    def dense_candidates(self, name: str, vector: np.ndarray, limit: int, *,
+                         query_filter: MetadataFilter | None = None,
+                         score_threshold: float | None = None,
+                         exact: bool = False) -> list[Candidate]:
+        """The `limit` best documents by cosine, each with its best chunk (Qdrant's grouping
+        by document id), best first. `exact` skips the ANN index (and quantisation) and scores
+        every point: the reference for recall."""
+        result = self._call("query_points_groups", self._client.query_points_groups, name,
+            query=np.asarray(vector, dtype=np.float32).tolist(), group_by="doc_id", limit=limit,
+            group_size=1, query_filter=qdrant_filter(query_filter),
+            score_threshold=score_threshold, with_payload=["doc_id", "chunk"],
+            search_params=self._search_params[exact],
+        )
+        return [Candidate(str(group.hits[0].payload["doc_id"]), int(group.hits[0].payload["chunk"]),
+                          group.hits[0].score)
+                for group in result.groups if group.hits and group.hits[0].payload]
+
+    def lexical_candidates(self, name: str, query: SparseVector, limit: int, *,
+                           query_filter: MetadataFilter | None = None,
+                           score_threshold: float | None = None) -> list[Candidate]:
+        """The `limit` best documents by BM25 (their lexical vectors, IDF over the documents
+        held now), best first; none for a query without tokens."""
+        if not query.indices:
+            return []
+        try:
+            result = self._call("query_points", self._client.query_points, name,
+                query=qm.SparseVector(indices=list(query.indices), values=list(query.values)),
+                using=LEXICAL_VECTOR, limit=max(1, limit), query_filter=qdrant_filter(query_filter),
+                score_threshold=score_threshold, with_payload=["doc_id"],
+                search_params=_IDF_OVER_DOCUMENTS,
+            )
+        except (ValueError, UnexpectedResponse):  # no such vector, or no such collection
+            if (self._collection(name).config.metadata or {}).get("lexical") is None:
+                raise no_lexical_vectors(name) from None
+            raise
+        return [Candidate(str(point.payload["doc_id"]), 0, point.score)
+                for point in result.points if point.payload]
+
+    def fetch_hits(self, name: str, chosen: Sequence[Candidate], with_text: bool = True
+                   ) -> list[Hit]:
+        """Hits of the `chosen` documents, in order (bienc.store.interface.hits_from)."""
+        if not chosen:
+            return []
+        fields = HIT_FIELDS + (TEXT_FIELDS if with_text else [])
+        records = self._call("retrieve", self._client.retrieve, name,
+                             ids=[point_id(doc_id, chunk) for doc_id, chunk in hit_chunks(chosen)],
+                             with_payload=fields, with_vectors=False)
+        payloads = {(r.payload["doc_id"], r.payload["chunk"]): r.payload
+                    for r in records if r.payload}
+        return hits_from(chosen, payloads, with_text)
+
     def search(self, name: str, vector: np.ndarray, top_k: int, *,
                query_filter: MetadataFilter | None = None, score_threshold: float | None = None,
                with_text: bool = True, exact: bool = False) -> list[Hit]:
-        """The `top_k` best documents, each scored by its best chunk, best first. `exact`
-        skips the ANN index (and quantisation) and scores every point: the reference for recall.
+        """The `top_k` best documents by cosine of their best chunk, best first (a dense
+        search: dense_candidates, then fetch_hits)."""
+        chosen = self.dense_candidates(name, vector, top_k, query_filter=query_filter,
+                                       score_threshold=score_threshold, exact=exact)
+        return self.fetch_hits(name, chosen, with_text)
 
-        A hit whose chunk belongs to another version of the document than its chunk 0 (a
-        re-ingest is being written) is left out rather than shown with mixed text.
-        """
-        fields = ["doc_id", "chunk", "content_hash", "title", "metadata"]
-        if with_text:
-            fields += ["chunk_text", "text"]
-        result = self._call("query_points_groups", self._client.query_points_groups, name,
-            query=vector.tolist(), group_by="doc_id", limit=top_k, group_size=1,
-            query_filter=qdrant_filter(query_filter), score_threshold=score_threshold,
-            with_payload=fields,
-            search_params=self._search_params[exact],
-        )
-        best = [group.hits[0].payload | {"_score": group.hits[0].score}
-                for group in result.groups if group.hits and group.hits[0].payload]
-        later = [p["doc_id"] for p in best if p["chunk"] != 0]
-        heads = self.first_chunks(name, later, ["doc_id", "content_hash", *(["text"] if with_text else [])])
-        hits = []
-        for payload in best:
-            doc_id = payload["doc_id"]
-            head = payload if payload["chunk"] == 0 else heads.get(doc_id)
-            if head is None or head.get("content_hash") != payload.get("content_hash"):
-                continue  # mid-replacement: chunks of two versions
-            hits.append(Hit(
-                doc_id=doc_id, score=float(payload["_score"]),
-                text=head.get("text") if with_text else None,
-                snippet=payload.get("chunk_text", payload.get("text")) if with_text else None,
-                title=payload.get("title"), metadata=payload.get("metadata") or {},
-                chunk=int(payload["chunk"]),
-            ))
-        return hits
+
+def _vector(point: ChunkPoint) -> Any:
+    dense = np.asarray(point.vector, dtype=np.float32).tolist()
+    if point.sparse is None:
+        return dense
+    return {"": dense, LEXICAL_VECTOR: qm.SparseVector(indices=list(point.sparse.indices),
+                                                      values=list(point.sparse.values))}
 
 
 def qdrant_filter(query_filter: MetadataFilter | None) -> qm.Filter | None:

@@ -161,7 +161,10 @@ function renderHit(hit, query) {
   id.textContent = hit.id;
   const score = document.createElement("span");
   score.className = "score";
-  score.textContent = `score ${hit.score.toFixed(4)} · chunk ${hit.chunk}`;
+  const legs = hit.scores
+    ? " (" + Object.entries(hit.scores).map(([leg, value]) => `${leg} ${value.toFixed(3)}`).join(", ") + ")"
+    : "";
+  score.textContent = `score ${hit.score.toFixed(4)}${legs} · chunk ${hit.chunk}`;
   head.append(id, score);
   if (hit.title) {
     const title = document.createElement("span");
@@ -220,6 +223,7 @@ function updateUrl() {
   if ($("collection").value) params.set("c", $("collection").value);
   if ($("q").value) params.set("q", $("q").value);
   if ($("k").value !== "10") params.set("k", $("k").value);
+  if ($("mode").value) params.set("mode", $("mode").value);
   if ($("filter").value.trim()) params.set("filter", $("filter").value.trim());
   history.replaceState(null, "", `${location.pathname}?${params}`);
 }
@@ -236,6 +240,7 @@ async function search() {
   updateUrl();
   const body = { query, top_k: Number($("k").value), with_text: true };
   if (filter) body.filter = filter;
+  if ($("mode").value) body.mode = $("mode").value;
   const results = $("results");
   try {
     const answer = await api(`/v1/collections/${encodeURIComponent(collection)}/search`,
@@ -245,7 +250,7 @@ async function search() {
     results.replaceChildren(...hits.map((hit) => renderHit(hit, query)));
     const t = answer.timings_ms;
     const encode = t.encode ?? 0;
-    $("timings").textContent = `${hits.length} documents · encode ${encode.toFixed(1)} ms · `
+    $("timings").textContent = `${hits.length} documents · ${answer.mode} · encode ${encode.toFixed(1)} ms · `
       + `search ${(t.total - encode).toFixed(1)} ms · total ${t.total.toFixed(1)} ms`;
   } catch (error) {
     results.replaceChildren();
@@ -348,6 +353,7 @@ function start() {
   const params = new URLSearchParams(location.search);
   $("q").value = params.get("q") || "";
   $("k").value = params.get("k") || "10";
+  $("mode").value = ["dense", "lexical", "hybrid"].includes(params.get("mode")) ? params.get("mode") : "";
   $("filter").value = params.get("filter") || "";
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();

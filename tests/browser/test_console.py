@@ -78,6 +78,9 @@ def test_search_shows_the_matching_chunk_highlighted_and_a_filter_narrows_it(
     assert first.locator(".snippet mark").all_inner_texts() == ["Eiffel", "Tower"]
     assert '"topic":"landmarks"' in first.locator(".metadata").inner_text()
     assert "encode" in page.inner_text("#timings") and "ms" in page.inner_text("#timings")
+    assert "hybrid" in page.inner_text("#timings")  # the sample collection's default mode
+    legs = first.locator(".score").inner_text()
+    assert "dense " in legs and "lexical " in legs  # found by both legs, each score shown
     assert "c=sample" in page.url and "Eiffel" in page.url  # the result can be shared
     page.screenshot(path=str(tmp_path / "console-search.png"), full_page=True)
     assert (tmp_path / "console-search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -94,6 +97,13 @@ def test_search_shows_the_matching_chunk_highlighted_and_a_filter_narrows_it(
     page.fill("#filter", '{"topic": ')  # not JSON: said next to the field, nothing sent
     page.click("#search-form button[type=submit]")
     assert page.is_visible("#filter-error")
+
+    page.fill("#filter", "")
+    page.select_option("#mode", "lexical")  # words only: the page says so, and so does the URL
+    page.click("#search-form button[type=submit]")
+    expect(page.locator("#timings")).to_contain_text("lexical")
+    assert "mode=lexical" in page.url
+    assert page.locator("#results .hit-id").first.inner_text() == "eiffel-tower"
 
     shared = page.context.new_page()  # the shared URL, in a tab that has the key
     shared.goto(f"{server.url}/ui?c=sample&q=Where+is+the+Eiffel+Tower%3F")
@@ -123,8 +133,11 @@ def test_a_job_shows_its_progress_then_completed(server: Server, page: Any) -> N
     page.goto(f"{server.url}/ui")
     _enter_key(page, KEY)
     page.wait_for_selector(".collection")
-    documents = [{"id": f"n{i}", "text": f"Note {i}: the harbour tide on day {i} was unusual."}
-                 for i in range(1000)]
+    # long enough to outlast the console's idle refresh (3 s) on a fast machine: ~150 words,
+    # two chunks, each
+    body = " ".join(f"On hour {h} the water rose past the {h}th mark of the old pier." for h in range(12))
+    documents = [{"id": f"n{i}", "text": f"Note {i}: the harbour tide on day {i} was unusual. {body}"}
+                 for i in range(600)]
     with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=60) as admin:
         job_id = admin.post("/v1/collections/notes/documents", json={"documents": documents}).json()["job_id"]
     job = page.locator(f".job[data-job-id='{job_id}']")
@@ -139,7 +152,7 @@ def test_a_job_shows_its_progress_then_completed(server: Server, page: Any) -> N
         time.sleep(0.2)
     assert seen_running  # the bar was shown part-way, before the end
     assert job.locator("progress").get_attribute("value") == job.locator("progress").get_attribute("max")
-    assert "1000 indexed" in job.locator(".meta").inner_text()
+    assert "600 indexed" in job.locator(".meta").inner_text()
 
 
 def test_the_console_is_usable_at_phone_width(server: Server, browser: Any, tmp_path: Path) -> None:

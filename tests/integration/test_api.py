@@ -23,7 +23,7 @@ import httpx
 import pytest
 import redis
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.api_fuzz import fuzz
@@ -261,6 +261,8 @@ def test_filters_are_answered_200_or_422_naming_the_key_never_5xx(server: Server
     @settings(max_examples=150, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(st.dictionaries(_FILTER_KEYS, _FILTER_VALUES, min_size=1, max_size=3))
+    @example({"group": "a"})  # valid ones, whatever the generator's run draws
+    @example({"group": ["a", "b"], "missing.key": 3})
     def check(query_filter: dict[str, Any]) -> None:
         response = api.post("/v1/collections/filtered/search",
                             json={"query": "capital city", "filter": query_filter})

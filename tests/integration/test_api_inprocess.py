@@ -19,10 +19,13 @@ from bienc.config.errors import InvalidInputError, StoreUnavailableError
 from bienc.config.settings import Settings
 from bienc.config.topology import Role, decide
 from bienc.encoding.encoder import Encoder
+from bienc.encoding.lexical import LexicalParams
+from bienc.ingest.documents import Document
 from bienc.resources import Resources
 from bienc.runtime import Runtime
 from bienc.store.interface import ChunkPoint
 from bienc.store.qdrant import VectorStore
+from bienc.workers.indexing import ChunkingParams, index_documents
 from tests.api_fuzz import fuzz
 from tests.conftest import TEST_REDIS_URL
 
@@ -184,7 +187,11 @@ def test_search_ranks_and_reports_timings(client: TestClient, runtime: Runtime) 
         ({"queries": []}, "field 'queries'"),
         ({"queries": ["ok", 3]}, "field 'queries[1]'"),
         ({"query": "   "}, "query 0 is empty"),
-        ({"query": "a", "score_threshold": 2}, "field 'score_threshold'"),
+        ({"query": "a", "score_threshold": 2}, "score_threshold in dense mode is a cosine"),
+        ({"query": "a", "mode": "semantic"},
+         "field 'mode': Input should be 'dense', 'lexical' or 'hybrid'"),
+        ({"query": "a", "mode": "hybrid", "fusion": "max"},
+         "field 'fusion': Input should be 'dbsf' or 'rrf'"),
         ({"query": "a", "filter": {"n": {"gt": 1}}}, "filter 'n'"),
         ({"query": "x" * 10_001}, "longer than"),
     ],
@@ -212,6 +219,38 @@ def test_missing_collection_is_404_and_another_models_is_409(client: TestClient,
     response = client.post("/v1/collections/wide/search", json={"query": "a"})
     assert response.status_code == 409
     assert "other/model-768" in response.json()["detail"]
+
+
+def test_modes_on_collections_with_and_without_lexical_vectors(client: TestClient,
+                                                              runtime: Runtime) -> None:
+    _index(runtime, "dense", {"paris": "eiffel tower paris", "rome": "colosseum rome italy"})
+    plain = client.post("/v1/collections/dense/search", json={"query": "paris"})
+    assert plain.status_code == 200 and plain.json()["mode"] == "dense"
+    assert "fusion" not in plain.json() and "scores" not in plain.json()["results"][0][0]
+    refused = client.post("/v1/collections/dense/search", json={"query": "paris", "mode": "hybrid"})
+    assert refused.status_code == 409
+    assert "'dense' has no lexical vectors" in refused.json()["detail"]
+
+    documents = [Document("paris", "The Eiffel Tower stands in Paris."),
+                 Document("brca", "Carriers of BRCA1 mutations face a raised risk."),
+                 Document("rome", "The Colosseum stands in Rome.")]
+    index_documents(documents, "both", runtime.resources.encoder, runtime.resources.store,
+                    ChunkingParams(128, 16), lexical=LexicalParams())
+    hybrid = client.post("/v1/collections/both/search", json={"query": "BRCA1", "top_k": 2})
+    assert hybrid.status_code == 200, hybrid.text
+    body = hybrid.json()
+    assert (body["mode"], body["fusion"]) == ("hybrid", "dbsf")
+    assert body["results"][0][0]["id"] == "brca"
+    assert set(body["results"][0][0]["scores"]) == {"dense", "lexical"}
+    lexical = client.post("/v1/collections/both/search",
+                          json={"query": "the of and", "mode": "lexical"}).json()
+    assert (lexical["mode"], lexical["results"]) == ("lexical", [[]])
+    stopwords = client.post("/v1/collections/both/search",
+                            json={"query": "the of and", "mode": "hybrid", "fusion": "rrf"}).json()
+    dense = client.post("/v1/collections/both/search",
+                        json={"query": "the of and", "mode": "dense"}).json()
+    assert [h["id"] for h in stopwords["results"][0]] == [h["id"] for h in dense["results"][0]]
+    assert client.get("/v1/collections/both").json()["lexical"] == LexicalParams().record()
 
 
 # Collections and documents

@@ -88,7 +88,7 @@ def test_shrinking_a_document_leaves_no_orphan_chunk(encoder: Encoder, store: Ve
     index_documents([Document("reef", "Coral reefs grow slowly.", "Reefs")], "c", encoder, store, PARAMS)
     info = store.info("c")
     assert (info.documents, info.points) == (1, 1)
-    hit = search(store, encoder, "c", SearchRequest(["coral"], top_k=5))[0][0]
+    hit = search(store, encoder, "c", SearchRequest(["coral"], top_k=5)).hits[0][0]
     assert hit.text == "Coral reefs grow slowly." and hit.snippet == hit.text
 
 
@@ -98,7 +98,7 @@ def test_top_k_counts_documents_not_chunks(encoder: Encoder, store: VectorStore)
     index_documents(docs, "c", encoder, store, PARAMS)
     assert store.info("c").points > 3 * len(docs)
     for k in (10, 1000):
-        hits = search(store, encoder, "c", SearchRequest(["glaciers retreat"], top_k=k))[0]
+        hits = search(store, encoder, "c", SearchRequest(["glaciers retreat"], top_k=k)).hits[0]
         ids = [h.doc_id for h in hits]
         assert len(ids) == len(set(ids)) == min(k, 12)
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,9 @@ import qdrant_edge as qe
 from qdrant_client import QdrantClient
 
 from bienc.config.errors import CollectionError, CollectionNotFoundError, ConfigError, InvalidInputError
+from bienc.encoding.lexical import LexicalEncoder, LexicalParams
+from bienc.encoding.openvino import calibration_texts
+from bienc.search.searcher import SearchRequest, rank
 from bienc.store.edge import EdgeVectorStore
 from bienc.store.filters import parse_filter
 from bienc.store.interface import ChunkPoint
@@ -303,3 +308,109 @@ def test_ann_search_agrees_with_the_same_collections_exact_search(tmp_path: Path
         assert np.mean(recalls) >= 0.95, recalls
     finally:
         store.close()
+
+
+# Lexical vectors (BM25) and hybrid fusion
+
+
+BM25 = LexicalParams(k=1.5, b=0.6, avg_len=4.0)
+
+
+def _bm25_weight(tf: int, length: int, params: LexicalParams = BM25) -> float:
+    """Qdrant's BM25 document weight of a term, written out."""
+    return tf * (params.k + 1) / (tf + params.k * (1 - params.b + params.b * length / params.avg_len))
+
+
+def _idf(documents: int, with_term: int) -> float:
+    """Qdrant's IDF modifier, written out."""
+    return math.log((documents - with_term + 0.5) / (with_term + 0.5) + 1)
+
+
+def _text_point(doc: str, text: str, vector: np.ndarray, params: LexicalParams = BM25,
+                **meta: object) -> ChunkPoint:
+    point = _point(doc, 0, vector, **meta)
+    point.payload["text"] = text
+    return replace(point, sparse=LexicalEncoder(params).embed_documents([text])[0])
+
+
+def _lexical(store: Store, query: str, limit: int = 10, **filters: object) -> dict[str, float]:
+    found = store.lexical_candidates("c", LexicalEncoder(BM25).embed_query(query), limit,
+                                     query_filter=parse_filter(filters))
+    return {c.doc_id: c.score for c in found}
+
+
+def test_bm25_scores_are_qdrants_formulas_computed_by_hand(store: Store) -> None:
+    store.ensure_collection("c", 3, "m", lexical=BM25.record())
+    corpus = {"a": "zebra zebra quokka", "b": "zebra narwhal narwhal narwhal",
+              "c": "quokka okapi", "d": "okapi"}
+    store.upsert("c", [_text_point(d, text, _unit(1, i, 0)) for i, (d, text) in enumerate(corpus.items())]
+                 + [_point("a", 1, _unit(0, 1, 0), chunks=2)])  # a chunk without lexical vector
+    weights = sorted(LexicalEncoder(BM25).embed_documents([corpus["a"]])[0].values)
+    assert weights == pytest.approx(sorted([_bm25_weight(2, 3), _bm25_weight(1, 3)]), rel=1e-6)
+
+    # 4 documents (chunk 1 of "a" is not one), 2 of them with "zebra"
+    assert _lexical(store, "zebra") == pytest.approx(
+        {"a": _idf(4, 2) * _bm25_weight(2, 3), "b": _idf(4, 2) * _bm25_weight(1, 4)}, rel=1e-5)
+    both = 2 * _idf(4, 2) * _bm25_weight(1, 2)  # each term once, in a document of two
+    assert _lexical(store, "quokka okapi")["c"] == pytest.approx(both, rel=1e-5)
+
+    # a replaced document stops counting for the terms it lost, a deleted one for all
+    store.upsert("c", [_text_point("b", "okapi okapi", _unit(1, 1, 0))])
+    assert _lexical(store, "zebra") == pytest.approx({"a": _idf(4, 1) * _bm25_weight(2, 3)}, rel=1e-5)
+    store.delete_documents("c", ["c"])
+    assert _lexical(store, "okapi") == pytest.approx(
+        {"b": _idf(3, 2) * _bm25_weight(2, 2), "d": _idf(3, 2) * _bm25_weight(1, 1)}, rel=1e-5)
+    assert _lexical(store, "the of and") == {}  # stopwords only: no lexical leg
+    assert _lexical(store, "zebra", d="x") == {}  # filters apply
+
+
+def test_a_collection_records_its_lexical_parameters(store: Store) -> None:
+    store.ensure_collection("dense", 3, "m")
+    recorded = store.ensure_collection("c", 3, "m", lexical=BM25.record())
+    assert LexicalParams.from_record(recorded["lexical"]) == BM25
+    assert store.info("c").lexical == BM25.record()
+    assert store.info("dense").lexical is None
+    assert store.check_collection("dense", 3, "m")["lexical"] is None
+    store.upsert("dense", [_point("a", 0, _unit(1, 0, 0))])
+    with pytest.raises(CollectionError, match="'dense' has no lexical vectors"):
+        store.lexical_candidates("dense", LexicalEncoder(BM25).embed_query("full text"), 5)
+
+
+def test_sparse_and_fused_rankings_agree_across_engines(tmp_path: Path) -> None:
+    """Real English (the standard library's docstrings), queries cut from it: the same
+    lexical and fused document lists, in the same order, from both engines."""
+    texts = calibration_texts(200)
+    rng = np.random.default_rng(5)
+    vectors = _embedding_like(rng, len(texts), rng.normal(size=(8, 32)).astype(np.float32))
+    points = [_text_point(f"t{i:03d}", text, vectors[i], LexicalParams(), part=i % 3)
+              for i, text in enumerate(texts)]
+    local = VectorStore(QdrantClient(location=":memory:"), ":memory:", remote=False)
+    edge = EdgeVectorStore(tmp_path / "edge")
+    words = [text.split() for text in texts]
+    queries = [" ".join(w[3:7]) for w in words[::9]] + ["the of and to", "subprocess pipe timeout"]
+    try:
+        for store in (local, edge):
+            store.ensure_collection("c", 32, "m", lexical=LexicalParams().record())
+            store.upsert("c", points)
+        encoder = LexicalEncoder(LexicalParams())
+        compared = 0
+        for i, query in enumerate(queries):
+            vector, terms = vectors[(7 * i) % len(texts)], encoder.embed_query(query)
+            query_filter = parse_filter({"part": i % 3}) if i % 4 == 0 else None
+            for mode, fusion in (("lexical", "dbsf"), ("hybrid", "dbsf"), ("hybrid", "rrf")):
+                request = SearchRequest([query], top_k=20, filter=query_filter, mode=mode,  # type: ignore[arg-type]
+                                        fusion=fusion)  # type: ignore[arg-type]
+                got = [rank(store, "c", request, request.mode, vector, terms)  # type: ignore[arg-type]
+                       for store in (local, edge)]
+                assert [c.doc_id for c in got[0]] == [c.doc_id for c in got[1]], (query, mode, fusion)
+                for a, b in zip(*got, strict=True):
+                    assert a.score == pytest.approx(b.score, rel=1e-4, abs=1e-6)
+                compared += len(got[0])
+        assert compared > 500
+        hybrid = rank(edge, "c", SearchRequest(["the of and to"], top_k=5, mode="hybrid"), "hybrid",
+                      vectors[0], encoder.embed_query("the of and to"))
+        dense = edge.dense_candidates("c", vectors[0], 5)
+        assert [c.doc_id for c in hybrid] == [c.doc_id for c in dense]  # no lexical leg: dense order
+    finally:
+        local.close()
+        edge.close()

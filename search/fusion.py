@@ -9,8 +9,11 @@ leg's, which is the one matching the query's meaning).
 - Distribution-based score fusion (`dbsf`, as Qdrant defines it): each leg's scores are
   mapped linearly so that its mean - 3 standard deviations (sample) becomes 0 and its mean
   + 3 standard deviations becomes 1, then summed. A leg with one document, or whose scores
-  are all equal, gives 0.5. Score-based fusion with per-list normalisation is what Bruch,
-  Gai and Ingber (ACM TOIS 2023) found more effective than RRF.
+  are all equal, gives 0.5. Bruch, Gai and Ingber (ACM TOIS 2023) found such a combination of
+  normalised scores more effective than RRF, whose k it is sensitive to.
+  The mean and deviation are those of the leg's first DEPTH documents, however many it has:
+  a search asking for 1000 documents normalises like one asking for 10, so the top of a
+  ranking does not depend on how many documents a client asks for.
 
 Ties of the fused score are broken by document id (ascending), so that every engine returns
 the same order.
@@ -27,18 +30,20 @@ from bienc.store.interface import Candidate
 Fusion = Literal["dbsf", "rrf"]
 FUSIONS: tuple[Fusion, ...] = ("dbsf", "rrf")
 RRF_K = 60
+DEPTH = 100  # documents each leg contributes at least; DBSF's statistics are over these
 
 
 def rrf_contributions(leg: Sequence[Candidate], k: int = RRF_K) -> list[float]:
     return [1.0 / (k + rank) for rank in range(1, len(leg) + 1)]
 
 
-def dbsf_contributions(leg: Sequence[Candidate]) -> list[float]:
+def dbsf_contributions(leg: Sequence[Candidate], window: int = DEPTH) -> list[float]:
     scores = [float(c.score) for c in leg]
-    if len(scores) < 2:
+    head = scores[:window]
+    if len(head) < 2:
         return [0.5] * len(scores)
-    mean = math.fsum(scores) / len(scores)
-    spread = 3.0 * math.sqrt(math.fsum((s - mean) ** 2 for s in scores) / (len(scores) - 1))
+    mean = math.fsum(head) / len(head)
+    spread = 3.0 * math.sqrt(math.fsum((s - mean) ** 2 for s in head) / (len(head) - 1))
     if spread == 0.0:
         return [0.5] * len(scores)
     low = mean - spread

@@ -22,6 +22,7 @@ from bienc.config.errors import CollectionError, InvalidInputError
 from bienc.config.settings import MAX_TOP_K
 from bienc.encoding.encoder import Encoder
 from bienc.encoding.lexical import LexicalParams, lexical_encoder
+from bienc.search.fusion import DEPTH as FUSION_DEPTH
 from bienc.search.fusion import FUSIONS, Fusion, fuse
 from bienc.search.modes import MODES, Mode
 from bienc.store.filters import MetadataFilter
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 MAX_QUERY_CHARS = 10_000
-FUSION_DEPTH = 100  # documents each leg of a hybrid search contributes, at least
 TIE_MARGIN = 10  # lexical candidates asked for beyond those kept (and a tenth more)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import statistics
 
 import pytest
@@ -64,3 +65,18 @@ def test_ties_break_by_document_id_whatever_the_legs_order() -> None:
     other = fuse({"dense": _leg(("k", 0.5), ("m", 0.4)), "lexical": _leg(("m", 2.0), ("k", 1.0))}, "rrf")
     assert [c.doc_id for c in one] == [c.doc_id for c in other] == ["k", "m"]
     assert one[0].score == one[1].score
+
+
+def test_dbsf_normalises_over_the_first_100_so_the_top_does_not_depend_on_k() -> None:
+    rng = random.Random(3)
+    dense = _leg(*((f"d{i}", 0.9 - i * 0.0007 + rng.random() * 1e-4) for i in range(1000)))
+    lexical = _leg(*((f"d{rng.randrange(2000)}", 30.0 - i * 0.02) for i in range(1000)))
+    lexical = list({c.doc_id: c for c in reversed(lexical)}.values())[::-1]  # one entry a document
+    short = fuse({"dense": dense[:100], "lexical": lexical[:100]}, "dbsf")
+    deep = fuse({"dense": dense, "lexical": lexical}, "dbsf")
+    deep_scores = {c.doc_id: c.score for c in deep}
+    in_both_heads = {c.doc_id for c in dense[:100]} & {c.doc_id for c in lexical[:100]}
+    assert in_both_heads
+    for candidate in short:  # the same contributions from the same first 100 of each leg
+        if candidate.doc_id in in_both_heads:
+            assert deep_scores[candidate.doc_id] == pytest.approx(candidate.score, rel=1e-12)

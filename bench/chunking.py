@@ -22,23 +22,24 @@ from bienc.encoding.encoder import load_encoder
 from bienc.ingest.documents import Document
 from bienc.ingest.readers import read_path
 from bienc.search.evaluation import load_qrels, load_queries, score_run, trec_order
-from bienc.workers.indexing import ChunkingParams, chunk_documents
+from bienc.store.record import Chunking
+from bienc.workers.indexing import chunk_documents
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "scifact"
 CONFIGS = {
-    "truncate-256": ChunkingParams(256, 0, enabled=False),
-    "96/24": ChunkingParams(96, 24),
-    "128/0": ChunkingParams(128, 0),
-    "128/8": ChunkingParams(128, 8),
-    "128/16": ChunkingParams(128, 16),
-    "128/32": ChunkingParams(128, 32),
-    "160/32": ChunkingParams(160, 32),
-    "160/48": ChunkingParams(160, 48),
-    "192/32": ChunkingParams(192, 32),
-    "192/64": ChunkingParams(192, 64),
-    "256/32": ChunkingParams(256, 32),
-    "256/64": ChunkingParams(256, 64),
+    "truncate-256": Chunking(False, 256, 0),
+    "96/24": Chunking(True, 96, 24),
+    "128/0": Chunking(True, 128, 0),
+    "128/8": Chunking(True, 128, 8),
+    "128/16": Chunking(True, 128, 16),
+    "128/32": Chunking(True, 128, 32),
+    "160/32": Chunking(True, 160, 32),
+    "160/48": Chunking(True, 160, 48),
+    "192/32": Chunking(True, 192, 32),
+    "192/64": Chunking(True, 192, 64),
+    "256/32": Chunking(True, 256, 32),
+    "256/64": Chunking(True, 256, 64),
 }
 
 

@@ -49,7 +49,8 @@ from bienc.search.fusion import fuse
 from bienc.search.searcher import FUSION_DEPTH, SearchRequest, search
 from bienc.store.factory import open_store
 from bienc.store.interface import ChunkPoint, Store
-from bienc.workers.indexing import ChunkingParams, build_points, chunk_documents, index_hash
+from bienc.store.record import Chunking
+from bienc.workers.indexing import build_points, chunk_documents, index_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "scifact"
@@ -62,7 +63,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def encoded_chunks(encoder: Encoder, docs: list[Document], params: ChunkingParams
+def encoded_chunks(encoder: Encoder, docs: list[Document], params: Chunking
                    ) -> tuple[list[Any], np.ndarray]:
     chunked = chunk_documents(docs, encoder, params)
     key = hashlib.sha256(f"{encoder.identity}|{encoder.encoding}|{params.fingerprint()}|"
@@ -82,7 +83,7 @@ def encoded_chunks(encoder: Encoder, docs: list[Document], params: ChunkingParam
 def build(store: Store, encoder: Encoder, settings: Settings, docs: list[Document],
           points_wanted: int) -> tuple[int, int]:
     """Write the collection; returns (real chunks, filler chunks)."""
-    params = ChunkingParams(settings.chunk_tokens, settings.chunk_overlap, settings.chunking)
+    params = Chunking(settings.chunking, settings.chunk_tokens, settings.chunk_overlap)
     lexical = lexical_params(settings)
     chunked, vectors = encoded_chunks(encoder, docs, params)
     store.ensure_collection(COLLECTION, encoder.dimension, encoder.identity, encoder.encoding,

@@ -46,7 +46,8 @@ from bienc.ingest.documents import Document
 from bienc.ingest.producer import by_length
 from bienc.ingest.readers import read_path
 from bienc.search.evaluation import load_qrels, load_queries, score_run, trec_order
-from bienc.workers.indexing import ChunkingParams, chunk_documents
+from bienc.store.record import Chunking
+from bienc.workers.indexing import chunk_documents
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scifact import run_config  # a sibling script
@@ -56,8 +57,8 @@ DATA = ROOT.parent / "shared" / "data" / "scifact"
 _DEFAULT_CHUNKING = (Settings.model_fields["chunk_tokens"].default,
                      Settings.model_fields["chunk_overlap"].default)
 CONFIGS = {
-    "same work (1 window)": ({"BIENC_CHUNKING": "false"}, ChunkingParams(256, 0, enabled=False)),
-    "default chunks ({}/{})".format(*_DEFAULT_CHUNKING): ({}, ChunkingParams(*_DEFAULT_CHUNKING)),
+    "same work (1 window)": ({"BIENC_CHUNKING": "false"}, Chunking(False, 256, 0)),
+    "default chunks ({}/{})".format(*_DEFAULT_CHUNKING): ({}, Chunking(True, *_DEFAULT_CHUNKING)),
 }
 ALL_BACKENDS = ["torch/float32", "torch/bfloat16", "openvino/float32", "openvino/bfloat16",
                 "openvino/int8"]
@@ -67,7 +68,7 @@ def doc_texts(docs: list[Document]) -> list[str]:
     return [f"{d.title} {d.text}" if d.title else d.text for d in docs]
 
 
-def time_encoder(encoder: Encoder, docs: list[Document], params: ChunkingParams
+def time_encoder(encoder: Encoder, docs: list[Document], params: Chunking
                  ) -> tuple[float, list[list[Chunk]], np.ndarray]:
     """(2): docs/s of chunking and encoding `docs` as a worker does, after a warm-up; with the
     chunks and their vectors."""
@@ -78,7 +79,7 @@ def time_encoder(encoder: Encoder, docs: list[Document], params: ChunkingParams
     return len(docs) / (time.perf_counter() - started), chunked, vectors
 
 
-def forward_plan(encoder: Encoder, docs: list[Document], params: ChunkingParams
+def forward_plan(encoder: Encoder, docs: list[Document], params: Chunking
                  ) -> tuple[int, int, int]:
     """Forward batches, useful tokens and padded tokens of chunking and encoding `docs` in
     one call, planned as Encoder.encode_stream plans them (a window of texts at a time)."""
@@ -95,7 +96,7 @@ def forward_plan(encoder: Encoder, docs: list[Document], params: ChunkingParams
 
 
 def sweep_task_sizes(encoder: Encoder, docs: list[Document],
-                     configs: list[tuple[str, tuple[dict[str, str], ChunkingParams]]],
+                     configs: list[tuple[str, tuple[dict[str, str], Chunking]]],
                      sizes: list[int], rounds: int = 2) -> None:
     """A worker plans the forward batches of one task at a time: padding and docs/s when the
     job's documents, in the order the producer queues them, are encoded task by task; and

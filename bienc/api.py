@@ -33,6 +33,7 @@ from bienc.config.errors import (
     CollectionError,
     CollectionNotFoundError,
     InvalidInputError,
+    JobNotFoundError,
     StoreUnavailableError,
 )
 from bienc.config.settings import MAX_TOP_K, Settings, get_settings
@@ -108,9 +109,34 @@ class SearchBody(BaseModel):
         return [self.query] if self.query is not None else list(self.queries or [])
 
 
+class ReindexBody(BaseModel):
+    """What changes in a reindex; anything left out stays as the collection has it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    model: str | None = Field(default=None, min_length=1, max_length=1000,
+                              description="sentence-transformers model name or local folder")
+    chunk_tokens: int | None = Field(default=None, ge=16, le=8192)
+    chunk_overlap: int | None = Field(default=None, ge=0, le=8191)
+    lexical: bool | None = Field(default=None, description="true: add (or keep) BM25 vectors; "
+                                 "false: drop them")
+    keep_old: bool = Field(default=False, description="keep the old physical collection")
+
+    @model_validator(mode="after")
+    def _overlap_below_window(self) -> ReindexBody:
+        if self.chunk_tokens is not None and self.chunk_overlap is not None \
+                and self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than "
+                             f"chunk_tokens ({self.chunk_tokens})")
+        return self
+
+
 CollectionName = Annotated[str, Path(
-    description="1-255 letters, digits, '_', '-' or '.', not starting with '-' or '.'",
-    json_schema_extra={"pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$"})]
+    description="1-245 letters, digits, '_', '-' or '.', not starting with '-' or '.'",
+    json_schema_extra={"pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,244}$"})]
+PhysicalOrName = Annotated[str, Path(
+    description="a collection's name, or a physical collection's (NAME@N, as GET /v1/collections "
+                "lists one kept by a reindex)",
+    json_schema_extra={"pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,244}(@[0-9]{1,9})?$"})]
 
 
 # Input checks beyond the schema
@@ -362,7 +388,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
 
 
 def _status_of(exc: BiencError) -> int:
-    if isinstance(exc, CollectionNotFoundError):
+    if isinstance(exc, (CollectionNotFoundError, JobNotFoundError)):
         return 404
     if isinstance(exc, CollectionError):
         return 409
@@ -535,11 +561,26 @@ def _api_router() -> APIRouter:
             raise HTTPException(404, f"job {job_id!r} is unknown (expired, or never created)")
         return status.to_dict()
 
-    @router.post("/collections/{collection}/search", tags=["search"], dependencies=READ)
-    def search(collection: CollectionName, body: SearchBody, request: Request) -> dict[str, Any]:
-        """Documents ranked by meaning: one list per query, best first."""
-        state = _state(request)
+    @router.post("/jobs/{job_id}/cancel", status_code=202, tags=["ingest"], dependencies=ADMIN)
+    def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
+        """Cancel a running reindex: its new collection is dropped, the live one untouched."""
+        _state(request).live.cancel(job_id)
+        return {"job_id": job_id, "cancelling": True}
+
+    @router.post("/collections/{collection}/reindex", status_code=202, tags=["collections"],
+                 dependencies=ADMIN)
+    def reindex(collection: CollectionName, body: ReindexBody, request: Request) -> dict[str, Any]:
+        """Rebuild a collection from its stored text with another model or chunking (or with
+        lexical vectors added), while it serves; follow the job at GET /v1/jobs/{job_id}."""
         validate_collection_name(collection)
+        job_id = _state(request).live.reindex(collection, body.model_dump(exclude_none=True))
+        return {"job_id": job_id, "collection": collection}
+
+    @router.post("/collections/{collection}/search", tags=["search"], dependencies=READ)
+    def search(collection: PhysicalOrName, body: SearchBody, request: Request) -> dict[str, Any]:
+        """Documents ranked by meaning and words: one list per query, best first."""
+        state = _state(request)
+        validate_collection_name(collection, physical=True)
         queries, query_filter = check_search(body)
         metrics = state.metrics
         metrics.search_requests.inc()
@@ -563,31 +604,23 @@ def _api_router() -> APIRouter:
 
     @router.get("/collections", tags=["collections"], dependencies=READ)
     def list_collections(request: Request) -> dict[str, Any]:
-        store = _state(request).live.resources.store
-        infos = []
-        for name in store.list_collections():
-            try:
-                infos.append(store.info(name).to_dict())
-            except CollectionNotFoundError:  # dropped while listing
-                continue
-        return {"collections": infos}
+        return {"collections": _state(request).live.collections()}
 
     @router.get("/collections/{collection}", tags=["collections"], dependencies=READ)
-    def collection_info(collection: CollectionName, request: Request) -> dict[str, Any]:
-        validate_collection_name(collection)
-        return _state(request).live.resources.store.info(collection).to_dict()
+    def collection_info(collection: PhysicalOrName, request: Request) -> dict[str, Any]:
+        validate_collection_name(collection, physical=True)
+        return _state(request).live.describe(collection)
 
     @router.delete("/collections/{collection}", tags=["collections"], dependencies=ADMIN)
-    def delete_collection(collection: CollectionName, request: Request) -> dict[str, Any]:
-        validate_collection_name(collection)
-        if not _state(request).live.resources.store.delete_collection(collection):
-            raise CollectionNotFoundError(f"collection {collection!r} does not exist")
+    def delete_collection(collection: PhysicalOrName, request: Request) -> dict[str, Any]:
+        validate_collection_name(collection, physical=True)
+        _state(request).live.delete_collection(collection)
         return {"collection": collection, "deleted": True}
 
     @router.get("/collections/{collection}/documents/{doc_id}", tags=["collections"],
                 dependencies=READ)
-    def get_document(collection: CollectionName, doc_id: str, request: Request) -> dict[str, Any]:
-        validate_collection_name(collection)
+    def get_document(collection: PhysicalOrName, doc_id: str, request: Request) -> dict[str, Any]:
+        validate_collection_name(collection, physical=True)
         payload = _state(request).live.resources.store.get_document(collection, _doc_id(doc_id))
         if payload is None:
             raise HTTPException(404, f"document {doc_id!r} is not in collection {collection!r}")
@@ -598,10 +631,10 @@ def _api_router() -> APIRouter:
                    dependencies=ADMIN)
     def delete_document(collection: CollectionName, doc_id: str, request: Request) -> dict[str, Any]:
         validate_collection_name(collection)
-        store = _state(request).live.resources.store
-        if store.get_document(collection, _doc_id(doc_id)) is None:
+        live = _state(request).live
+        if live.resources.store.get_document(collection, _doc_id(doc_id)) is None:
             raise HTTPException(404, f"document {doc_id!r} is not in collection {collection!r}")
-        store.delete_documents(collection, [doc_id])
+        live.delete_documents(collection, [doc_id])
         return {"id": doc_id, "deleted": True}
 
     return router

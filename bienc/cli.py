@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from importlib import resources as package_files
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -80,6 +80,8 @@ def _report_job(status: JobStatus, as_json: bool) -> int:
             print(f"  last error: {status.last_error}")
     if not status.finished:
         return EXIT_OK
+    if status.state in ("failed", "cancelled") and status.kind == "reindex":
+        return EXIT_ERROR  # nothing changed
     return EXIT_OK if status.failed == 0 else EXIT_PARTIAL
 
 
@@ -105,6 +107,42 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             bar.close()
         _finish_queue(runtime)
     return _report_job(status, args.json)
+
+
+def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    options = {"model": args.model, "chunk_tokens": args.chunk_tokens,
+               "chunk_overlap": args.chunk_overlap, "lexical": args.lexical,
+               "keep_old": args.keep_old or None}
+    options = {k: v for k, v in options.items() if v is not None}
+    runtime = _runtime(settings, Role.SUBMIT)
+    with runtime.serving():
+        job_id = runtime.reindex(args.collection, options)
+        if not (args.wait or runtime.topology.runs_worker):
+            print(f"job {job_id}: reindex of {args.collection!r} queued; follow with "
+                  f"`bienc jobs show {job_id}`")
+            return EXIT_OK
+        print(f"job {job_id}: reindexing {args.collection!r}; search and ingest keep working "
+              "on it meanwhile", file=sys.stderr)
+        bar, update = progress_printer(0)
+        try:
+            status = runtime.wait(job_id, on_progress=update)
+        finally:
+            bar.close()
+        _finish_queue(runtime)
+    return _report_job(status, args.json)
+
+
+def cmd_jobs_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = _runtime(settings, Role.SUBMIT)
+    with runtime.serving():
+        runtime.cancel(args.job_id)
+        print(f"job {args.job_id}: cancelling; its new collection is dropped, the live one is "
+              "untouched", file=sys.stderr)
+        if not runtime.topology.runs_worker:
+            return EXIT_OK
+        status = runtime.wait(args.job_id)
+        _finish_queue(runtime)
+    return _report_job(status, False) if status.state != "cancelled" else EXIT_OK
 
 
 def _job_status(runtime: Runtime, job_id: str) -> JobStatus:
@@ -174,10 +212,9 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
-    store = _runtime(settings).resources.store
-    names = [args.collection] if args.collection else store.list_collections()
-    infos = [store.info(name).to_dict() for name in names]
-    location = decide(settings, Role.READ).store_location
+    runtime = _runtime(settings)
+    infos = [runtime.describe(args.collection)] if args.collection else runtime.collections()
+    location = runtime.topology.store_location
     if args.json:
         print(json.dumps({"store": location, "collections": infos}, indent=2))
         return EXIT_OK
@@ -186,11 +223,17 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         print("no collections yet: `bienc ingest FILE --collection NAME`")
     for info in infos:
         encoded = f" ({info['encoding']})" if info["encoding"] else ""
+        chunking = info["chunking"]
+        cut = ("one window" if not chunking["enabled"] else
+               f"chunks {chunking['tokens']}/{chunking['overlap']}") if chunking else "chunks as configured"
         lexical = info["lexical"]
         words = (f"lexical {lexical['kind']} k={lexical['k']:g} b={lexical['b']:g} "
                  f"avg_len={lexical['avg_len']:g}") if lexical else "no lexical vectors (dense only)"
-        print(f"  {info['name']}: model {info['model']}{encoded}, {info['dimension']}-d, {words}, "
-              f"{info['documents']} documents, {info['points']} points")
+        physical = f" -> {info['physical']}" if info["physical"] != info["name"] else ""
+        print(f"  {info['name']}{physical}: model {info['model']}{encoded}, {info['dimension']}-d, "
+              f"{cut}, {words}, {info['documents']} documents, {info['points']} points")
+        if "reindex" in info:
+            print(f"    reindexing into {info['reindex']['into']} (job {info['reindex']['job_id']})")
     return EXIT_OK
 
 
@@ -258,6 +301,16 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if status.failed == 0 else EXIT_PARTIAL
 
 
+def _at_least(least: int) -> Any:
+    def parse(value: str) -> int:
+        number = int(value)
+        if number < least:
+            raise argparse.ArgumentTypeError(f"must be {least} or more")
+        return number
+
+    return parse
+
+
 def _top_k(value: str) -> int:
     k = int(value)
     if not 1 <= k <= MAX_TOP_K:
@@ -300,11 +353,34 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--wait", action="store_true")
     retry.add_argument("--json", action="store_true")
     retry.set_defaults(func=cmd_jobs_retry)
+    cancel = jobs_sub.add_parser("cancel", help="cancel a running reindex")
+    cancel.add_argument("job_id")
+    cancel.set_defaults(func=cmd_jobs_cancel)
     dead = jobs_sub.add_parser("dead", help="list jobs with dead-lettered batches, or delete a job's")
     dead.add_argument("--delete", metavar="JOB_ID",
                       help="delete JOB_ID's dead letters instead of replaying them")
     dead.add_argument("--json", action="store_true")
     dead.set_defaults(func=cmd_jobs_dead)
+
+    reindex = sub.add_parser(
+        "reindex", help="rebuild a collection from its stored text with another model or chunking, "
+                        "or with lexical vectors added, while it serves")
+    reindex.add_argument("collection")
+    reindex.add_argument("--model", help="sentence-transformers model name or local folder")
+    reindex.add_argument("--chunk-tokens", type=_at_least(16), help="tokens per chunk")
+    reindex.add_argument("--chunk-overlap", type=_at_least(0), help="tokens shared by neighbours")
+    lexical = reindex.add_mutually_exclusive_group()
+    lexical.add_argument("--lexical", action="store_true", default=None,
+                         help="add BM25 vectors (built from the stored text; a collection "
+                              "encoded the same way is not encoded again)")
+    lexical.add_argument("--no-lexical", dest="lexical", action="store_false",
+                         help="drop the BM25 vectors")
+    reindex.add_argument("--keep-old", action="store_true",
+                         help="keep the old physical collection (NAME@N) after the switch")
+    reindex.add_argument("--wait", action="store_true",
+                         help="return once the name has switched (always so when embedded)")
+    reindex.add_argument("--json", action="store_true", help="print the final job status as JSON")
+    reindex.set_defaults(func=cmd_reindex)
 
     search = sub.add_parser("search", help="search a collection")
     search.add_argument("query")

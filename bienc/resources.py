@@ -8,27 +8,38 @@ from __future__ import annotations
 
 import gc
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import redis
 
+from bienc.config.errors import CollectionError, ModelLoadError
 from bienc.config.settings import Settings, get_settings
+from bienc.encoding.lexical import lexical_params
+from bienc.encoding.plan import model_identity
 from bienc.queue.broker import redis_url
 from bienc.queue.jobs import JobTracker
+from bienc.queue.reindex import ReindexRegistry
 from bienc.store.factory import open_store
 from bienc.store.interface import Store
+from bienc.store.record import Chunking, CollectionEncoding, check_model
 
 if TYPE_CHECKING:  # numpy and torch: only for processes that encode (not `bienc ingest`)
     from bienc.encoding.encoder import Encoder
 
 
 class Resources:
-    """Lazily built, thread-safe holders of the encoder, the store and the job tracker."""
+    """Lazily built, thread-safe holders of the encoders, the store and the job tracker.
+
+    `encoder` is the settings' model, which new collections get; `encoder_for` the model a
+    collection records, loaded on first use and kept with at most BIENC_MAX_MODELS others
+    (least recently used first out)."""
 
     def __init__(self, settings: Settings, *, encoder: Encoder | None = None,
                  store: Store | None = None, redis_client: redis.Redis | None = None):
         self.settings = settings
         self._encoder = encoder
+        self._others: OrderedDict[tuple[str, str], Encoder] = OrderedDict()
         self._store = store
         self._redis = redis_client
         self._lock = threading.RLock()
@@ -41,6 +52,62 @@ class Resources:
 
                 self._encoder = load_encoder(self.settings)
             return self._encoder
+
+    def default_encoding(self) -> CollectionEncoding:
+        """What a new collection records under these settings (loads the settings' model)."""
+        encoder, settings = self.encoder, self.settings
+        lexical = lexical_params(settings)
+        return CollectionEncoding(
+            model=encoder.identity, dimension=encoder.dimension, encoding=encoder.encoding,
+            source=encoder.source, weights=encoder.weights,
+            chunking=Chunking(settings.chunking, settings.chunk_tokens, settings.chunk_overlap),
+            lexical=lexical.record() if lexical is not None else None)
+
+    def encoder_for(self, collection: str, recorded: CollectionEncoding) -> Encoder:
+        """The model collection `collection` records, at its precision: CollectionError when
+        it cannot be loaded here or is not the one that filled it (check_model)."""
+        settings = self.settings
+        source = recorded.source or (settings.model if model_identity(settings.model) == recorded.model
+                                     else recorded.model)
+        try:
+            encoder = self.model(source, recorded.encoding)
+        except ModelLoadError as exc:
+            raise CollectionError(
+                f"collection {collection!r} is encoded with model {recorded.model!r} "
+                f"({recorded.encoding or 'its precision'}), which cannot be loaded here: {exc}"
+            ) from exc
+        check_model(collection, recorded, encoder.identity, encoder.dimension, encoder.weights)
+        return encoder
+
+    def model(self, source: str, encoding: str = "") -> Encoder:
+        """Model `source` ("" encoding: the settings' backend and precision), loaded on first
+        use; ModelLoadError when it cannot be."""
+        key = (source, encoding)
+        with self._lock:
+            if self._is_default(source, encoding):
+                return self.encoder
+            if key in self._others:
+                self._others.move_to_end(key)
+                return self._others[key]
+            from bienc.encoding.encoder import load_encoder
+
+            encoder = load_encoder(self.settings, source, encoding)
+            self._others[key] = encoder
+            while self._others and len(self._others) + (self._encoder is not None) > self.settings.max_models:
+                self._others.popitem(last=False)
+            return encoder
+
+    def _is_default(self, source: str, encoding: str) -> bool:
+        """Whether the settings' model at its precision is the one asked for."""
+        if source != self.settings.model:
+            return False
+        if self._encoder is not None:
+            made = self._encoder.encoding
+        else:
+            from bienc.encoding.plan import planned_encoding
+
+            made = planned_encoding(self.settings)
+        return not encoding or encoding == made
 
     @property
     def store(self) -> Store:
@@ -59,6 +126,11 @@ class Resources:
     @property
     def jobs(self) -> JobTracker:
         return JobTracker(self.redis, self.settings.job_ttl_s)
+
+    @property
+    def reindexes(self) -> ReindexRegistry:
+        # a writer older than the visibility timeout is taken for dead: its batch is redelivered
+        return ReindexRegistry(self.redis, self.settings.visibility_timeout_s)
 
     @property
     def has_encoder(self) -> bool:

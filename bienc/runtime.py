@@ -11,14 +11,23 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
-from bienc.config.errors import CollectionNotFoundError, StoreUnavailableError
+from bienc.config.errors import (
+    CollectionError,
+    CollectionNotFoundError,
+    JobNotFoundError,
+    StoreUnavailableError,
+)
 from bienc.config.settings import Settings
 from bienc.config.topology import Role, Topology, decide
-from bienc.encoding.lexical import lexical_params
-from bienc.encoding.plan import model_identity, planned_encoding
 from bienc.ingest.producer import Submission, submit, validate_collection_name, wait_for_job
 from bienc.ingest.readers import Item
-from bienc.queue.celery_app import INDEX_BATCH_TASK, INGEST_QUEUE, configure_app
+from bienc.queue.celery_app import (
+    INDEX_BATCH_TASK,
+    INGEST_QUEUE,
+    REINDEX_FINISH_TASK,
+    REINDEX_START_TASK,
+    configure_app,
+)
 from bienc.queue.jobs import JobStatus
 from bienc.resources import Resources, set_resources
 
@@ -75,26 +84,20 @@ class Runtime:
                            queue=INGEST_QUEUE)
 
     def ingest(self, items: Iterable[Item], collection: str) -> Submission:
-        """Accept documents for `collection`. Where this process can reach the store, the
-        collection is checked first, so a wrong model is refused before anything is queued."""
+        """Accept documents for `collection`. Where this process encodes anyway, a new
+        collection is created first (with the settings' encoding) and the collection's model
+        loaded, so that one that cannot load here is refused before anything is queued."""
         validate_collection_name(collection)
-        try:
-            if self.topology.runs_worker or self.resources.has_encoder:  # it encodes anyway
-                encoder = self.resources.encoder
-                lexical = lexical_params(self.settings)
-                self.resources.store.ensure_collection(
-                    collection, encoder.dimension, encoder.identity, encoder.encoding,
-                    lexical.record() if lexical is not None else None)
-            elif not self.topology.embedded_store or self.resources.has_store:
-                # Workers encode: check against the configured model without loading it (seconds
-                # a `bienc ingest` would keep the workers waiting). The first batch creates it.
-                self.resources.store.check_collection(collection, None,
-                                                      model_identity(self.settings.model),
-                                                      planned_encoding(self.settings))
-        except CollectionNotFoundError:
-            pass
-        except StoreUnavailableError as exc:  # the queue holds the batches until it is back
-            log.warning("%s; accepting anyway, workers retry", exc)
+        if self.topology.runs_worker or self.resources.has_encoder:
+            try:
+                try:
+                    recorded = self.resources.store.describe(collection)
+                except CollectionNotFoundError:
+                    recorded = self.resources.store.ensure_collection(
+                        collection, self.resources.default_encoding())
+                self.resources.encoder_for(collection, recorded)  # loadable here, the right one
+            except StoreUnavailableError as exc:  # the queue holds the batches until it is back
+                log.warning("%s; accepting anyway, workers retry", exc)
         return submit(items, collection, jobs=self.resources.jobs, enqueue=self.enqueue,
                       batch_size=self.settings.ingest_batch_size)
 
@@ -130,7 +133,94 @@ class Runtime:
                timings: dict[str, float] | None = None) -> SearchResults:
         from bienc.search.searcher import search
 
-        return search(self.resources.store, self.resources.encoder, collection, request, timings)
+        return search(self.resources.store, self.resources.encoder_for, collection, request, timings)
+
+    def collections(self) -> list[dict[str, Any]]:
+        """Every collection's info, as users know them: a reindex's new collection is not
+        listed until it takes over its name; the name being reindexed says so."""
+        store = self.resources.store
+        running = self.resources.reindexes.active()
+        building = {r.target for r in running if r.target}
+        infos = []
+        for name in store.list_collections():
+            if name in building:
+                continue
+            try:
+                infos.append(self._info(name, running))
+            except CollectionNotFoundError:  # dropped while listing
+                continue
+        return infos
+
+    def describe(self, collection: str) -> dict[str, Any]:
+        return self._info(collection, self.resources.reindexes.active())
+
+    def _info(self, name: str, running: list[Any]) -> dict[str, Any]:
+        info = self.resources.store.info(name).to_dict()
+        for reindex in running:
+            if reindex.name == name:
+                info["reindex"] = {"job_id": reindex.job_id, "into": reindex.target,
+                                   "phase": reindex.phase}
+        return info
+
+    def delete_collection(self, collection: str) -> None:
+        """Drop a collection; refused while it is being reindexed (cancel that first)."""
+        for reindex in self.resources.reindexes.active():
+            if collection in (reindex.name, reindex.target):
+                raise CollectionError(
+                    f"collection {collection!r} is being reindexed (job {reindex.job_id}): cancel "
+                    f"that first with `bienc jobs cancel {reindex.job_id}`")
+        if not self.resources.store.delete_collection(collection):
+            raise CollectionNotFoundError(f"collection {collection!r} does not exist")
+
+    def reindex(self, collection: str, options: dict[str, Any]) -> str:
+        """Queue a reindex of `collection` (options: model, chunk_tokens, chunk_overlap,
+        lexical, keep_old); returns its job id. CollectionError (409) while another runs."""
+        validate_collection_name(collection)
+        if self.topology.runs_worker or not self.topology.embedded_store or self.resources.has_store:
+            self.resources.store.describe(collection)  # CollectionNotFoundError: nothing to rebuild
+        registry, jobs = self.resources.reindexes, self.resources.jobs
+        running = registry.get(collection)
+        if running is not None:
+            raise CollectionError(f"a reindex of {collection!r} is running (job {running.job_id}); "
+                                  f"wait for it, or cancel it with `bienc jobs cancel {running.job_id}`")
+        job_id = jobs.create(collection, 0, {}, kind="reindex", open_=True)
+        if not registry.begin(collection, job_id, options):
+            jobs.close(job_id, "failed", "another reindex of this collection started first")
+            raise CollectionError(f"a reindex of {collection!r} is running")
+        self.app.send_task(REINDEX_START_TASK, args=(job_id, collection), queue=INGEST_QUEUE)
+        return job_id
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a running reindex: its new collection is dropped, the live one untouched."""
+        reindex = self.resources.reindexes.of_job(job_id)
+        if reindex is None:
+            status = self.resources.jobs.get(job_id)
+            if status is None:
+                raise JobNotFoundError(f"job {job_id!r} is unknown (expired, or never created)")
+            raise CollectionError(f"job {job_id} is not a running reindex ({status.kind}, "
+                                  f"{status.state}); only a running reindex can be cancelled")
+        self.resources.reindexes.cancel(reindex.name)
+        if self.resources.reindexes.claim_finish(reindex.name):
+            self.app.send_task(REINDEX_FINISH_TASK, args=(job_id, reindex.name), queue=INGEST_QUEUE)
+
+    def delete_documents(self, collection: str, doc_ids: list[str], wait_s: float = 10.0) -> None:
+        """Delete documents through the collection's name, as a writer of it (a reindex in
+        progress sees the deletion; while it switches, this waits up to `wait_s`)."""
+        registry = self.resources.reindexes
+        deadline = time.monotonic() + wait_s
+        while True:
+            with registry.writing(collection) as write:
+                if not write.hold:
+                    try:
+                        self.resources.store.delete_documents(collection, doc_ids)
+                    finally:
+                        if write.mark:
+                            registry.mark_dirty(collection, doc_ids)
+                    return
+            if time.monotonic() > deadline:
+                raise StoreUnavailableError(f"collection {collection!r} is switching to its "
+                                            "reindexed collection; retry in a few seconds")
+            time.sleep(0.1)
 
 
 def build_runtime(settings: Settings, role: Role) -> Runtime:

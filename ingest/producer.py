@@ -13,17 +13,21 @@ from bienc.ingest.documents import Document
 from bienc.ingest.readers import BadRecord, Item
 from bienc.queue.jobs import BatchOutcome, JobStatus, JobTracker
 
-_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
+_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,244}$")
+_PHYSICAL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,244}(@[0-9]{1,9})?$")
 
 # enqueue(job_id, collection, batch_no, documents as messages)
 Enqueue = Callable[[str, str, int, list[dict[str, Any]]], None]
 
 
-def validate_collection_name(name: str) -> str:
-    if not _COLLECTION_NAME.fullmatch(name):
+def validate_collection_name(name: str, physical: bool = False) -> str:
+    """`name`, or InvalidInputError. `physical`: a physical collection's name (NAME@N) is
+    accepted too, as where a kept collection is read or dropped."""
+    if not (_PHYSICAL_NAME if physical else _COLLECTION_NAME).fullmatch(name):
         raise InvalidInputError(
-            f"collection name {name!r} is invalid: use 1-255 letters, digits, '_', '-' or '.', "
-            "not starting with '-' or '.'"
+            f"collection name {name!r} is invalid: use 1-245 letters, digits, '_', '-' or '.', "
+            "not starting with '-' or '.'" + (" (or NAME@N for a kept physical collection)"
+                                             if physical else "")
         )
     return name
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bienc.config.errors import CollectionError, InvalidInputError
 from bienc.config.settings import MAX_TOP_K
@@ -27,11 +27,13 @@ from bienc.search.fusion import FUSIONS, Fusion, fuse
 from bienc.search.modes import MODES, Mode
 from bienc.store.filters import MetadataFilter
 from bienc.store.interface import Candidate, Hit, SparseVector, Store
+from bienc.store.record import CollectionEncoding, check_model
 
 if TYPE_CHECKING:
     import numpy as np
 
 MAX_QUERY_CHARS = 10_000
+EncoderFor = Callable[[str, CollectionEncoding], Encoder]  # a collection's model, by its record
 TIE_MARGIN = 10  # lexical candidates asked for beyond those kept (and a tenth more)
 
 
@@ -70,16 +72,18 @@ def validate_request(request: SearchRequest) -> None:
         raise InvalidInputError("score_threshold must be a finite number")
 
 
-def choose_mode(collection: str, requested: Mode | None, recorded: dict[str, Any]) -> Mode:
+def choose_mode(collection: str, requested: Mode | None, recorded: CollectionEncoding) -> Mode:
     """The mode a search runs in on a collection that records `recorded`."""
-    has_lexical = recorded.get("lexical") is not None
+    has_lexical = recorded.lexical is not None
     if requested is None:
         return "hybrid" if has_lexical else "dense"
     if requested != "dense" and not has_lexical:
         raise CollectionError(
             f"collection {collection!r} has no lexical vectors, so it cannot be searched in "
-            f"{requested} mode (it answers mode 'dense'). A collection created with "
-            "BIENC_LEXICAL=true (the default) has them: ingest its documents into a new one"
+            f"{requested} mode (it answers mode 'dense'). Give it lexical vectors with "
+            f"`bienc reindex {collection} --lexical` (or POST /v1/collections/{collection}/reindex "
+            '{"lexical": true}): they are built from its stored text, and its dense vectors are '
+            "copied, not encoded again"
         )
     return requested
 
@@ -124,17 +128,23 @@ def rank(store: Store, collection: str, request: SearchRequest, mode: Mode,
     return ranked
 
 
-def search(store: Store, encoder: Encoder, collection: str, request: SearchRequest,
+def search(store: Store, encoders: Encoder | EncoderFor, collection: str, request: SearchRequest,
            timings: dict[str, float] | None = None) -> SearchResults:
     """One ranked list of documents per query, best first, `top_k` documents at most each.
 
-    Refuses a collection filled by another model (its vectors would not be comparable), and a
-    lexical or hybrid search of a collection without lexical vectors. Seconds spent encoding
+    The queries are encoded by the model the collection records (`encoders` gives it for a
+    collection; an Encoder is taken as that model, once checked against the record). Refuses
+    a lexical or hybrid search of a collection without lexical vectors. Seconds spent encoding
     the queries (both representations) are added to `timings["encode"]` when given.
     """
     validate_request(request)
-    recorded = store.check_collection(collection, encoder.dimension, encoder.identity)
+    recorded = store.describe(collection)
     mode = choose_mode(collection, request.mode, recorded)
+    if isinstance(encoders, Encoder):
+        encoder = encoders
+        check_model(collection, recorded, encoder.identity, encoder.dimension, encoder.weights)
+    elif mode != "lexical":
+        encoder = encoders(collection, recorded)
     _check_threshold(mode, request.score_threshold)
     queries = list(request.queries)
     started = time.perf_counter()
@@ -143,7 +153,8 @@ def search(store: Store, encoder: Encoder, collection: str, request: SearchReque
     if mode != "lexical":
         vectors = list(encoder.encode_queries(queries))
     if mode != "dense":
-        lexical = lexical_encoder(LexicalParams.from_record(recorded["lexical"]))
+        assert recorded.lexical is not None
+        lexical = lexical_encoder(LexicalParams.from_record(recorded.lexical))
         sparse = [lexical.embed_query(query) for query in queries]
     if timings is not None:
         timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - started

@@ -7,7 +7,6 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,23 +17,24 @@ from bienc.ingest.chunking import Chunk, chunk_document
 from bienc.ingest.documents import Document
 from bienc.queue.jobs import BatchOutcome
 from bienc.store.interface import ChunkPoint, SparseVector, Store
+from bienc.store.record import Chunking, CollectionEncoding, check_model
 
 log = logging.getLogger(__name__)
 
 _RUN_BATCHES = 2  # forward batches' worth of chunks per upsert
 
 
-@dataclass(frozen=True)
-class ChunkingParams:
-    chunk_tokens: int
-    overlap: int
-    enabled: bool = True
+def encoding_of(encoder: Encoder, chunking: Chunking,
+                lexical: LexicalParams | None = None) -> CollectionEncoding:
+    """What a collection made by `encoder`, cut by `chunking`, with lexical vectors of
+    parameters `lexical` (None: none) records."""
+    return CollectionEncoding(
+        model=encoder.identity, dimension=encoder.dimension, encoding=encoder.encoding,
+        source=encoder.source, weights=encoder.weights, chunking=chunking,
+        lexical=lexical.record() if lexical is not None else None)
 
-    def fingerprint(self) -> str:
-        return f"{self.chunk_tokens}/{self.overlap}" if self.enabled else "truncate"
 
-
-def index_hash(document: Document, params: ChunkingParams,
+def index_hash(document: Document, params: Chunking,
                lexical: LexicalParams | None = None) -> str:
     """Equal for two ingests exactly when the second would write the same points: the same
     document, chunked the same way, with the same lexical parameters (or none)."""
@@ -45,13 +45,13 @@ def index_hash(document: Document, params: ChunkingParams,
 
 
 def chunk_documents(documents: Sequence[Document], encoder: Encoder,
-                    params: ChunkingParams) -> list[list[Chunk]]:
+                    params: Chunking) -> list[list[Chunk]]:
     """Chunks of each document, in the model's own tokens. Without chunking, each document
     is one chunk that the model truncates to its window."""
     if not params.enabled:
         return [[Chunk(0, f"{d.title} {d.text}" if d.title else d.text, d.text)] for d in documents]
     tokenizer = encoder.tokenizer
-    chunk_tokens = min(params.chunk_tokens, encoder.max_seq_length)
+    chunk_tokens = min(params.tokens, encoder.max_seq_length)
     bodies = tokenizer([d.text for d in documents], add_special_tokens=False,
                        return_offsets_mapping=True, verbose=False)["offset_mapping"]
     titles = tokenizer([d.title or "" for d in documents], add_special_tokens=False,
@@ -195,21 +195,26 @@ def _encode_and_write(encoder: Encoder, store: Store, collection: str,
 
 
 def index_documents(documents: Sequence[Document], collection: str, encoder: Encoder,
-                    store: Store, params: ChunkingParams, job_id: str = "",
-                    lexical: LexicalParams | None = None) -> BatchOutcome:
+                    store: Store, encoding: CollectionEncoding, job_id: str = "",
+                    create: bool = True) -> BatchOutcome:
     """Make `documents` searchable in `collection` exactly as given. Idempotent.
 
-    A new collection is created with lexical vectors of parameters `lexical` (None: without);
-    an existing one keeps the parameters it recorded. Documents whose text, title, metadata
-    and chunking are unchanged since their last ingest cost no encoding and count as skipped,
-    unless this job wrote them: then an earlier delivery of this batch did, and they count as
-    indexed (its stale-chunk cleanup is repeated in case it died before). Raises
-    StoreUnavailableError (retry the batch) or CollectionError.
+    A missing collection is created with `encoding` (with `create`; else it is an error:
+    CollectionNotFoundError); an existing one is written with the
+    encoding it records (its chunking, or, recorded by an older bienc without one,
+    `encoding`'s; its lexical parameters), and `encoder` must be its model (check_model).
+    Documents whose text, title, metadata and chunking are unchanged since their last ingest
+    cost no encoding and count as skipped, unless this job wrote them: then an earlier
+    delivery of this batch did, and they count as indexed (its stale-chunk cleanup is
+    repeated in case it died before). Raises StoreUnavailableError (retry the batch) or
+    CollectionError.
     """
-    recorded = store.ensure_collection(collection, encoder.dimension, encoder.identity,
-                                       encoder.encoding,
-                                       lexical.record() if lexical is not None else None)
-    lexical = LexicalParams.from_record(recorded["lexical"]) if recorded.get("lexical") else None
+    recorded = store.ensure_collection(collection, encoding) if create else store.describe(collection)
+    check_model(collection, recorded, encoder.identity, encoder.dimension, encoder.weights)
+    params = recorded.chunking or encoding.chunking
+    if params is None:
+        raise CollectionError(f"no chunking given for collection {collection!r}")
+    lexical = LexicalParams.from_record(recorded.lexical) if recorded.lexical is not None else None
     stored = store.first_chunks(collection, [d.id for d in documents])
     hashes = {d.id: index_hash(d, params, lexical) for d in documents}
     changed = [d for d in documents if stored.get(d.id, {}).get("content_hash") != hashes[d.id]]

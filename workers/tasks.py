@@ -1,4 +1,5 @@
-"""Celery tasks: thin wrappers that decode a message, call the indexing logic, record progress."""
+"""Celery tasks: thin wrappers that decode a message, call the indexing or reindexing logic,
+record progress."""
 
 from __future__ import annotations
 
@@ -8,14 +9,21 @@ from typing import Any
 from celery import Task
 
 from bienc.config.errors import BiencError, StoreUnavailableError
-from bienc.encoding.lexical import lexical_params
 from bienc.ingest.documents import Document
-from bienc.queue.celery_app import INDEX_BATCH_TASK, app
+from bienc.queue.celery_app import (
+    INDEX_BATCH_TASK,
+    REINDEX_BATCH_TASK,
+    REINDEX_FINISH_TASK,
+    REINDEX_START_TASK,
+    app,
+)
 from bienc.queue.jobs import BatchOutcome
 from bienc.resources import get_resources
-from bienc.workers.indexing import ChunkingParams, index_documents
+from bienc.workers import reindexing
+from bienc.workers.indexing import index_documents
 
 log = logging.getLogger(__name__)
+HOLD_RETRY_S = 1.0  # a write held by a reindex's switch is tried again this much later
 
 
 def retry_delay_s(retries: int, first_s: float, cap_s: float) -> float:
@@ -28,20 +36,23 @@ def retry_delay_s(retries: int, first_s: float, cap_s: float) -> float:
 )
 def index_batch(self: Task, job_id: str, collection: str, batch_no: int,
                 documents: list[dict[str, Any]]) -> None:
-    """Index one batch of one job. Idempotent: redelivery rewrites the same points and record."""
+    """Index one batch of one job. Idempotent: redelivery rewrites the same points and record.
+    While a reindex of the collection switches, the batch is held (tried again shortly)."""
     resources = get_resources()
-    settings = resources.settings
     docs = [Document.from_message(m) for m in documents]
-    params = ChunkingParams(settings.chunk_tokens, settings.chunk_overlap, settings.chunking)
     try:
-        outcome = index_documents(docs, collection, resources.encoder, resources.store, params,
-                                  job_id, lexical_params(settings))
+        with resources.reindexes.writing(collection) as write:
+            if write.hold:
+                raise self.retry(countdown=HOLD_RETRY_S, max_retries=None)
+            try:
+                recorded, encoder = reindexing.collection_encoder(resources, collection)
+                outcome = index_documents(docs, collection, encoder, resources.store, recorded,
+                                          job_id)
+            finally:
+                if write.mark:  # whatever was written, the reindex copies it again
+                    resources.reindexes.mark_dirty(collection, [d.id for d in docs])
     except StoreUnavailableError as exc:
-        retries = self.request.retries or 0
-        if retries < settings.task_max_retries:
-            resources.jobs.note_retry(job_id, str(exc)[:500])
-            delay = retry_delay_s(retries, settings.retry_backoff_s, settings.retry_backoff_max_s)
-            raise self.retry(exc=exc, countdown=delay) from exc
+        retries = _retry_outage(self, job_id, exc)
         reason = (f"store unavailable after {retries} retries: {exc}; kept as a dead letter, "
                   f"replay with `bienc jobs retry {job_id}`")
         resources.jobs.dead_letter(job_id, batch_no, collection, documents, reason[:1000])
@@ -49,6 +60,60 @@ def index_batch(self: Task, job_id: str, collection: str, batch_no: int,
     except BiencError as exc:  # not transient (wrong collection, model missing): do not retry
         outcome = _all_failed(docs, str(exc))
     resources.jobs.record_batch(job_id, batch_no, outcome, [d.id for d in docs])
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=REINDEX_START_TASK, bind=True, acks_late=True, reject_on_worker_lost=True
+)
+def reindex_start(self: Task, job_id: str, name: str) -> None:
+    """Plan a reindex: its new collection, the documents to copy; queue the first copies."""
+    _reindex_step(self, job_id, name, lambda: reindexing.start(get_resources(), job_id, name))
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=REINDEX_BATCH_TASK, bind=True, acks_late=True, reject_on_worker_lost=True
+)
+def reindex_batch(self: Task, job_id: str, name: str, batch_no: int) -> None:
+    """Copy one batch of a reindex's documents into its new collection. Idempotent."""
+    _reindex_step(self, job_id, name,
+                  lambda: reindexing.copy_batch(get_resources(), job_id, name, batch_no))
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=REINDEX_FINISH_TASK, bind=True, acks_late=True, reject_on_worker_lost=True
+)
+def reindex_finish(self: Task, job_id: str, name: str) -> None:
+    """Copy what was written meanwhile, switch the name, drop the old collection (or, after a
+    failure or a cancel, drop the new one). Idempotent."""
+    _reindex_step(self, job_id, name, lambda: reindexing.finish(get_resources(), job_id, name))
+
+
+def _reindex_step(task: Task, job_id: str, name: str, step: Any) -> None:
+    """Run a reindex step: a store outage is retried like an ingest batch's; any other error
+    ends the reindex as failed, leaving the live collection as it was."""
+    resources = get_resources()
+    try:
+        step()
+    except StoreUnavailableError as exc:
+        retries = _retry_outage(task, job_id, exc)
+        reindexing.abort(resources, job_id, name, "failed",
+                         f"store unavailable after {retries} retries: {exc}")
+    except BiencError as exc:
+        log.error("reindex of %r failed: %s", name, exc)
+        reindexing.abort(resources, job_id, name, "failed", str(exc))
+
+
+def _retry_outage(task: Task, job_id: str, exc: StoreUnavailableError) -> int:
+    """Retry `task` after a store outage with capped exponential backoff (raises Celery's
+    Retry) while retries remain; once they are spent, returns how many there were."""
+    resources = get_resources()
+    settings = resources.settings
+    retries = task.request.retries or 0
+    if retries < settings.task_max_retries:
+        resources.jobs.note_retry(job_id, str(exc)[:500])
+        delay = retry_delay_s(retries, settings.retry_backoff_s, settings.retry_backoff_max_s)
+        raise task.retry(exc=exc, countdown=delay) from exc
+    return int(retries)
 
 
 def _all_failed(docs: list[Document], reason: str) -> BatchOutcome:

@@ -5,6 +5,7 @@
     ├── ModelLoadError          the configured model cannot be loaded
     ├── CollectionError         a collection is missing, or was built by another model
     ├── InvalidInputError       a document, query or parameter is malformed (names field / line)
+    ├── JobNotFoundError        no such job (expired, or never created)
     └── StoreUnavailableError   Qdrant did not answer; transient, retried by workers
 """
 
@@ -32,6 +33,10 @@ class CollectionNotFoundError(CollectionError):
 
 
 class InvalidInputError(BiencError):
+    pass
+
+
+class JobNotFoundError(BiencError):
     pass
 
 

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
         description="converted models (openvino backend), keyed by weights and precision",
     )
     max_seq_length: int = Field(default=256, ge=16, le=8192, description="model's token window")
+    max_models: int = Field(
+        default=2, ge=1, le=16, description="models a process keeps loaded at once (collections "
+        "encoded by different models: the least recently used is unloaded)",
+    )
 
     # Chunking
     chunking: bool = Field(

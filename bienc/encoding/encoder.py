@@ -86,10 +86,13 @@ class Encoder:
 
     def __init__(self, model: SentenceTransformer, identity: str, *, backend: str = "torch",
                  dtype: str = "float32", batch_size: int = 32, max_batch_tokens: int = 8192,
-                 runner: Runner | None = None):
+                 runner: Runner | None = None, weights: str | None = None,
+                 source: str | None = None):
         self._model = model
         self._runner: Runner = runner or _TorchRunner(model)
         self.identity = identity
+        self.weights = weights  # sha256 of the weights (a collection records it)
+        self.source = source  # what BIENC_MODEL named
         self.backend = backend
         self.dtype = dtype
         self.batch_size = batch_size
@@ -184,15 +187,33 @@ class Encoder:
             yield batch, {key: _rows(value, batch, width, len(texts)) for key, value in features.items()}
 
 
-def load_encoder(settings: Settings) -> Encoder:
-    """Load the configured model and backend, or raise ModelLoadError with what to change."""
+def weights_digest(model: SentenceTransformer) -> Any:
+    """sha256 over the model's weights (names and float32 values, in state-dict order): the
+    model's identity that a collection records (`.hexdigest()`), and the OpenVINO cache's key."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
+    return digest
+
+
+def load_encoder(settings: Settings, model_source: str | None = None, encoding: str = "") -> Encoder:
+    """Load a model (`model_source`, default BIENC_MODEL) with a backend and precision
+    (`encoding`, "backend/dtype"; default the settings' choice), or raise ModelLoadError with
+    what to change."""
     if settings.hf_offline:
         # huggingface_hub reads these when first imported, so they must be set before that.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    location = resolve_model_location(settings.model)
-    backend = choose_backend(settings.backend, settings.device)
-    dtype = choose_dtype(settings.dtype, settings.device, backend)
+    source = model_source or settings.model
+    location = resolve_model_location(source)
+    if encoding:
+        backend, _, dtype = encoding.partition("/")
+    else:
+        backend = choose_backend(settings.backend, settings.device)
+        dtype = choose_dtype(settings.dtype, settings.device, backend)
     _check_combination(backend, dtype, settings.device)
     try:
         import torch
@@ -209,18 +230,20 @@ def load_encoder(settings: Settings) -> Encoder:
     except Exception as exc:  # the hub and torch raise a zoo of types; the message is what matters
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
-            f"cannot load model {settings.model!r} ({reason[:300]}). Set BIENC_MODEL to a "
+            f"cannot load model {source!r} ({reason[:300]}). Set BIENC_MODEL to a "
             "sentence-transformers folder on disk, or to a model already in the Hugging Face "
             "cache (downloads are off while BIENC_HF_OFFLINE=true)."
         ) from exc
+    digest = weights_digest(model)
     runner: Runner | None = None
     if backend == "openvino":
-        runner = _openvino_runner(model, dtype, settings)
+        runner = _openvino_runner(model, digest, dtype, settings, source)
     elif dtype == "bfloat16":
         model = model.to(torch.bfloat16)
-    return Encoder(model, model_identity(settings.model), backend=backend, dtype=dtype,
+    return Encoder(model, model_identity(source), backend=backend, dtype=dtype,
                    batch_size=settings.encode_batch_size,
-                   max_batch_tokens=settings.max_batch_tokens, runner=runner)
+                   max_batch_tokens=settings.max_batch_tokens, runner=runner,
+                   weights=digest.hexdigest(), source=source)
 
 
 def _check_combination(backend: str, dtype: str, device: str) -> None:
@@ -235,17 +258,18 @@ def _check_combination(backend: str, dtype: str, device: str) -> None:
                              "`pip install openvino`, or set BIENC_BACKEND=torch")
 
 
-def _openvino_runner(model: SentenceTransformer, dtype: str, settings: Settings) -> Runner:
+def _openvino_runner(model: SentenceTransformer, digest: Any, dtype: str, settings: Settings,
+                     source: str) -> Runner:
     from bienc.encoding.openvino import INT8_AVOID_WIDTHS, OpenVINORunner, load_compiled
 
     try:
-        compiled = load_compiled(model, dtype, settings.model_cache_dir, settings.encode_threads)
+        compiled = load_compiled(model, digest, dtype, settings.model_cache_dir, settings.encode_threads)
     except ImportError as exc:
         raise ModelLoadError(f"BIENC_DTYPE=int8 quantises with nncf, which is not installed "
                              f"({exc}): `pip install nncf`, or choose bfloat16 or float32") from exc
     except Exception as exc:
         raise ModelLoadError(
-            f"cannot convert model {settings.model!r} to OpenVINO {dtype} ({type(exc).__name__}: "
+            f"cannot convert model {source!r} to OpenVINO {dtype} ({type(exc).__name__}: "
             f"{str(exc)[:300]}). Set BIENC_BACKEND=torch to run it in torch."
         ) from exc
     return OpenVINORunner(compiled, avoid_widths=INT8_AVOID_WIDTHS if dtype == "int8" else frozenset())

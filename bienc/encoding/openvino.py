@@ -13,7 +13,6 @@ an export; the one that loses the race uses the winner's copy.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
@@ -38,18 +37,16 @@ _CALIBRATION_TEXTS = 256
 _PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16", "int8": "bf16"}
 
 
-def cache_key(model: SentenceTransformer, dtype: str) -> str:
-    """Hash of the weights, the kind of graph and the OpenVINO version. float32 and bfloat16
-    share one graph (the precision is chosen when it is compiled); int8 has its own."""
+def cache_key(digest: Any, dtype: str) -> str:
+    """Hash of the weights (bienc.encoding.encoder.weights_digest), the kind of graph and the
+    OpenVINO version. float32 and bfloat16 share one graph (the precision is chosen when it
+    is compiled); int8 has its own."""
     import openvino
 
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
+    digest = digest.copy()
     graph = "int8" if dtype == "int8" else "float"
     digest.update(f"|{graph}|{openvino.__version__}|{EXPORT_FORMAT}".encode())
-    return digest.hexdigest()[:24]
+    return str(digest.hexdigest()[:24])
 
 
 def calibration_texts(limit: int = _CALIBRATION_TEXTS) -> list[str]:
@@ -126,12 +123,13 @@ def _convert(model: SentenceTransformer, dtype: str) -> Any:
     return graph
 
 
-def load_compiled(model: SentenceTransformer, dtype: str, cache_dir: Path, threads: int) -> Any:
-    """The compiled OpenVINO model for `model` at `dtype`, exported once and then read from
-    `cache_dir`."""
+def load_compiled(model: SentenceTransformer, digest: Any, dtype: str, cache_dir: Path,
+                  threads: int) -> Any:
+    """The compiled OpenVINO model for `model` (its weights_digest) at `dtype`, exported once
+    and then read from `cache_dir`."""
     import openvino as ov
 
-    folder = Path(cache_dir) / cache_key(model, dtype)
+    folder = Path(cache_dir) / cache_key(digest, dtype)
     xml = folder / "model.xml"
     if not xml.is_file():
         log.warning("converting model to OpenVINO (%s graph), once; cached in %s",

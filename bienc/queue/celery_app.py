@@ -9,6 +9,9 @@ from bienc.queue.broker import celery_broker_url, redis_url
 
 INGEST_QUEUE = "bienc.ingest"
 INDEX_BATCH_TASK = "bienc.index_batch"  # bienc.workers.tasks.index_batch
+REINDEX_START_TASK = "bienc.reindex_start"  # and the tasks beside it
+REINDEX_BATCH_TASK = "bienc.reindex_batch"
+REINDEX_FINISH_TASK = "bienc.reindex_finish"
 
 app = Celery("bienc", include=["bienc.workers.tasks"])
 app.conf.update(

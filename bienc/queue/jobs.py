@@ -5,9 +5,13 @@ indexed the batch. A redelivered batch overwrites its own record, so at-least-on
 never double-counts.
 
 Keys of job J: `bienc:job:J` (meta), `:batches`, `:failures` and `:dead` (dead letters). The
-first three are kept while J has documents queued or dead letters, and expire `ttl_s` after
-its last change once it has neither: a job can always be followed to its end and retried.
-Dead letters never expire; they are replayed or deleted.
+first three are kept while J has documents queued, dead letters or is open, and expire
+`ttl_s` after its last change once it has none: a job can always be followed to its end and
+retried. Dead letters never expire; they are replayed or deleted.
+
+A job is an ingest or a reindex (its `kind`). A reindex is open from its start until its
+collection switched (or it failed or was cancelled, its `outcome`): before it knows how many
+documents it copies and after the last one is copied, its counts alone would call it done.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from typing import Any, Literal, cast
 
 import redis
 
-JobState = Literal["queued", "running", "retrying", "completed", "completed_with_errors", "failed"]
+JobState = Literal["queued", "running", "retrying", "completed", "completed_with_errors", "failed",
+                   "cancelled"]
+JobKind = Literal["ingest", "reindex"]
 _PREFIX = "bienc:job:"
 _DEAD_JOBS = "bienc:dead-jobs"
 _RECENT = "bienc:jobs"  # sorted set: job id -> created_at, for listing newest first
@@ -53,14 +59,16 @@ class JobStatus:
     updated_at: float
     last_error: str | None
     dead_letters: int = 0
+    kind: JobKind = "ingest"
+    open: bool = False  # work beyond the documents' counts remains (a reindex's switch)
 
     @property
     def finished(self) -> bool:
-        return self.queued == 0
+        return self.queued == 0 and not self.open
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "job_id": self.job_id, "collection": self.collection, "state": self.state,
+            "job_id": self.job_id, "kind": self.kind, "collection": self.collection, "state": self.state,
             "total": self.total, "queued": self.queued, "indexed": self.indexed,
             "skipped": self.skipped, "failed": self.failed, "failures": self.failures,
             "created_at": self.created_at, "updated_at": self.updated_at,
@@ -69,9 +77,14 @@ class JobStatus:
 
 
 def derive_state(total: int, indexed: int, skipped: int, failed: int, *, retrying: bool,
-                 started: bool) -> JobState:
-    """The job's state from its counts (pure). `started`: a worker has finished a batch."""
+                 started: bool, open_: bool = False, outcome: str | None = None) -> JobState:
+    """The job's state from its counts (pure). `started`: a worker has finished a batch;
+    `open_`: work beyond the counts remains; `outcome`: how an open job ended early."""
+    if outcome in ("failed", "cancelled"):
+        return outcome  # type: ignore[return-value]
     done = indexed + skipped + failed
+    if open_:
+        return "retrying" if retrying else ("running" if started or done else "queued")
     if done < total:
         if retrying:
             return "retrying"
@@ -81,11 +94,11 @@ def derive_state(total: int, indexed: int, skipped: int, failed: int, *, retryin
     return "failed" if failed == total else "completed_with_errors"
 
 
-# Atomically, beside a job's other writes: keep its record while documents are still queued
-# or it has dead letters; else let it expire ttl seconds from now.
+# Atomically, beside a job's other writes: keep its record while documents are still queued,
+# it has dead letters or it is open; else let it expire ttl seconds from now.
 # KEYS: meta, batches, failures, dead. ARGV: ttl.
 _REFRESH_TTL = """
-local keep = redis.call('EXISTS', KEYS[4]) == 1
+local keep = redis.call('EXISTS', KEYS[4]) == 1 or redis.call('HGET', KEYS[1], 'open') == '1'
 if not keep then
   local done = tonumber(redis.call('HGET', KEYS[1], 'rejected') or '0')
   for _, raw in ipairs(redis.call('HVALS', KEYS[2])) do
@@ -113,15 +126,18 @@ class JobTracker:
         pipe.eval(_REFRESH_TTL, 4, key, key + ":batches", key + ":failures", key + ":dead",
                   self._ttl_s)
 
-    def create(self, collection: str, accepted: int, rejected: dict[str, str]) -> str:
-        """Register a job of `accepted` documents plus `rejected` records that never queue."""
+    def create(self, collection: str, accepted: int, rejected: dict[str, str],
+               kind: JobKind = "ingest", open_: bool = False) -> str:
+        """Register a job of `accepted` documents plus `rejected` records that never queue;
+        `open_`: it stays open until `close()`, whatever its counts."""
         job_id = uuid.uuid4().hex
         now = time.time()
         key = _PREFIX + job_id
         pipe = self._redis.pipeline()
         pipe.hset(key, mapping={
             "collection": collection, "total": accepted + len(rejected),
-            "rejected": len(rejected), "created_at": now, "updated_at": now,
+            "rejected": len(rejected), "created_at": now, "updated_at": now, "kind": kind,
+            "open": int(open_),
         })
         if rejected:
             pipe.hset(key + ":failures", mapping=cast(Any, rejected))
@@ -129,6 +145,25 @@ class JobTracker:
         pipe.zadd(_RECENT, {job_id: now})
         pipe.execute()
         return job_id
+
+    def set_total(self, job_id: str, total: int) -> None:
+        """How many documents the job counts (a reindex learns it once it has listed them)."""
+        self._touch(job_id, {"total": total})
+
+    def close(self, job_id: str, outcome: str | None = None, reason: str | None = None) -> None:
+        """End an open job: done (outcome None), or "failed" / "cancelled" with `reason`."""
+        fields: dict[str, Any] = {"open": 0}
+        if outcome is not None:
+            fields.update(outcome=outcome, reason=(reason or outcome)[:1000])
+        self._touch(job_id, fields)
+
+    def _touch(self, job_id: str, fields: dict[str, Any]) -> None:
+        key = _PREFIX + job_id
+        pipe = self._redis.pipeline()
+        pipe.hset(key, mapping=cast(Any, {**fields, "updated_at": time.time()}))
+        self._refresh_ttl(pipe, job_id)
+        pipe.publish(_CHANGES + job_id, "meta")
+        pipe.execute()
 
     def recent(self, offset: int = 0, limit: int = 20) -> tuple[list[JobStatus], int]:
         """Jobs newest first, `limit` from `offset`, and how many there are. Jobs whose record
@@ -280,12 +315,13 @@ class JobTracker:
             skipped += record["skipped"]
             failed += record["failed"]
         total = int(meta["total"])
-        last_error = meta.get("last_error")
+        last_error = meta.get("reason") or meta.get("last_error")
+        open_ = meta.get("open") == "1"
         return JobStatus(
             job_id=job_id,
             collection=meta["collection"],
-            state=derive_state(total, indexed, skipped, failed, retrying=last_error is not None,
-                               started=bool(batches_raw)),
+            state=derive_state(total, indexed, skipped, failed, retrying="last_error" in meta,
+                               started=bool(batches_raw), open_=open_, outcome=meta.get("outcome")),
             total=total,
             queued=max(total - indexed - skipped - failed, 0),
             indexed=indexed,
@@ -296,4 +332,6 @@ class JobTracker:
             updated_at=float(meta["updated_at"]),
             last_error=last_error,
             dead_letters=int(dead),
+            kind="reindex" if meta.get("kind") == "reindex" else "ingest",
+            open=open_,
         )

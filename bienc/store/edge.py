@@ -2,17 +2,21 @@
 Rust engine running in-process (``qdrant_edge.EdgeShard``, with HNSW), instead of
 qdrant-client's pure-Python local mode (exact search, slow).
 
-Layout. One EdgeShard per collection::
+Layout. One EdgeShard per physical collection, and the map of names to them::
 
     root/
       .lock                     held (flock) while a process has the store open
-      <collection>/
-        collection.json         {"bienc_schema": 1, "model": ..., "dimension": ...}
+      aliases.json              {"papers": "papers@2", ...}: name -> physical collection
+      <physical>/               papers@2 (or, made by an older bienc, papers)
+        collection.json         the collection's record (bienc.store.record)
         shard/                  the EdgeShard (segments, WAL, edge_config.json)
 
-A collection exists exactly when its collection.json does: it is written (atomically) before the
-shard is created and removed before the shard is deleted, so a crash leaves at worst a folder
-without it, which the next ensure_collection clears. Point ids are bienc.store.interface.point_id's uuid5
+A physical collection exists exactly when its collection.json does: it is written (atomically)
+before the shard is created and removed before the shard is deleted, so a crash leaves at worst
+a folder without it, which the next ensure_collection clears. aliases.json is rewritten whole
+(a temporary file renamed over it) under the store's lock, so a name switches from one
+physical collection to the next in one step; a name resolves through it first, then to a
+physical collection of that very name. Point ids are bienc.store.interface.point_id's uuid5
 strings, so a document written again overwrites its points.
 
 Document-level search. Edge has no grouping, so `dense_candidates` over-fetches chunks: it
@@ -100,35 +104,36 @@ from bienc.store.interface import (
     CollectionInfo,
     Hit,
     SparseVector,
-    collection_metadata,
     hit_chunks,
     hits_from,
     no_lexical_vectors,
     point_id,
-    verify_recorded,
+    resolved,
 )
+from bienc.store.record import CollectionEncoding, physical_name, split_physical
 
 log = logging.getLogger(__name__)
 
-_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
+_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,244}(@[0-9]{1,9})?$")
+_ALIASES_FILE = "aliases.json"
 _META_FILE = "collection.json"
 _SHARD_DIR = "shard"
 _OVERFETCH = 4  # chunks asked for per wanted document, before doubling
 _SEGMENT_NUMBER = 16
 _MAX_AUTO_INDEXES = 32
+_FIRST_CHUNKS = qe.Filter(must=[qe.FieldCondition(key="chunk", match=qe.MatchValue(0))])
 # IDF over the documents (chunk 0 carries a document's lexical vector), live points only:
 # Edge's collection-wide statistics go on counting deleted and overwritten points.
-_IDF_OVER_DOCUMENTS = qe.IdfParams(corpus=qe.Filter(must=[
-    qe.FieldCondition(key="chunk", match=qe.MatchValue(0))]))
+_IDF_OVER_DOCUMENTS = qe.IdfParams(corpus=_FIRST_CHUNKS)
 
 
 class _Collection:
     """An open shard and what this process knows about it."""
 
-    def __init__(self, shard: qe.EdgeShard, meta: dict[str, Any], pending: int,
+    def __init__(self, shard: qe.EdgeShard, encoding: CollectionEncoding, pending: int,
                  indexed_fields: set[str]):
         self.shard = shard
-        self.meta = meta
+        self.encoding = encoding
         self.pending = pending  # points written since the last optimize
         self.indexed_fields = indexed_fields
         self.auto_indexes = 0
@@ -159,6 +164,7 @@ class EdgeVectorStore:
         self._open: dict[str, _Collection] = {}
         self._root.mkdir(parents=True, exist_ok=True)
         self._lock_file: IO[bytes] | None = self._take_folder_lock()
+        self._aliases: dict[str, str] = self._read_aliases()
 
     def _take_folder_lock(self) -> IO[bytes]:
         handle = (self._root / ".lock").open("ab")
@@ -193,20 +199,53 @@ class EdgeVectorStore:
 
     # Collections: files and shards
 
-    def _folder(self, name: str) -> Path:
-        if not isinstance(name, str) or not _COLLECTION_NAME.match(name):
+    def _folder(self, physical: str) -> Path:
+        if not isinstance(physical, str) or not _COLLECTION_NAME.match(physical):
             raise InvalidInputError(
-                f"collection name {name!r} is invalid: use 1-255 letters, digits, '_', '-' or '.', "
-                "not starting with '-' or '.'"
+                f"collection name {physical!r} is invalid: use 1-245 letters, digits, '_', '-' or "
+                "'.', not starting with '-' or '.'"
             )
-        return self._root / name
+        return self._root / physical
 
-    def _exists(self, name: str) -> bool:
-        return (self._folder(name) / _META_FILE).is_file()
+    def _exists(self, physical: str) -> bool:
+        return (self._folder(physical) / _META_FILE).is_file()
 
     def _check_open(self) -> None:
         if self._lock_file is None:
             raise StoreUnavailableError(f"the Edge store at {self.location} is closed")
+
+    def _read_aliases(self) -> dict[str, str]:
+        try:
+            aliases = json.loads((self._root / _ALIASES_FILE).read_text())
+        except FileNotFoundError:
+            return {}
+        if not isinstance(aliases, dict):
+            raise CollectionError(f"{self._root / _ALIASES_FILE} is damaged")
+        return {str(k): str(v) for k, v in aliases.items()}
+
+    def _write_aliases(self, aliases: dict[str, str]) -> None:
+        tmp = self._root / f".{_ALIASES_FILE}.{uuid.uuid4().hex}"
+        tmp.write_text(json.dumps(aliases, sort_keys=True))
+        os.replace(tmp, self._root / _ALIASES_FILE)
+        self._aliases = aliases
+
+    def resolve(self, name: str) -> str | None:
+        """The physical collection `name` stands for, or None."""
+        with self._lock:
+            self._check_open()
+            physical = self._aliases.get(name, name)
+            return physical if self._exists(physical) else None
+
+    def _physical(self, name: str) -> str:
+        return resolved(self, name)
+
+    def switch_alias(self, name: str, physical: str) -> None:
+        """Make `name` stand for `physical`, in one step (a rewrite of aliases.json)."""
+        with self._lock:
+            self._check_open()
+            if not self._exists(physical):
+                raise CollectionNotFoundError(f"collection {physical!r} does not exist at {self.location}")
+            self._write_aliases({**self._aliases, name: physical})
 
     def _edge_config(self, dimension: int, lexical: bool) -> qe.EdgeConfig:
         threshold_kb = max(1, self._indexing_threshold * dimension * 4 // 1024)
@@ -228,29 +267,22 @@ class EdgeVectorStore:
         )
 
     def _collection(self, name: str) -> _Collection:
-        """The open shard of `name`, loading it on first use."""
-        self._check_open()
-        collection = self._open.get(name)
+        """The open shard `name` resolves to, loading it on first use."""
+        physical = self._physical(name)
+        collection = self._open.get(physical)
         if collection is not None:
             return collection
-        folder = self._folder(name)
-        try:
-            meta = json.loads((folder / _META_FILE).read_text())
-        except FileNotFoundError as exc:
-            raise CollectionNotFoundError(
-                f"collection {name!r} does not exist at {self.location}; ingest into it first"
-            ) from exc
-        dimension = meta.get("dimension")
-        if not isinstance(dimension, int) or dimension < 1:
-            raise CollectionError(f"collection {name!r} at {self.location}: {_META_FILE} is damaged")
+        folder = self._folder(physical)
+        meta = json.loads((folder / _META_FILE).read_text())
+        encoding = CollectionEncoding.from_record(physical, self.location, meta)
         shard_dir = folder / _SHARD_DIR
-        config = self._edge_config(dimension, meta.get("lexical") is not None)
+        config = self._edge_config(encoding.dimension, encoding.lexical is not None)
         shard = self._edge("open the shard", qe.EdgeShard.load, str(shard_dir), config) \
             if shard_dir.exists() else self._create_shard(shard_dir, config)
         info = shard.info()
-        collection = _Collection(shard, meta, max(0, info.points_count - info.indexed_vectors_count),
+        collection = _Collection(shard, encoding, max(0, info.points_count - info.indexed_vectors_count),
                                  set(info.payload_schema))
-        self._open[name] = collection
+        self._open[physical] = collection
         return collection
 
     def _create_shard(self, shard_dir: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
@@ -269,38 +301,47 @@ class EdgeVectorStore:
                 raise self._in_use_error() from exc
             raise CollectionError(f"cannot {what} at {self.location}: {exc}") from exc
 
-    def ensure_collection(self, name: str, dimension: int, model: str, encoding: str = "",
-                          lexical: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Create `name` for `model` (with lexical vectors of parameters `lexical`) if missing;
-        refuse one that another model or encoding filled. Returns what the collection records."""
+    def ensure_collection(self, name: str, encoding: CollectionEncoding) -> CollectionEncoding:
+        """The encoding `name` records, creating it with `encoding` if it does not exist: as
+        physical collection NAME@1 and the alias NAME, or, for a physical name (NAME@N, a
+        reindex's new collection), as that collection alone."""
         with self._lock:
             self._check_open()
-            if not self._exists(name):
-                folder = self._folder(name)
-                if folder.exists():  # left by a crash before collection.json was written
-                    stale = self._open.pop(name, None)
-                    if stale is not None:
-                        stale.shard.close()
-                    shutil.rmtree(folder)
-                folder.mkdir(parents=True)
-                meta = collection_metadata(model, dimension, encoding, lexical)
-                tmp = folder / f".{_META_FILE}.{uuid.uuid4().hex}"
-                tmp.write_text(json.dumps(meta))
-                os.replace(tmp, folder / _META_FILE)
-                self._collection(name)  # creates the shard and its payload indexes
-            return self.check_collection(name, dimension, model, encoding)
+            existing = self.resolve(name)
+            if existing is not None:
+                return self._collection(existing).encoding
+            physical = name if split_physical(name) else physical_name(name, 1)
+            folder = self._folder(physical)
+            if folder.exists():  # left by a crash before collection.json was written
+                stale = self._open.pop(physical, None)
+                if stale is not None:
+                    stale.shard.close()
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+            tmp = folder / f".{_META_FILE}.{uuid.uuid4().hex}"
+            tmp.write_text(json.dumps(encoding.record()))
+            os.replace(tmp, folder / _META_FILE)
+            self._collection(physical)  # creates the shard and its payload indexes
+            if physical != name:
+                self.switch_alias(name, physical)
+            return encoding
 
-    def check_collection(self, name: str, dimension: int | None, model: str,
-                         encoding: str | None = None) -> dict[str, Any]:
-        """What `name` records, or CollectionError unless it exists and holds `dimension`-d
-        vectors of `model` (encoded with `encoding`, when given)."""
+    def describe(self, name: str) -> CollectionEncoding:
+        """What `name` records; CollectionNotFoundError if it does not exist."""
         with self._lock:
-            recorded = self._collection(name).meta
-        verify_recorded(name, self.location, recorded, recorded.get("dimension"), dimension, model,
-                        encoding)
-        return dict(recorded)
+            return self._collection(name).encoding
 
     def list_collections(self) -> list[str]:
+        """The names users know: every alias, and every physical collection no alias stands
+        for (one made by an older bienc, one kept by `reindex --keep-old`, a reindex's new
+        collection before its switch)."""
+        with self._lock:
+            physical = self.list_physical()
+            named = {alias for alias, target in self._aliases.items() if target in physical}
+            targets = {self._aliases[alias] for alias in named}
+            return sorted(named | {p for p in physical if p not in targets})
+
+    def list_physical(self) -> list[str]:
         with self._lock:
             self._check_open()
             return sorted(p.name for p in self._root.iterdir()
@@ -308,26 +349,36 @@ class EdgeVectorStore:
 
     def info(self, name: str) -> CollectionInfo:
         with self._lock:
-            collection = self._collection(name)
-            first_chunks = qe.Filter(must=[qe.FieldCondition(key="chunk", match=qe.MatchValue(0))])
-            documents = collection.shard.count(qe.CountRequest(exact=True, filter=first_chunks))
+            physical = self._physical(name)
+            collection = self._collection(physical)
+            documents = collection.shard.count(qe.CountRequest(exact=True, filter=_FIRST_CHUNKS))
             points = collection.shard.count(qe.CountRequest(exact=True))
-        return CollectionInfo(name=name, model=collection.meta.get("model"),
-                              encoding=collection.meta.get("encoding"),
-                              dimension=int(collection.meta.get("dimension", 0)),
-                              documents=documents, points=points,
-                              lexical=collection.meta.get("lexical"))
+        return CollectionInfo(name=name, physical=physical, encoding=collection.encoding,
+                              documents=documents, points=points)
 
     def delete_collection(self, name: str) -> bool:
-        """Drop `name` and its points; False when it did not exist."""
+        """Drop `name` (its alias, if it is one, and the physical collection); False when it
+        did not exist."""
+        with self._lock:
+            physical = self.resolve(name)
+            if physical is None:
+                return False
+            return self.drop_physical(physical)
+
+    def drop_physical(self, physical: str) -> bool:
+        """Drop the physical collection of that very name, and any alias of it; False when
+        there was none."""
         with self._lock:
             self._check_open()
-            if not self._exists(name):
+            if not self._exists(physical):
                 return False
-            collection = self._open.pop(name, None)
+            aliases = {a: t for a, t in self._aliases.items() if t != physical}
+            if aliases != self._aliases:
+                self._write_aliases(aliases)
+            collection = self._open.pop(physical, None)
             if collection is not None:
                 collection.shard.close()
-            folder = self._folder(name)
+            folder = self._folder(physical)
             (folder / _META_FILE).unlink()
             shutil.rmtree(folder)
             return True
@@ -370,6 +421,39 @@ class EdgeVectorStore:
             records = self._collection(name).shard.retrieve(
                 list(ids), fields if fields is not None else True, False)
         return {ids[str(r.id)]: r.payload for r in records if r.payload}
+
+    def scroll_documents(self, name: str, after: str | None, limit: int
+                         ) -> tuple[list[str], str | None]:
+        """Up to `limit` document ids from cursor `after` (None: the first), and the cursor of
+        the next page (None: this was the last). The order is the store's, stable while the
+        documents are."""
+        with self._lock:
+            records, following = self._collection(name).shard.scroll(qe.ScrollRequest(
+                offset=after, limit=max(1, limit), filter=_FIRST_CHUNKS, with_payload=["doc_id"],
+                with_vector=False))
+        ids = [str(r.payload["doc_id"]) for r in records if r.payload]
+        return ids, str(following) if following is not None else None
+
+    def document_points(self, name: str, doc_ids: Sequence[str]) -> list[ChunkPoint]:
+        """Every chunk point of the given documents, with its dense vector and payload (not
+        its lexical vector), in no particular order."""
+        if not doc_ids:
+            return []
+        selector = qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(doc_ids)))])
+        points: list[ChunkPoint] = []
+        with self._lock:
+            shard = self._collection(name).shard
+            offset: Any = None
+            while True:
+                records, offset = shard.scroll(qe.ScrollRequest(
+                    offset=offset, limit=1024, filter=selector, with_payload=True, with_vector=[""]))
+                for record in records:
+                    payload = record.payload or {}
+                    vector = record.vector[""] if isinstance(record.vector, dict) else record.vector
+                    points.append(ChunkPoint(str(payload["doc_id"]), int(payload["chunk"]),
+                                             np.asarray(vector, dtype=np.float32), payload))
+                if offset is None:
+                    return points
 
     def delete_chunks_from(self, name: str, first_stale: Mapping[str, int]) -> None:
         """For each document, delete its chunks numbered `first_stale[doc_id]` and above."""
@@ -446,7 +530,7 @@ class EdgeVectorStore:
             qe.SparseVector(list(query.indices), list(query.values))
         with self._lock:
             collection = self._collection(name)
-            if collection.meta.get("lexical") is None:
+            if collection.encoding.lexical is None:
                 raise no_lexical_vectors(name)
             if query_filter is not None:
                 self._index_filter_fields(collection, query_filter)

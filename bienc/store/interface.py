@@ -21,14 +21,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bienc.config.errors import CollectionError
+from bienc.config.errors import CollectionError, CollectionNotFoundError
 from bienc.store.filters import MetadataFilter
+from bienc.store.record import CollectionEncoding
 
 if TYPE_CHECKING:  # numpy: only processes that encode or search need it
     import numpy as np
 
 _POINT_NAMESPACE = uuid.UUID("6f1c3a52-8a0e-4d55-9a53-2f1f0b1e7c11")
-SCHEMA_VERSION = 1
 LEXICAL_VECTOR = "bm25"  # the sparse vector's name; the dense vector is the unnamed default
 HIT_FIELDS = ["doc_id", "chunk", "content_hash", "title", "metadata"]
 TEXT_FIELDS = ["chunk_text", "text"]
@@ -93,61 +93,24 @@ class Hit:
 
 @dataclass(frozen=True)
 class CollectionInfo:
-    name: str
-    model: str | None
-    dimension: int
+    name: str  # what users call it
+    physical: str  # the store's collection that name resolves to
+    encoding: CollectionEncoding
     documents: int
     points: int
-    encoding: str | None = None  # backend/precision that encoded the documents
-    lexical: Mapping[str, Any] | None = None  # BM25 parameters; None: dense vectors only
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.model, "encoding": self.encoding,
-                "dimension": self.dimension, "documents": self.documents, "points": self.points,
-                "lexical": dict(self.lexical) if self.lexical is not None else None}
+        return {"name": self.name, "physical": self.physical, "documents": self.documents,
+                "points": self.points, **self.encoding.to_dict()}
 
 
-def collection_metadata(model: str, dimension: int, encoding: str,
-                        lexical: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """What a collection records about the vectors in it: the model, its dimension and
-    encoder, and the parameters of its lexical vectors (None: it has none)."""
-    return {"bienc_schema": SCHEMA_VERSION, "model": model, "dimension": dimension,
-            "encoding": encoding, "lexical": dict(lexical) if lexical is not None else None}
-
-
-def vector_family(encoding: str) -> str:
-    """Encodings whose vectors may share a collection: float32 and bfloat16 of either backend
-    agree to a cosine of 0.9999 or better; int8 moves vectors further (README,
-    "Speed")."""
-    return "int8" if encoding.endswith("/int8") else "float"
-
-
-def verify_recorded(name: str, location: str, recorded: Mapping[str, Any], size: int | None,
-                    dimension: int | None, model: str, encoding: str | None = None) -> None:
-    """Raise CollectionError unless collection `name` (its metadata `recorded`, vectors of
-    `size`) holds `dimension`-d vectors of `model` and, when `encoding` is given, vectors of
-    the same family (vector_family), so that one collection never mixes int8 and float.
-    `dimension` None checks the model alone (a process that has not loaded it)."""
-    if recorded.get("bienc_schema") is None:
-        raise CollectionError(
-            f"collection {name!r} at {location} was not created by bienc; "
-            "choose another collection name"
-        )
-    if (dimension is not None and size != dimension) or recorded.get("model") != model:
-        makes = f" makes {dimension}-d vectors" if dimension is not None else ""
-        raise CollectionError(
-            f"collection {name!r} holds {size}-d vectors of model {recorded.get('model')!r}, "
-            f"but the configured model is {model!r}{makes}. Use another "
-            f"collection, or set BIENC_MODEL to {recorded.get('model')!r}."
-        )
-    stored = recorded.get("encoding")
-    if encoding and stored and vector_family(str(stored)) != vector_family(encoding):
-        backend, _, dtype = str(stored).partition("/")
-        raise CollectionError(
-            f"collection {name!r} holds vectors encoded with {stored}, this encoder is "
-            f"{encoding}; int8 and full-precision vectors do not mix in one collection. Set "
-            f"BIENC_BACKEND={backend} and BIENC_DTYPE={dtype}, or ingest into another collection."
-        )
+def resolved(store: Store, name: str) -> str:
+    """The physical collection `name` stands for, or CollectionNotFoundError."""
+    physical = store.resolve(name)
+    if physical is None:
+        raise CollectionNotFoundError(
+            f"collection {name!r} does not exist at {store.location}; ingest into it first")
+    return physical
 
 
 def no_lexical_vectors(name: str) -> CollectionError:
@@ -188,24 +151,35 @@ def hit_chunks(chosen: Sequence[Candidate]) -> list[tuple[str, int]]:
 
 class Store(Protocol):
     """What bienc needs from a vector store; VectorStore (qdrant-client: a Qdrant server or
-    its embedded local mode) and EdgeVectorStore (Qdrant Edge, in-process) provide it."""
+    its embedded local mode) and EdgeVectorStore (Qdrant Edge, in-process) provide it.
+
+    Every method taking a collection `name` takes a user's name (resolved through its alias)
+    or a physical collection's (bienc.store.record)."""
 
     location: str
 
     def close(self) -> None: ...
-    def ensure_collection(self, name: str, dimension: int, model: str, encoding: str = "",
-                          lexical: Mapping[str, Any] | None = None) -> dict[str, Any]: ...
-    def check_collection(self, name: str, dimension: int | None, model: str,
-                         encoding: str | None = None) -> dict[str, Any]: ...
+    # Collections and names
+    def ensure_collection(self, name: str, encoding: CollectionEncoding) -> CollectionEncoding: ...
+    def describe(self, name: str) -> CollectionEncoding: ...
+    def resolve(self, name: str) -> str | None: ...
+    def switch_alias(self, name: str, physical: str) -> None: ...
     def list_collections(self) -> list[str]: ...
+    def list_physical(self) -> list[str]: ...
     def info(self, name: str) -> CollectionInfo: ...
     def delete_collection(self, name: str) -> bool: ...
+    def drop_physical(self, physical: str) -> bool: ...
+    # Points
     def upsert(self, name: str, points: Sequence[ChunkPoint]) -> None: ...
     def first_chunks(self, name: str, doc_ids: Iterable[str],
                      fields: list[str] | None = None) -> dict[str, dict[str, Any]]: ...
+    def scroll_documents(self, name: str, after: str | None, limit: int
+                         ) -> tuple[list[str], str | None]: ...
+    def document_points(self, name: str, doc_ids: Sequence[str]) -> list[ChunkPoint]: ...
     def delete_chunks_from(self, name: str, first_stale: Mapping[str, int]) -> None: ...
     def delete_documents(self, name: str, doc_ids: Sequence[str]) -> None: ...
     def get_document(self, name: str, doc_id: str) -> dict[str, Any] | None: ...
+    # Search
     def dense_candidates(self, name: str, vector: np.ndarray, limit: int, *,
                          query_filter: MetadataFilter | None = None,
                          score_threshold: float | None = None,

@@ -27,19 +27,19 @@ from bienc.store.interface import (
     CollectionInfo,
     Hit,
     SparseVector,
-    collection_metadata,
     hit_chunks,
     hits_from,
     no_lexical_vectors,
     point_id,
-    verify_recorded,
+    resolved,
 )
+from bienc.store.record import CollectionEncoding, physical_name, split_physical
 
+_FIRST_CHUNKS = qm.Filter(must=[qm.FieldCondition(key="chunk", match=qm.MatchValue(value=0))])
 # IDF over the documents (chunk 0 carries a document's lexical vector), live points only: a
 # server's collection-wide statistics go on counting deleted points while they sit in its
 # sparse index (Qdrant >= 1.19 takes a corpus filter).
-_IDF_OVER_DOCUMENTS = qm.SearchParams(idf=qm.IdfCorpusParams(corpus=qm.Filter(must=[
-    qm.FieldCondition(key="chunk", match=qm.MatchValue(value=0))])))
+_IDF_OVER_DOCUMENTS = qm.SearchParams(idf=qm.IdfCorpusParams(corpus=_FIRST_CHUNKS))
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -94,28 +94,69 @@ class VectorStore:
         with self._lock:
             self._client.close()
 
-    # Collections
+    # Collections and names
 
-    def ensure_collection(self, name: str, dimension: int, model: str, encoding: str = "",
-                          lexical: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Create `name` for `model` (with lexical vectors of parameters `lexical`) if missing;
-        refuse one that another model or encoding filled. Returns what the collection records."""
-        if not self._call("collection_exists", self._client.collection_exists, name):
-            sparse = {LEXICAL_VECTOR: qm.SparseVectorParams(modifier=qm.Modifier.IDF)} \
-                if lexical is not None else None
+    def _aliases(self) -> dict[str, str]:
+        response = self._call("get_aliases", self._client.get_aliases)
+        return {a.alias_name: a.collection_name for a in response.aliases}
+
+    def resolve(self, name: str) -> str | None:
+        """The physical collection `name` stands for (Qdrant's alias, or a collection of that
+        very name), or None."""
+        target = self._aliases().get(name)
+        if target is not None:
+            return target
+        return name if self._call("collection_exists", self._client.collection_exists, name) else None
+
+    def _physical(self, name: str) -> str:
+        return resolved(self, name)
+
+    def switch_alias(self, name: str, physical: str) -> None:
+        """Make `name` stand for `physical` in one step (Qdrant applies the alias operations
+        of one request atomically). A collection of that very name (made by an older bienc)
+        is dropped first: a name cannot be both, so it is missing for that moment."""
+        operations: list[qm.AliasOperations] = []
+        if name in self._aliases():
+            operations.append(qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=name)))
+        elif self._call("collection_exists", self._client.collection_exists, name):
+            self._call("delete_collection", self._client.delete_collection, name)
+        operations.append(qm.CreateAliasOperation(create_alias=qm.CreateAlias(
+            collection_name=physical, alias_name=name)))
+        self._call("update_collection_aliases", self._client.update_collection_aliases,
+                   change_aliases_operations=operations)
+
+    def ensure_collection(self, name: str, encoding: CollectionEncoding) -> CollectionEncoding:
+        """The encoding `name` records, creating it with `encoding` if it does not exist: as
+        physical collection NAME@1 and the alias NAME, or, for a physical name (NAME@N, a
+        reindex's new collection), as that collection alone. Safe against concurrent workers
+        creating the same one (the names are fixed, so the loser finds the winner's)."""
+        existing = self.resolve(name)
+        if existing is not None:
+            return self.describe(existing)
+        physical = name if split_physical(name) else physical_name(name, 1)
+        sparse = {LEXICAL_VECTOR: qm.SparseVectorParams(modifier=qm.Modifier.IDF)} \
+            if encoding.lexical is not None else None
+        try:
+            self._call("create_collection", self._client.create_collection, physical,
+                vectors_config=qm.VectorParams(size=encoding.dimension, distance=qm.Distance.COSINE),
+                sparse_vectors_config=sparse,
+                shard_number=self._shard_number, replication_factor=self._replication_factor,
+                hnsw_config=self._hnsw, quantization_config=self._quantization,
+                metadata=encoding.record(),
+            )
+            self._create_indexes(physical)
+        except (ValueError, UnexpectedResponse) as exc:
+            if "already exists" not in str(exc):  # a concurrent worker created it first
+                raise
+        if physical != name:
             try:
-                self._call("create_collection", self._client.create_collection, name,
-                    vectors_config=qm.VectorParams(size=dimension, distance=qm.Distance.COSINE),
-                    sparse_vectors_config=sparse,
-                    shard_number=self._shard_number, replication_factor=self._replication_factor,
-                    hnsw_config=self._hnsw, quantization_config=self._quantization,
-                    metadata=collection_metadata(model, dimension, encoding, lexical),
-                )
+                self._call("update_collection_aliases", self._client.update_collection_aliases,
+                           change_aliases_operations=[qm.CreateAliasOperation(create_alias=qm.CreateAlias(
+                               collection_name=physical, alias_name=name))])
             except (ValueError, UnexpectedResponse) as exc:
-                if "already exists" not in str(exc):  # a concurrent worker created it first
+                if "already exists" not in str(exc):
                     raise
-            self._create_indexes(name)
-        return self.check_collection(name, dimension, model, encoding)
+        return self.describe(name)
 
     def _create_indexes(self, name: str) -> None:
         if self._remote:  # the embedded engine has none
@@ -124,17 +165,10 @@ class VectorStore:
                 self._call("create_payload_index", self._client.create_payload_index,
                            name, field_name, field_schema=schema)
 
-    def check_collection(self, name: str, dimension: int | None, model: str,
-                         encoding: str | None = None) -> dict[str, Any]:
-        """What `name` records, or CollectionError unless it holds `dimension`-d vectors (any,
-        when None) of `model`, encoded with `encoding` when given; CollectionNotFoundError if
-        it does not exist."""
-        info = self._collection(name)
-        params = info.config.params.vectors
-        size = params.size if isinstance(params, qm.VectorParams) else None
-        recorded = dict(info.config.metadata or {})
-        verify_recorded(name, self.location, recorded, size, dimension, model, encoding)
-        return recorded
+    def describe(self, name: str) -> CollectionEncoding:
+        """What `name` records; CollectionNotFoundError if it does not exist."""
+        return CollectionEncoding.from_record(name, self.location,
+                                              self._collection(name).config.metadata or {})
 
     def _collection(self, name: str) -> qm.CollectionInfo:
         try:
@@ -146,31 +180,44 @@ class VectorStore:
                 f"collection {name!r} does not exist at {self.location}; ingest into it first"
             ) from exc
 
-    def list_collections(self) -> list[str]:
+    def list_physical(self) -> list[str]:
         response = self._call("get_collections", self._client.get_collections)
         return sorted(c.name for c in response.collections)
 
+    def list_collections(self) -> list[str]:
+        """The names users know: every alias, and every collection no alias stands for."""
+        aliases = self._aliases()
+        targets = set(aliases.values())
+        return sorted(set(aliases) | {p for p in self.list_physical() if p not in targets})
+
     def info(self, name: str) -> CollectionInfo:
-        info = self._collection(name)
-        params = info.config.params.vectors
-        first_chunks = qm.Filter(must=[qm.FieldCondition(key="chunk", match=qm.MatchValue(value=0))])
-        documents = self._call("count", self._client.count, name, count_filter=first_chunks).count
-        points = self._call("count", self._client.count, name).count
-        return CollectionInfo(
-            name=name,
-            model=(info.config.metadata or {}).get("model"),
-            encoding=(info.config.metadata or {}).get("encoding"),
-            dimension=params.size if isinstance(params, qm.VectorParams) else 0,
-            documents=documents,
-            points=points,
-            lexical=(info.config.metadata or {}).get("lexical"),
-        )
+        physical = self._physical(name)
+        encoding = self.describe(physical)
+        documents = self._call("count", self._client.count, physical, count_filter=_FIRST_CHUNKS).count
+        points = self._call("count", self._client.count, physical).count
+        return CollectionInfo(name=name, physical=physical, encoding=encoding,
+                              documents=documents, points=points)
 
     def delete_collection(self, name: str) -> bool:
-        """Drop `name` and its points; False when it did not exist."""
-        if not self._call("collection_exists", self._client.collection_exists, name):
+        """Drop `name` (its alias, if it is one, and the physical collection); False when it
+        did not exist."""
+        physical = self.resolve(name)
+        if physical is None:
             return False
-        self._call("delete_collection", self._client.delete_collection, name)
+        return self.drop_physical(physical)
+
+    def drop_physical(self, physical: str) -> bool:
+        """Drop the physical collection of that very name, and any alias of it; False when
+        there was none."""
+        if physical not in self.list_physical():
+            return False
+        operations: list[qm.AliasOperations] = [
+            qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=alias))
+            for alias, target in self._aliases().items() if target == physical]
+        if operations:
+            self._call("update_collection_aliases", self._client.update_collection_aliases,
+                       change_aliases_operations=operations)
+        self._call("delete_collection", self._client.delete_collection, physical)
         return True
 
     # Points
@@ -196,6 +243,36 @@ class VectorStore:
                              with_payload=fields if fields is not None else True,
                              with_vectors=False)
         return {r.payload["doc_id"]: r.payload for r in records if r.payload}
+
+    def scroll_documents(self, name: str, after: str | None, limit: int
+                         ) -> tuple[list[str], str | None]:
+        """Up to `limit` document ids from cursor `after` (None: the first), and the cursor of
+        the next page (None: this was the last)."""
+        records, following = self._call("scroll", self._client.scroll, name,
+                                        scroll_filter=_FIRST_CHUNKS, limit=max(1, limit),
+                                        offset=after, with_payload=["doc_id"], with_vectors=False)
+        ids = [str(r.payload["doc_id"]) for r in records if r.payload]
+        return ids, str(following) if following is not None else None
+
+    def document_points(self, name: str, doc_ids: Sequence[str]) -> list[ChunkPoint]:
+        """Every chunk point of the given documents, with its dense vector and payload (not
+        its lexical vector), in no particular order."""
+        if not doc_ids:
+            return []
+        selector = qm.Filter(must=[qm.FieldCondition(key="doc_id", match=qm.MatchAny(any=list(doc_ids)))])
+        points: list[ChunkPoint] = []
+        offset: Any = None
+        while True:
+            records, offset = self._call("scroll", self._client.scroll, name,
+                                         scroll_filter=selector, limit=1024, offset=offset,
+                                         with_payload=True, with_vectors=[""])
+            for record in records:
+                payload = record.payload or {}
+                vector = record.vector.get("") if isinstance(record.vector, dict) else record.vector
+                points.append(ChunkPoint(str(payload["doc_id"]), int(payload["chunk"]),
+                                         np.asarray(vector, dtype=np.float32), payload))
+            if offset is None:
+                return points
 
     def delete_chunks_from(self, name: str, first_stale: Mapping[str, int]) -> None:
         """For each document, delete its chunks numbered `first_stale[doc_id]` and above."""
@@ -259,7 +336,7 @@ class VectorStore:
                 search_params=_IDF_OVER_DOCUMENTS,
             )
         except (ValueError, UnexpectedResponse):  # no such vector, or no such collection
-            if (self._collection(name).config.metadata or {}).get("lexical") is None:
+            if self.describe(name).lexical is None:
                 raise no_lexical_vectors(name) from None
             raise
         return [Candidate(str(point.payload["doc_id"]), 0, point.score)

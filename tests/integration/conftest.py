@@ -16,6 +16,7 @@ import pytest
 
 from bienc.config.settings import Settings
 from bienc.store.factory import open_store
+from bienc.store.record import Chunking, CollectionEncoding
 from tests.conftest import KEPT_VARIABLES
 
 BIENC = [sys.executable, "-m", "bienc.cli"]
@@ -80,11 +81,16 @@ def long_document() -> dict[str, Any]:
     return {"id": "long-1", "title": "A long report", "text": f"{filler} {ending}"}
 
 
+# a collection of a model that is not on this machine
+OTHER_MODELS = CollectionEncoding(model="other/model-768", dimension=768, encoding="torch/float32",
+                                  source="other/model-768", chunking=Chunking(True, 128, 16))
+
+
 def create_other_models_collection(data_dir: Path, name: str = "wide") -> None:
     """A collection filled by a 768-d model, made in the default embedded store before a
     bienc process opens it."""
     store = open_store(Settings(_env_file=None, data_dir=data_dir))  # type: ignore[call-arg]
     try:
-        store.ensure_collection(name, 768, "other/model-768")
+        store.ensure_collection(name, OTHER_MODELS)
     finally:
         store.close()

@@ -25,9 +25,11 @@ from bienc.resources import Resources
 from bienc.runtime import Runtime
 from bienc.store.interface import ChunkPoint
 from bienc.store.qdrant import VectorStore
-from bienc.workers.indexing import ChunkingParams, index_documents
+from bienc.store.record import Chunking
+from bienc.workers.indexing import encoding_of, index_documents
 from tests.api_fuzz import fuzz
 from tests.conftest import TEST_REDIS_URL
+from tests.integration.conftest import OTHER_MODELS
 
 
 def _runtime(encoder: Encoder, **overrides: Any) -> Runtime:
@@ -54,7 +56,7 @@ def _index(runtime: Runtime, collection: str, docs: dict[str, str]) -> None:
     """Write documents straight into the store, as a worker would."""
     encoder = runtime.resources.encoder
     store = runtime.resources.store
-    store.ensure_collection(collection, encoder.dimension, encoder.identity)
+    store.ensure_collection(collection, encoding_of(encoder, Chunking(True, 128, 16)))
     vectors = encoder.encode_documents(list(docs.values()))
     store.upsert(collection, [
         ChunkPoint(doc_id, 0, vector, {"doc_id": doc_id, "chunk": 0, "chunks": 1, "text": text,
@@ -215,7 +217,7 @@ def test_missing_collection_is_404_and_another_models_is_409(client: TestClient,
                                                             runtime: Runtime) -> None:
     assert client.post("/v1/collections/none/search", json={"query": "a"}).status_code == 404
     assert client.get("/v1/collections/none").status_code == 404
-    runtime.resources.store.ensure_collection("wide", 768, "other/model-768")
+    runtime.resources.store.ensure_collection("wide", OTHER_MODELS)
     response = client.post("/v1/collections/wide/search", json={"query": "a"})
     assert response.status_code == 409
     assert "other/model-768" in response.json()["detail"]
@@ -234,8 +236,9 @@ def test_modes_on_collections_with_and_without_lexical_vectors(client: TestClien
     documents = [Document("paris", "The Eiffel Tower stands in Paris."),
                  Document("brca", "Carriers of BRCA1 mutations face a raised risk."),
                  Document("rome", "The Colosseum stands in Rome.")]
-    index_documents(documents, "both", runtime.resources.encoder, runtime.resources.store,
-                    ChunkingParams(128, 16), lexical=LexicalParams())
+    encoder = runtime.resources.encoder
+    index_documents(documents, "both", encoder, runtime.resources.store,
+                    encoding_of(encoder, Chunking(True, 128, 16), LexicalParams()))
     hybrid = client.post("/v1/collections/both/search", json={"query": "BRCA1", "top_k": 2})
     assert hybrid.status_code == 200, hybrid.text
     body = hybrid.json()
@@ -344,7 +347,7 @@ def test_fuzz_in_process_never_answers_5xx(runtime: Runtime) -> None:
                       existing={"collection": "s", "doc_id": "a"})
     print(f"\nin-process fuzz: {report.summary()}")
     assert not report.failures, "\n".join(report.failures[:20])
-    assert len(report.operations()) == 12
+    assert len(report.operations()) == 14
     assert any(op.startswith("POST") and status == 202 for op, _, status in report.statuses)
     assert any("search" in op and status == 200 for op, _, status in report.statuses)
 

@@ -52,15 +52,15 @@ def test_long_document_is_found_by_a_phrase_from_its_end(tmp_path: Path,
     assert 0 < report["search_ms_p50"] <= report["search_ms_p99"]
 
 
-def test_collection_of_another_dimension_is_refused(tmp_path: Path) -> None:
+def test_a_collection_whose_model_cannot_load_here_is_refused(tmp_path: Path) -> None:
     create_other_models_collection(tmp_path / ".bienc")
     corpus = write_jsonl(tmp_path / "c.jsonl", [{"id": "1", "text": "hello"}])
     result = run_bienc("ingest", str(corpus), "-c", "wide", cwd=tmp_path, env=bienc_env())
     assert result.returncode == 1
-    assert "holds 768-d vectors of model 'other/model-768'" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "'wide' is encoded with model 'other/model-768'" in result.stderr
+    assert "cannot be loaded here" in result.stderr and "Traceback" not in result.stderr
     search = run_bienc("search", "hello", "-c", "wide", cwd=tmp_path, env=bienc_env())
-    assert search.returncode == 1 and "768-d" in search.stderr
+    assert search.returncode == 1 and "'other/model-768'" in search.stderr
 
 
 def test_unloadable_model_is_one_clear_error(tmp_path: Path) -> None:

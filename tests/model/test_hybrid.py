@@ -17,9 +17,15 @@ from bienc.search.searcher import SearchRequest, search
 from bienc.store.edge import EdgeVectorStore
 from bienc.store.interface import Store
 from bienc.store.qdrant import VectorStore
-from bienc.workers.indexing import ChunkingParams, index_documents
+from bienc.store.record import Chunking, CollectionEncoding
+from bienc.workers.indexing import encoding_of, index_documents
 
-PARAMS = ChunkingParams(chunk_tokens=64, overlap=16)
+PARAMS = Chunking(True, 64, 16)
+
+
+def _enc(encoder: Encoder, lexical: LexicalParams | None = None,
+         chunking: Chunking = PARAMS) -> CollectionEncoding:
+    return encoding_of(encoder, chunking, lexical)
 LEXICAL = LexicalParams()
 
 # Short papers on one theme; only "brca" names the gene, and only "kinase" the identifier.
@@ -53,7 +59,7 @@ def _ids(store: Store, encoder: Encoder, query: str, **options: object) -> list[
 
 
 def test_a_rare_exact_term_finds_its_document(encoder: Encoder, store: Store) -> None:
-    index_documents(PAPERS, "c", encoder, store, PARAMS, lexical=LEXICAL)
+    index_documents(PAPERS, "c", encoder, store, _enc(encoder, LEXICAL))
     for query in ("BRCA1", "XK-4471"):
         want = "brca" if query == "BRCA1" else "kinase"
         assert _ids(store, encoder, query, mode="lexical")[0] == want
@@ -71,7 +77,7 @@ def test_a_rare_exact_term_finds_its_document(encoder: Encoder, store: Store) ->
 def test_filters_and_threshold_apply_in_every_mode(encoder: Encoder, store: Store) -> None:
     from bienc.store.filters import parse_filter
 
-    index_documents(PAPERS, "c", encoder, store, PARAMS, lexical=LEXICAL)
+    index_documents(PAPERS, "c", encoder, store, _enc(encoder, LEXICAL))
     only_2020 = parse_filter({"year": 2020})
     for mode in ("dense", "lexical", "hybrid"):
         found = _ids(store, encoder, "breast cancer risk", mode=mode, filter=only_2020, top_k=10)
@@ -86,11 +92,11 @@ def test_filters_and_threshold_apply_in_every_mode(encoder: Encoder, store: Stor
 
 
 def test_replacing_and_deleting_a_document_reach_both_legs(encoder: Encoder, store: Store) -> None:
-    index_documents(PAPERS, "c", encoder, store, PARAMS, lexical=LEXICAL)
+    index_documents(PAPERS, "c", encoder, store, _enc(encoder, LEXICAL))
     assert _ids(store, encoder, "BRCA1", mode="lexical") == ["brca"]
     replaced = Document("brca", "Carriers of BRCA2 variants were followed for a decade.",
                         "Inherited breast cancer risk")
-    outcome = index_documents([replaced], "c", encoder, store, PARAMS, lexical=LEXICAL)
+    outcome = index_documents([replaced], "c", encoder, store, _enc(encoder, LEXICAL))
     assert outcome.indexed == 1
     assert _ids(store, encoder, "BRCA1", mode="lexical") == []
     assert _ids(store, encoder, "BRCA2", mode="lexical") == ["brca"]
@@ -101,7 +107,7 @@ def test_replacing_and_deleting_a_document_reach_both_legs(encoder: Encoder, sto
 
 def test_a_stopword_query_has_no_lexical_leg_and_hybrid_gives_the_dense_order(
         encoder: Encoder, store: Store) -> None:
-    index_documents(PAPERS, "c", encoder, store, PARAMS, lexical=LEXICAL)
+    index_documents(PAPERS, "c", encoder, store, _enc(encoder, LEXICAL))
     query = "what is it that they were"
     assert _ids(store, encoder, query, mode="lexical") == []
     assert _ids(store, encoder, query, mode="hybrid", top_k=6) == _ids(store, encoder, query,
@@ -110,13 +116,13 @@ def test_a_stopword_query_has_no_lexical_leg_and_hybrid_gives_the_dense_order(
 
 def test_a_dense_only_collection_answers_dense_and_refuses_lexical(encoder: Encoder,
                                                                    store: Store) -> None:
-    index_documents(PAPERS, "c", encoder, store, PARAMS, lexical=None)
+    index_documents(PAPERS, "c", encoder, store, _enc(encoder))
     results = search(store, encoder, "c", SearchRequest(["BRCA1"]))
     assert results.mode == "dense" and len(results.hits[0]) == len(PAPERS)
     for mode in ("lexical", "hybrid"):
         with pytest.raises(CollectionError, match="no lexical vectors"):
             search(store, encoder, "c", SearchRequest(["BRCA1"], mode=mode))  # type: ignore[arg-type]
     # the collection's own parameters hold: ingesting with lexical settings now changes nothing
-    again = index_documents(PAPERS, "c", encoder, store, PARAMS, lexical=LEXICAL)
+    again = index_documents(PAPERS, "c", encoder, store, _enc(encoder, LEXICAL))
     assert (again.indexed, again.skipped) == (0, len(PAPERS))
-    assert store.info("c").lexical is None
+    assert store.describe("c").lexical is None

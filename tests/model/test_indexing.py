@@ -8,13 +8,20 @@ from qdrant_client import QdrantClient
 
 from bienc.config.errors import StoreUnavailableError
 from bienc.encoding.encoder import Encoder
+from bienc.encoding.lexical import LexicalParams
 from bienc.ingest.documents import Document
 from bienc.search.searcher import SearchRequest, search
 from bienc.store.interface import ChunkPoint
 from bienc.store.qdrant import VectorStore
-from bienc.workers.indexing import ChunkingParams, build_points, chunk_documents, index_documents, index_hash
+from bienc.store.record import Chunking, CollectionEncoding
+from bienc.workers.indexing import build_points, chunk_documents, encoding_of, index_documents, index_hash
 
-PARAMS = ChunkingParams(chunk_tokens=64, overlap=16)
+PARAMS = Chunking(True, 64, 16)
+
+
+def _enc(encoder: Encoder, lexical: LexicalParams | None = None,
+         chunking: Chunking = PARAMS) -> CollectionEncoding:
+    return encoding_of(encoder, chunking, lexical)
 
 
 class FaultyEncoder(Encoder):
@@ -44,23 +51,23 @@ def _docs(n: int, prefix: str = "") -> list[Document]:
 
 def test_identical_reingest_encodes_nothing(encoder: Encoder, store: VectorStore) -> None:
     docs = _docs(12)
-    first = index_documents(docs, "c", encoder, store, PARAMS)
+    first = index_documents(docs, "c", encoder, store, _enc(encoder))
     calls = encoder.calls
-    second = index_documents(docs, "c", encoder, store, PARAMS)
+    second = index_documents(docs, "c", encoder, store, _enc(encoder))
     assert (first.indexed, second.indexed, second.skipped) == (12, 0, 12)
     assert encoder.calls == calls  # no forward pass at all
     changed = [*docs[:11], Document("d11", "A different note on volcanoes.")]
-    third = index_documents(changed, "c", encoder, store, PARAMS)
+    third = index_documents(changed, "c", encoder, store, _enc(encoder))
     assert (third.indexed, third.skipped) == (1, 11)
     assert encoder.calls == calls + 1
-    other_chunking = index_documents(docs[:2], "c", encoder, store, ChunkingParams(32, 8))
-    assert other_chunking.indexed == 2  # chunking changed: the points change too
+    other = index_documents(docs[:2], "c", encoder, store, _enc(encoder, chunking=Chunking(True, 32, 8)))
+    assert (other.indexed, other.skipped) == (0, 2)  # the collection's own chunking holds
 
 
 def test_a_poison_document_fails_alone(encoder: Encoder, store: VectorStore) -> None:
     # enough documents for several forward batches, some written before the poison's batch
     docs = [*_docs(100), Document("bad", "this one is POISON for the encoder")]
-    outcome = index_documents(docs, "c", FaultyEncoder(encoder, "POISON"), store, PARAMS)
+    outcome = index_documents(docs, "c", FaultyEncoder(encoder, "POISON"), store, _enc(encoder))
     assert outcome.indexed == 100
     assert list(outcome.failures) == ["bad"] and "poisoned input" in outcome.failures["bad"]
     assert store.info("c").documents == 100
@@ -77,15 +84,16 @@ def test_a_store_outage_mid_batch_raises_and_encodes_nothing_twice(encoder: Enco
     store = DownStore(QdrantClient(location=":memory:"), ":memory:", remote=False)
     calls = encoder.calls
     with pytest.raises(StoreUnavailableError):  # the task retries the whole batch later
-        index_documents(_docs(200), "c", encoder, store, PARAMS)  # several writes per batch
+        index_documents(_docs(200), "c", encoder, store, _enc(encoder))  # several writes per batch
     assert encoder.calls == calls + 1  # not taken for an encoding failure: nothing re-encoded
 
 
 def test_shrinking_a_document_leaves_no_orphan_chunk(encoder: Encoder, store: VectorStore) -> None:
     long_text = " ".join(f"Sentence {i} about the slow growth of coral reefs." for i in range(40))
-    index_documents([Document("reef", long_text, "Reefs")], "c", encoder, store, PARAMS)
+    index_documents([Document("reef", long_text, "Reefs")], "c", encoder, store, _enc(encoder))
     assert store.info("c").points > 5
-    index_documents([Document("reef", "Coral reefs grow slowly.", "Reefs")], "c", encoder, store, PARAMS)
+    shorter = Document("reef", "Coral reefs grow slowly.", "Reefs")
+    index_documents([shorter], "c", encoder, store, _enc(encoder))
     info = store.info("c")
     assert (info.documents, info.points) == (1, 1)
     hit = search(store, encoder, "c", SearchRequest(["coral"], top_k=5)).hits[0][0]
@@ -95,7 +103,7 @@ def test_shrinking_a_document_leaves_no_orphan_chunk(encoder: Encoder, store: Ve
 def test_top_k_counts_documents_not_chunks(encoder: Encoder, store: VectorStore) -> None:
     long_text = " ".join(f"Paragraph {i}: glaciers retreat as summers warm." for i in range(30))
     docs = [Document(f"g{i}", long_text + f" Glacier number {i}.") for i in range(12)]
-    index_documents(docs, "c", encoder, store, PARAMS)
+    index_documents(docs, "c", encoder, store, _enc(encoder))
     assert store.info("c").points > 3 * len(docs)
     for k in (10, 1000):
         hits = search(store, encoder, "c", SearchRequest(["glaciers retreat"], top_k=k)).hits[0]
@@ -107,7 +115,7 @@ def test_top_k_counts_documents_not_chunks(encoder: Encoder, store: VectorStore)
 def test_a_redelivered_batch_counts_as_indexed_and_finishes_cleanup(encoder: Encoder,
                                                                     store: VectorStore) -> None:
     long_text = " ".join(f"Sentence {i} about tides and the moon." for i in range(40))
-    index_documents([Document("t", long_text)], "c", encoder, store, PARAMS, job_id="old")
+    index_documents([Document("t", long_text)], "c", encoder, store, _enc(encoder), job_id="old")
     many = store.info("c").points
     short = Document("t", "Tides follow the moon.")
     # a first delivery wrote the new chunks, then its worker died before deleting stale ones
@@ -116,9 +124,9 @@ def test_a_redelivered_batch_counts_as_indexed_and_finishes_cleanup(encoder: Enc
                                    encoder.encode_documents([short.text]), doc_hash, "job-2"))
     assert store.info("c").points == many
     calls = encoder.calls
-    redelivered = index_documents([short], "c", encoder, store, PARAMS, job_id="job-2")
+    redelivered = index_documents([short], "c", encoder, store, _enc(encoder), job_id="job-2")
     assert (redelivered.indexed, redelivered.skipped) == (1, 0)
     assert encoder.calls == calls
     assert store.info("c").points == 1
-    again = index_documents([short], "c", encoder, store, PARAMS, job_id="job-3")
+    again = index_documents([short], "c", encoder, store, _enc(encoder), job_id="job-3")
     assert (again.indexed, again.skipped) == (0, 1)  # another job: genuinely unchanged

@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import qdrant_edge as qe
 from qdrant_client import QdrantClient
+from qdrant_client import models as qm
 
 from bienc.config.errors import CollectionError, CollectionNotFoundError, ConfigError, InvalidInputError
 from bienc.encoding.lexical import LexicalEncoder, LexicalParams
@@ -23,6 +26,7 @@ from bienc.store.edge import EdgeVectorStore
 from bienc.store.filters import parse_filter
 from bienc.store.interface import ChunkPoint
 from bienc.store.qdrant import VectorStore
+from bienc.store.record import Chunking, CollectionEncoding, check_model
 
 Store = VectorStore | EdgeVectorStore
 
@@ -33,6 +37,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
                      if request.param == "qdrant-local" else EdgeVectorStore(tmp_path / "edge"))
     yield opened
     opened.close()
+
+
+def _enc(dimension: int, model: str = "m", encoding: str = "", lexical: dict[str, Any] | None = None,
+         weights: str | None = None) -> CollectionEncoding:
+    return CollectionEncoding(model=model, dimension=dimension, encoding=encoding, weights=weights,
+                              chunking=Chunking(True, 128, 16), lexical=lexical)
 
 
 def _unit(*values: float) -> np.ndarray:
@@ -54,31 +64,76 @@ def _point(doc: str, chunk: int, vector: np.ndarray, chunks: int = 1, content_ha
 # The same behaviours
 
 
-def test_collection_of_another_model_or_dimension_is_refused(store: Store) -> None:
-    store.ensure_collection("c", 3, "model-a")
-    store.ensure_collection("c", 3, "model-a")  # idempotent
-    with pytest.raises(CollectionError, match="holds 3-d vectors of model 'model-a'"):
-        store.ensure_collection("c", 4, "model-b")
-    with pytest.raises(CollectionError, match="BIENC_MODEL"):
-        store.check_collection("c", 3, "model-b")
+def test_a_collection_records_its_encoding_under_its_name(store: Store) -> None:
+    made = _enc(3, "model-a", "openvino/int8")
+    assert store.ensure_collection("c", made) == made
+    assert store.ensure_collection("c", _enc(4, "model-b")) == made  # the record holds
+    assert store.describe("c") == made
+    assert store.resolve("c") == "c@1" and store.list_physical() == ["c@1"]
     with pytest.raises(CollectionNotFoundError, match="does not exist"):
-        store.check_collection("missing", 3, "model-a")
-    store.ensure_collection("d", 5, "model-b")
+        store.describe("missing")
+    assert store.resolve("missing") is None
+    store.ensure_collection("d", _enc(5, "model-b"))
     assert store.list_collections() == ["c", "d"]
     info = store.info("d")
-    assert (info.name, info.model, info.dimension, info.documents, info.points) == ("d", "model-b", 5, 0, 0)
+    assert (info.name, info.physical, info.encoding.model, info.encoding.dimension, info.documents,
+            info.points) == ("d", "d@1", "model-b", 5, 0, 0)
     assert store.delete_collection("c") is True
     assert store.delete_collection("c") is False
-    assert store.list_collections() == ["d"]
+    assert store.list_collections() == ["d"] and store.list_physical() == ["d@1"]
 
 
-def test_a_collection_takes_vectors_of_one_encoder(store: Store) -> None:
-    store.ensure_collection("c", 3, "m", "openvino/bfloat16")
-    store.ensure_collection("c", 3, "m", "torch/float32")  # full precision agrees to 0.9999
-    assert store.info("c").encoding == "openvino/bfloat16"  # the encoder that created it
-    with pytest.raises(CollectionError, match="BIENC_BACKEND=openvino and BIENC_DTYPE=bfloat16"):
-        store.ensure_collection("c", 3, "m", "openvino/int8")
-    store.check_collection("c", 3, "m")  # a query may be encoded by any backend of the model
+def test_a_name_switches_to_another_physical_collection_in_one_step(store: Store) -> None:
+    store.ensure_collection("c", _enc(3))
+    store.upsert("c", [_point("old", 0, _unit(1, 0, 0))])
+    store.ensure_collection("c@2", _enc(3, lexical=BM25.record()))  # a reindex's new one
+    store.upsert("c@2", [_point("new", 0, _unit(1, 0, 0))])
+    assert store.list_collections() == ["c", "c@2"]  # not yet behind a name
+    assert [h.doc_id for h in store.search("c", _unit(1, 0, 0), 5)] == ["old"]
+    store.switch_alias("c", "c@2")
+    assert store.resolve("c") == "c@2" and store.describe("c").lexical == BM25.record()
+    assert [h.doc_id for h in store.search("c", _unit(1, 0, 0), 5)] == ["new"]
+    assert store.list_collections() == ["c", "c@1"]  # the old one, until it is dropped
+    assert [h.doc_id for h in store.search("c@1", _unit(1, 0, 0), 5)] == ["old"]
+    assert store.drop_physical("c@1") is True and store.drop_physical("c@1") is False
+    assert store.list_collections() == ["c"] and store.info("c").physical == "c@2"
+
+
+def test_a_collection_made_by_an_older_bienc_is_found_by_its_own_name(tmp_path: Path) -> None:
+    """Before aliases, a collection was a physical collection of the user's name."""
+    old_record = {"bienc_schema": 1, "model": "m", "dimension": 3, "encoding": "torch/float32"}
+    local = VectorStore(QdrantClient(location=":memory:"), ":memory:", remote=False)
+    edge = EdgeVectorStore(tmp_path / "edge")
+    try:
+        local._client.create_collection("old", vectors_config=qm.VectorParams(
+            size=3, distance=qm.Distance.COSINE), metadata=old_record)
+        (tmp_path / "edge" / "old").mkdir()
+        (tmp_path / "edge" / "old" / "collection.json").write_text(json.dumps(old_record))
+        for store in (local, edge):
+            assert store.resolve("old") == "old" and store.list_collections() == ["old"]
+            recorded = store.describe("old")
+            assert (recorded.model, recorded.encoding, recorded.chunking, recorded.weights,
+                    recorded.lexical) == ("m", "torch/float32", None, None, None)
+            store.upsert("old", [_point("a", 0, _unit(1, 0, 0))])
+            store.ensure_collection("old@1", _enc(3))
+            store.switch_alias("old", "old@1")
+            assert store.resolve("old") == "old@1" and store.info("old").points == 0
+            store.drop_physical("old")  # a server has dropped it already, to make the alias
+            assert store.list_collections() == ["old"] and store.list_physical() == ["old@1"]
+    finally:
+        local.close()
+        edge.close()
+
+
+def test_the_same_name_with_other_weights_is_another_model() -> None:
+    recorded = _enc(3, "all-MiniLM-L6-v2", weights="a" * 64)
+    check_model("c", recorded, "all-MiniLM-L6-v2", 3, "a" * 64)
+    check_model("c", replace(recorded, weights=None), "all-MiniLM-L6-v2", 3, "b" * 64)  # unknown
+    with pytest.raises(CollectionError, match=r"weights aaaaaaaaaaaaaaaa\.\.\., but the model "
+                                              r"loaded as 'all-MiniLM-L6-v2' has weights bbbbbbbbbbbbbbbb"):
+        check_model("c", recorded, "all-MiniLM-L6-v2", 3, "b" * 64)
+    with pytest.raises(CollectionError, match="holds 3-d vectors of model 'all-MiniLM-L6-v2'"):
+        check_model("c", recorded, "other/model", 768, "a" * 64)
 
 
 def test_a_missing_collection_is_reported(store: Store) -> None:
@@ -91,7 +146,7 @@ def test_a_missing_collection_is_reported(store: Store) -> None:
 
 
 def test_rewriting_a_document_overwrites_instead_of_duplicating(store: Store) -> None:
-    store.ensure_collection("c", 3, "m")
+    store.ensure_collection("c", _enc(3))
     store.upsert("c", [_point("a", 0, _unit(1, 0, 0))])
     store.upsert("c", [_point("a", 0, _unit(0, 1, 0))])
     info = store.info("c")
@@ -101,7 +156,7 @@ def test_rewriting_a_document_overwrites_instead_of_duplicating(store: Store) ->
 
 
 def test_search_returns_each_document_once_scored_by_its_best_chunk(store: Store) -> None:
-    store.ensure_collection("c", 3, "m")
+    store.ensure_collection("c", _enc(3))
     store.upsert("c", [
         _point("long", 0, _unit(1, 0, 0), chunks=3), _point("long", 1, _unit(0.9, 0.1, 0), chunks=3),
         _point("long", 2, _unit(0, 0, 1), chunks=3), _point("short", 0, _unit(0.7, 0.7, 0)),
@@ -119,7 +174,7 @@ def test_search_returns_each_document_once_scored_by_its_best_chunk(store: Store
 
 
 def test_stale_chunks_and_documents_are_deleted(store: Store) -> None:
-    store.ensure_collection("c", 3, "m")
+    store.ensure_collection("c", _enc(3))
     store.upsert("c", [_point("a", i, _unit(1, i, 0), chunks=3) for i in range(3)]
                  + [_point("b", 0, _unit(0, 1, 1))])
     store.delete_chunks_from("c", {"a": 1})
@@ -134,7 +189,7 @@ def test_stale_chunks_and_documents_are_deleted(store: Store) -> None:
 
 
 def test_metadata_filter_exact_and_list_match_and_threshold(store: Store) -> None:
-    store.ensure_collection("c", 3, "m")
+    store.ensure_collection("c", _enc(3))
     store.upsert("c", [_point("en", 0, _unit(1, 0, 0), lang="en", year=2020, open=True),
                        _point("fr", 0, _unit(1, 0.1, 0), lang="fr", year=2021, open=False),
                        _point("de", 0, _unit(1, 0.2, 0), lang="de", year=1, open=1)])
@@ -159,7 +214,7 @@ def test_metadata_filter_exact_and_list_match_and_threshold(store: Store) -> Non
 
 def test_top_k_1000_returns_1000_distinct_documents(store: Store) -> None:
     rng = np.random.default_rng(7)
-    store.ensure_collection("big", 8, "m")
+    store.ensure_collection("big", _enc(8))
     points = [_point(f"d{d}", c, rng.normal(size=8).astype(np.float32), chunks=3)
               for d in range(1100) for c in range(3)]
     store.upsert("big", points)
@@ -169,7 +224,7 @@ def test_top_k_1000_returns_1000_distinct_documents(store: Store) -> None:
 
 
 def test_a_chunk_of_another_version_than_chunk_0_is_not_shown(store: Store) -> None:
-    store.ensure_collection("c", 3, "m")
+    store.ensure_collection("c", _enc(3))
     new_head = _point("a", 0, _unit(1, 0, 0), chunks=1, content_hash="new")
     old_tail = _point("a", 2, _unit(0, 0, 1), chunks=3, content_hash="old")  # left by a re-ingest
     orphan = _point("o", 1, _unit(0, 0.1, 1), chunks=2)  # its chunk 0 is gone
@@ -184,22 +239,22 @@ def test_a_chunk_of_another_version_than_chunk_0_is_not_shown(store: Store) -> N
 def test_edge_store_persists_and_one_process_holds_it(tmp_path: Path) -> None:
     root = tmp_path / "edge"
     first = EdgeVectorStore(root)
-    first.ensure_collection("c", 3, "m")
+    first.ensure_collection("c", _enc(3))
     first.upsert("c", [_point("a", 0, _unit(1, 0, 0), lang="en")])
     with pytest.raises(ConfigError, match="open in another process"):
         EdgeVectorStore(root)
     with pytest.raises(InvalidInputError, match="collection name"):
-        first.ensure_collection("../escape", 3, "m")
+        first.ensure_collection("../escape", _enc(3))
     first.close()
 
     again = EdgeVectorStore(root)
     assert again.list_collections() == ["c"]
-    again.check_collection("c", 3, "m")
+    assert again.describe("c") == _enc(3)
     assert [h.doc_id for h in again.search("c", _unit(1, 0, 0), 5)] == ["a"]
     again.close()
 
     # Edge's own lock on the shard (its WAL) is reported the same way
-    holder = qe.EdgeShard.load(str(root / "c" / "shard"))
+    holder = qe.EdgeShard.load(str(root / "c@1" / "shard"))
     try:
         third = EdgeVectorStore(root)
         with pytest.raises(ConfigError, match="open in another process"):
@@ -211,7 +266,7 @@ def test_edge_store_persists_and_one_process_holds_it(tmp_path: Path) -> None:
 
 def test_edge_store_serves_threads_while_it_indexes(tmp_path: Path) -> None:
     store = EdgeVectorStore(tmp_path / "edge", indexing_threshold=300)
-    store.ensure_collection("c", 8, "m")
+    store.ensure_collection("c", _enc(8))
     rng = np.random.default_rng(3)
     errors: list[BaseException] = []
 
@@ -257,7 +312,7 @@ def test_edge_hnsw_rankings_agree_with_exact_search(tmp_path: Path) -> None:
     edge = EdgeVectorStore(tmp_path / "edge", indexing_threshold=1000, search_ef=128)
     try:
         for store in (exact, edge):
-            store.ensure_collection("c", 64, "m")
+            store.ensure_collection("c", _enc(64))
             for start in range(0, len(points), 500):
                 store.upsert("c", points[start:start + 500])
         shard_info = edge._collection("c").shard.info()
@@ -293,7 +348,7 @@ def test_ann_search_agrees_with_the_same_collections_exact_search(tmp_path: Path
     vectors = _embedding_like(rng, 3000, basis)
     store = EdgeVectorStore(tmp_path / "edge", indexing_threshold=1000, quantization=quantization)
     try:
-        store.ensure_collection("c", 64, "m")
+        store.ensure_collection("c", _enc(64))
         store.upsert("c", [_point(f"d{i}", 0, v) for i, v in enumerate(vectors)])
         assert store._collection("c").shard.info().indexed_vectors_count >= 2000
         recalls = []
@@ -340,7 +395,7 @@ def _lexical(store: Store, query: str, limit: int = 10, **filters: object) -> di
 
 
 def test_bm25_scores_are_qdrants_formulas_computed_by_hand(store: Store) -> None:
-    store.ensure_collection("c", 3, "m", lexical=BM25.record())
+    store.ensure_collection("c", _enc(3, lexical=BM25.record()))
     corpus = {"a": "zebra zebra quokka", "b": "zebra narwhal narwhal narwhal",
               "c": "quokka okapi", "d": "okapi"}
     store.upsert("c", [_text_point(d, text, _unit(1, i, 0)) for i, (d, text) in enumerate(corpus.items())]
@@ -365,12 +420,12 @@ def test_bm25_scores_are_qdrants_formulas_computed_by_hand(store: Store) -> None
 
 
 def test_a_collection_records_its_lexical_parameters(store: Store) -> None:
-    store.ensure_collection("dense", 3, "m")
-    recorded = store.ensure_collection("c", 3, "m", lexical=BM25.record())
-    assert LexicalParams.from_record(recorded["lexical"]) == BM25
-    assert store.info("c").lexical == BM25.record()
-    assert store.info("dense").lexical is None
-    assert store.check_collection("dense", 3, "m")["lexical"] is None
+    store.ensure_collection("dense", _enc(3))
+    recorded = store.ensure_collection("c", _enc(3, lexical=BM25.record()))
+    assert recorded.lexical is not None and LexicalParams.from_record(recorded.lexical) == BM25
+    assert store.info("c").encoding.lexical == BM25.record()
+    assert store.info("c").to_dict()["lexical"] == BM25.record()
+    assert store.info("dense").encoding.lexical is None
     store.upsert("dense", [_point("a", 0, _unit(1, 0, 0))])
     with pytest.raises(CollectionError, match="'dense' has no lexical vectors"):
         store.lexical_candidates("dense", LexicalEncoder(BM25).embed_query("full text"), 5)
@@ -390,7 +445,7 @@ def test_sparse_and_fused_rankings_agree_across_engines(tmp_path: Path) -> None:
     queries = [" ".join(w[3:7]) for w in words[::9]] + ["the of and to", "subprocess pipe timeout"]
     try:
         for store in (local, edge):
-            store.ensure_collection("c", 32, "m", lexical=LexicalParams().record())
+            store.ensure_collection("c", _enc(32, lexical=LexicalParams().record()))
             store.upsert("c", points)
         encoder = LexicalEncoder(LexicalParams())
         compared = 0

@@ -45,12 +45,13 @@ from bienc.ingest.documents import Document
 from bienc.ingest.readers import read_path
 from bienc.resources import settle_heap
 from bienc.search.evaluation import load_queries
+from bienc.search.fusion import DEPTH as FUSION_DEPTH
 from bienc.search.fusion import fuse
-from bienc.search.searcher import FUSION_DEPTH, SearchRequest, search
+from bienc.search.searcher import SearchRequest, search
 from bienc.store.factory import open_store
 from bienc.store.interface import ChunkPoint, Store
 from bienc.store.record import Chunking
-from bienc.workers.indexing import build_points, chunk_documents, index_hash
+from bienc.workers.indexing import build_points, chunk_documents, encoding_of, index_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "scifact"
@@ -86,8 +87,7 @@ def build(store: Store, encoder: Encoder, settings: Settings, docs: list[Documen
     params = Chunking(settings.chunking, settings.chunk_tokens, settings.chunk_overlap)
     lexical = lexical_params(settings)
     chunked, vectors = encoded_chunks(encoder, docs, params)
-    store.ensure_collection(COLLECTION, encoder.dimension, encoder.identity, encoder.encoding,
-                            lexical.record() if lexical else None)
+    store.ensure_collection(COLLECTION, encoding_of(encoder, params, lexical))
     sparse = lexical_encoder(lexical).embed_documents(
         [document_text(d.title, d.text) for d in docs]) if lexical else [None] * len(docs)
     batch: list[ChunkPoint] = []
@@ -110,13 +110,13 @@ def build(store: Store, encoder: Encoder, settings: Settings, docs: list[Documen
         picks = rng.integers(0, len(docs), size=n)
         points = []
         for i, v in enumerate(fake):
-            doc, chunk = divmod(start + i, FILLER_CHUNKS)
-            payload = {"doc_id": f"filler-{doc}", "chunk": chunk, "chunks": FILLER_CHUNKS,
+            number, chunk = divmod(start + i, FILLER_CHUNKS)
+            payload = {"doc_id": f"filler-{number}", "chunk": chunk, "chunks": FILLER_CHUNKS,
                        "title": "", "metadata": {}, "content_hash": "f",
                        "chunk_text": f"filler chunk {chunk}"}
             if chunk == 0:
                 payload["text"] = "filler " * 100
-            points.append(ChunkPoint(f"filler-{doc}", chunk, v, payload,
+            points.append(ChunkPoint(f"filler-{number}", chunk, v, payload,
                                      sparse[picks[i]] if chunk == 0 else None))
         store.upsert(COLLECTION, points)
     return len(vectors), filler
@@ -127,8 +127,9 @@ def exact_ranking(store: Store, encoder: Encoder, query: str, mode: str, k: int)
     if mode == "dense":
         return {c.doc_id for c in store.dense_candidates(
             COLLECTION, encoder.encode_queries([query])[0], k, exact=True)}
-    recorded = store.check_collection(COLLECTION, None, encoder.identity)
-    terms = lexical_encoder(LexicalParams.from_record(recorded["lexical"])).embed_query(query)
+    recorded = store.describe(COLLECTION)
+    assert recorded.lexical is not None
+    terms = lexical_encoder(LexicalParams.from_record(recorded.lexical)).embed_query(query)
     depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
     lexical = sorted(store.lexical_candidates(COLLECTION, terms, depth + depth // 10 + 10),
                      key=lambda c: (-c.score, c.doc_id))[:depth]

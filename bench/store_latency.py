@@ -26,6 +26,7 @@ from qdrant_client import QdrantClient
 from bienc.store.edge import EdgeVectorStore
 from bienc.store.interface import ChunkPoint
 from bienc.store.qdrant import VectorStore
+from bienc.store.record import CollectionEncoding
 
 Store = VectorStore | EdgeVectorStore
 COLLECTION = "bench"
@@ -61,7 +62,7 @@ def exact_top(vectors: np.ndarray, chunks: int, query: np.ndarray, k: int) -> se
 
 def measure(label: str, store: Store, points: list[ChunkPoint], vectors: np.ndarray, chunks: int,
             queries: np.ndarray, batch: int) -> None:
-    store.ensure_collection(COLLECTION, vectors.shape[1], "bench-model")
+    store.ensure_collection(COLLECTION, CollectionEncoding(model="bench-model", dimension=vectors.shape[1]))
     started = time.perf_counter()
     for start in range(0, len(points), batch):
         store.upsert(COLLECTION, points[start:start + batch])

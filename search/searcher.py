@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bienc.config.errors import CollectionError, InvalidInputError
+from bienc.config.errors import CollectionError, CollectionNotFoundError, InvalidInputError
 from bienc.config.settings import MAX_TOP_K
 from bienc.encoding.encoder import Encoder
 from bienc.encoding.lexical import LexicalParams, lexical_encoder
@@ -26,7 +26,7 @@ from bienc.search.fusion import DEPTH as FUSION_DEPTH
 from bienc.search.fusion import FUSIONS, Fusion, fuse
 from bienc.search.modes import MODES, Mode
 from bienc.store.filters import MetadataFilter
-from bienc.store.interface import Candidate, Hit, SparseVector, Store
+from bienc.store.interface import Candidate, Hit, SparseVector, Store, resolved
 from bienc.store.record import CollectionEncoding, check_model
 
 if TYPE_CHECKING:
@@ -136,9 +136,24 @@ def search(store: Store, encoders: Encoder | EncoderFor, collection: str, reques
     collection; an Encoder is taken as that model, once checked against the record). Refuses
     a lexical or hybrid search of a collection without lexical vectors. Seconds spent encoding
     the queries (both representations) are added to `timings["encode"]` when given.
+
+    The name is resolved once, so that a search never mixes two physical collections; one
+    that a reindex dropped under it (the name switched meanwhile) runs again on the new one.
     """
     validate_request(request)
-    recorded = store.describe(collection)
+    physical = resolved(store, collection)
+    try:
+        return _search(store, encoders, collection, physical, request, timings)
+    except CollectionNotFoundError:
+        now = store.resolve(collection)
+        if now is None or now == physical:
+            raise
+        return _search(store, encoders, collection, now, request, timings)
+
+
+def _search(store: Store, encoders: Encoder | EncoderFor, collection: str, physical: str,
+            request: SearchRequest, timings: dict[str, float] | None) -> SearchResults:
+    recorded = store.describe(physical)
     mode = choose_mode(collection, request.mode, recorded)
     if isinstance(encoders, Encoder):
         encoder = encoders
@@ -159,7 +174,7 @@ def search(store: Store, encoders: Encoder | EncoderFor, collection: str, reques
     if timings is not None:
         timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - started
     hits = [
-        store.fetch_hits(collection, rank(store, collection, request, mode, vector, terms),
+        store.fetch_hits(physical, rank(store, physical, request, mode, vector, terms),
                          request.with_text)
         for vector, terms in zip(vectors, sparse, strict=True)
     ]

@@ -50,12 +50,9 @@ def chunk_documents(documents: Sequence[Document], encoder: Encoder,
     is one chunk that the model truncates to its window."""
     if not params.enabled:
         return [[Chunk(0, f"{d.title} {d.text}" if d.title else d.text, d.text)] for d in documents]
-    tokenizer = encoder.tokenizer
     chunk_tokens = min(params.tokens, encoder.max_seq_length)
-    bodies = tokenizer([d.text for d in documents], add_special_tokens=False,
-                       return_offsets_mapping=True, verbose=False)["offset_mapping"]
-    titles = tokenizer([d.title or "" for d in documents], add_special_tokens=False,
-                       return_offsets_mapping=True, verbose=False)["offset_mapping"]
+    bodies = encoder.token_offsets([d.text for d in documents])
+    titles = encoder.token_offsets([d.title or "" for d in documents])
     return [
         chunk_document(d.title, title_offsets, d.text, offsets, chunk_tokens, params.overlap)
         for d, title_offsets, offsets in zip(documents, titles, bodies, strict=True)

@@ -23,6 +23,8 @@ from bienc.encoding.plan import (
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from bienc.encoding.openvino import OpenVINORunner
+
 
 def plan_batches(lengths: Sequence[int], max_texts: int, max_tokens: int) -> list[list[int]]:
     """Group text indices into forward batches, longest first. A batch holds at most
@@ -79,17 +81,22 @@ class Encoder:
 
     `backend` and `dtype` say what computes the vectors (torch or openvino; float32, bfloat16
     or int8); `encoding` names the pair, which a collection records. Texts are batched by
-    tokens (plan_batches). Thread-safe: concurrent callers take turns on the model. `calls`
-    counts encode requests with non-empty input, so tests can assert that unchanged documents
-    cost no encoding.
+    tokens (plan_batches). Thread-safe: the tokenizer is used by one caller at a time (a short
+    lock); documents take turns on the model batch by batch, and queries run on a runner of
+    their own (their own OpenVINO infer request), so that a query never waits for a document
+    batch to finish. `calls` counts encode requests with non-empty input, so tests can assert
+    that unchanged documents cost no encoding.
     """
 
     def __init__(self, model: SentenceTransformer, identity: str, *, backend: str = "torch",
                  dtype: str = "float32", batch_size: int = 32, max_batch_tokens: int = 8192,
-                 runner: Runner | None = None, weights: str | None = None,
-                 source: str | None = None):
+                 runner: Runner | None = None, query_runner: Runner | None = None,
+                 weights: str | None = None, source: str | None = None):
         self._model = model
         self._runner: Runner = runner or _TorchRunner(model)
+        # a torch module serves concurrent forward passes; another runner is shared unless a
+        # twin is given
+        self._query_runner: Runner = query_runner or (_TorchRunner(model) if runner is None else runner)
         self.identity = identity
         self.weights = weights  # sha256 of the weights (a collection records it)
         self.source = source  # what BIENC_MODEL named
@@ -103,7 +110,9 @@ class Encoder:
         self.dimension: int = dimension
         self.max_seq_length: int = model.max_seq_length or 512
         self.calls = 0
-        self._lock = threading.Lock()
+        self._tokenizer_lock = threading.Lock()
+        self._runner_lock = threading.Lock()
+        self._query_lock = self._runner_lock if self._query_runner is self._runner else threading.Lock()
         self._warm_lengths: set[int] = set()  # query lengths warm_up() has passed
 
     @property
@@ -118,7 +127,27 @@ class Encoder:
         return self._encode(texts)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts)
+        """Queries' vectors, on the query runner: never behind a document batch."""
+        texts = list(texts)
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        if not texts:
+            return out
+        with self._tokenizer_lock:
+            self.calls += 1
+            planned = list(self._batches(texts))
+        for rows, features in planned:
+            with self._query_lock:
+                vectors = self._query_runner(features)
+            out[rows] = _unit_rows(vectors)
+        return out
+
+    def token_offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Character offsets of each text's tokens (no special tokens), as chunking reads them."""
+        with self._tokenizer_lock:
+            offsets: list[list[tuple[int, int]]] = self.tokenizer(
+                list(texts), add_special_tokens=False, return_offsets_mapping=True,
+                verbose=False)["offset_mapping"]
+        return offsets
 
     def warm_up(self, max_tokens: int = QUERY_WARM_UP_TOKENS) -> list[int]:
         """Encode one query of each length up to `max_tokens` tokens (once per encoder), so
@@ -136,6 +165,10 @@ class Encoder:
 
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         """Tokens the model sees of each text (special tokens included, truncated)."""
+        with self._tokenizer_lock:
+            return self._token_lengths(texts)
+
+    def _token_lengths(self, texts: Sequence[str]) -> list[int]:
         ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_seq_length,
                              verbose=False)["input_ids"]
         return [len(i) for i in ids]
@@ -153,22 +186,22 @@ class Encoder:
         texts = list(texts)
         if not texts:
             return
-        with self._lock:
+        with self._tokenizer_lock:
             self.calls += 1
         for start in range(0, len(texts), TOKENIZE_WINDOW):
-            # a generator: its first step tokenises the window, under the lock like every
-            # step (the tokenizer is not safe for concurrent calls either)
+            # a generator: its first step tokenises the window (the tokenizer takes one
+            # caller at a time), the next ones cut its tensors batch by batch
             batches = self._batches(texts[start : start + TOKENIZE_WINDOW])
             while True:
-                with self._lock:
+                with self._tokenizer_lock:
                     planned = next(batches, None)
-                    if planned is None:
-                        break
-                    rows, features = planned
+                if planned is None:
+                    break
+                rows, features = planned
+                with self._runner_lock:
                     vectors = self._runner(features)
                 # a new array: the caller may keep it while the next batch runs
-                yield [start + i for i in rows], vectors / np.maximum(
-                    np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+                yield [start + i for i in rows], _unit_rows(vectors)
 
     def _batches(self, texts: list[str]) -> Iterator[tuple[list[int], Mapping[str, Any]]]:
         """Forward batches of `texts` (plan_batches) with their model inputs. The texts are
@@ -177,7 +210,7 @@ class Encoder:
         features = self._model.preprocess(texts)
         mask = features.get("attention_mask")
         if mask is None or getattr(self.tokenizer, "padding_side", "right") != "right":
-            lengths = self.token_lengths(texts)  # cannot cut columns: tokenise each batch
+            lengths = self._token_lengths(texts)  # cannot cut columns: tokenise each batch
             for batch in plan_batches(lengths, self.batch_size, self.max_batch_tokens):
                 yield batch, self._model.preprocess([texts[i] for i in batch])
             return
@@ -197,6 +230,11 @@ def weights_digest(model: SentenceTransformer) -> Any:
         digest.update(name.encode())
         digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
     return digest
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    unit: np.ndarray = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return unit
 
 
 def load_encoder(settings: Settings, model_source: str | None = None, encoding: str = "") -> Encoder:
@@ -235,15 +273,16 @@ def load_encoder(settings: Settings, model_source: str | None = None, encoding: 
             "cache (downloads are off while BIENC_HF_OFFLINE=true)."
         ) from exc
     digest = weights_digest(model)
-    runner: Runner | None = None
+    runner = query_runner = None
     if backend == "openvino":
         runner = _openvino_runner(model, digest, dtype, settings, source)
+        query_runner = runner.twin()
     elif dtype == "bfloat16":
         model = model.to(torch.bfloat16)
     return Encoder(model, model_identity(source), backend=backend, dtype=dtype,
                    batch_size=settings.encode_batch_size,
                    max_batch_tokens=settings.max_batch_tokens, runner=runner,
-                   weights=digest.hexdigest(), source=source)
+                   query_runner=query_runner, weights=digest.hexdigest(), source=source)
 
 
 def _check_combination(backend: str, dtype: str, device: str) -> None:
@@ -259,11 +298,14 @@ def _check_combination(backend: str, dtype: str, device: str) -> None:
 
 
 def _openvino_runner(model: SentenceTransformer, digest: Any, dtype: str, settings: Settings,
-                     source: str) -> Runner:
+                     source: str) -> OpenVINORunner:
     from bienc.encoding.openvino import INT8_AVOID_WIDTHS, OpenVINORunner, load_compiled
 
     try:
-        compiled = load_compiled(model, digest, dtype, settings.model_cache_dir, settings.encode_threads)
+        compile_model = load_compiled(model, digest, dtype, settings.model_cache_dir,
+                                      settings.encode_threads)
+        return OpenVINORunner(compile_model,
+                              avoid_widths=INT8_AVOID_WIDTHS if dtype == "int8" else frozenset())
     except ImportError as exc:
         raise ModelLoadError(f"BIENC_DTYPE=int8 quantises with nncf, which is not installed "
                              f"({exc}): `pip install nncf`, or choose bfloat16 or float32") from exc
@@ -272,4 +314,3 @@ def _openvino_runner(model: SentenceTransformer, digest: Any, dtype: str, settin
             f"cannot convert model {source!r} to OpenVINO {dtype} ({type(exc).__name__}: "
             f"{str(exc)[:300]}). Set BIENC_BACKEND=torch to run it in torch."
         ) from exc
-    return OpenVINORunner(compiled, avoid_widths=INT8_AVOID_WIDTHS if dtype == "int8" else frozenset())

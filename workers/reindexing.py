@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 WINDOW = 4  # copy batches in the queue at once
-PAGE = 1000  # document ids listed per store call
 DRAIN_BATCH = 256  # dirty documents copied at a time
 WRITERS_POLL_S = 0.05
 
@@ -142,13 +141,7 @@ def start(resources: Resources, job_id: str, name: str) -> None:
     target = reindex.target or physical_name(name, next_generation(resources, name))
     store.ensure_collection(target, encoding)
     registry.set_plan(name, source, target)
-    ids: list[str] = []
-    cursor: str | None = None
-    while True:
-        page, cursor = store.scroll_documents(source, cursor, PAGE)
-        ids.extend(page)
-        if cursor is None:
-            break
+    ids = store.document_ids(source)
     size = resources.settings.ingest_batch_size
     batches = [ids[i:i + size] for i in range(0, len(ids), size)]
     registry.set_batches(name, batches)

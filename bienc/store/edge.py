@@ -2,17 +2,18 @@
 Rust engine running in-process (``qdrant_edge.EdgeShard``, with HNSW), instead of
 qdrant-client's pure-Python local mode (exact search, slow).
 
-Layout. One EdgeShard per physical collection, and the map of names to them::
+Layout. Each physical collection is a folder of Edge shards, its parts (bienc.store.parts),
+and the store keeps the map of names to physical collections::
 
     root/
       .lock                     held (flock) while a process has the store open
       aliases.json              {"papers": "papers@2", ...}: name -> physical collection
       <physical>/               papers@2 (or, made by an older bienc, papers)
         collection.json         the collection's record (bienc.store.record)
-        shard/                  the EdgeShard (segments, WAL, edge_config.json)
+        parts.json, parts/      its parts: the active one, sealed and indexed ones, lexical
 
 A physical collection exists exactly when its collection.json does: it is written (atomically)
-before the shard is created and removed before the shard is deleted, so a crash leaves at worst
+before the parts are created and removed before they are deleted, so a crash leaves at worst
 a folder without it, which the next ensure_collection clears. aliases.json is rewritten whole
 (a temporary file renamed over it) under the store's lock, so a name switches from one
 physical collection to the next in one step; a name resolves through it first, then to a
@@ -35,26 +36,14 @@ counting a deleted or overwritten point (measured with qdrant-edge-py 0.9.0, in 
 optimized segments alike), so every lexical query computes IDF over the live chunk-0 points
 (`IdfParams(corpus=...)`): each document counts once, and a deleted one stops counting at once.
 
-Indexing (HNSW) and optimize(). Edge does not optimize in the background: new points land in a
-plain (brute-force searched) appendable segment until `optimize()` builds HNSW for segments above
-the indexing threshold. `optimize()` blocks, and (qdrant-edge-py 0.9.0, measured) holds the GIL
-while it runs, so every thread of the process waits for it. Hence:
-
-* The trigger is on the write path: once `indexing_threshold` points (default 10,000) were
-  upserted since the last optimize, that upsert runs `optimize()` (then `flush()`). The indexing
-  worker pays for the build, not a user's search, and the build is never repeated for nothing.
-  Until then the newest points (fewer than `indexing_threshold`) are searched by brute force,
-  ~1 ms at 10k x 384-d. `search` runs the same check, a fallback for a shard loaded with more
-  un-optimized points (written by a process that stopped before optimizing); a search could
-  then wait for one build.
-* Edge's own `indexing_threshold` (KB) is set to the same number of points, so when the trigger
-  fires the optimizer has exactly that segment to index.
-* 10,000 points a build keeps each stall short: one 10k x 384-d build took 2-5 s on a busy
-  2-core machine, one 20k build 15-18 s (the cost grows faster than the points).
-  `default_segment_number` is 16 so that each optimize indexes only the new segment; with
-  Edge's automatic setting every optimize merged all segments into one and rebuilt HNSW over the
-  whole collection, a stall growing with the collection. The price is up to ~16 segments
-  (~160k chunks) for a search to visit before merges start; merges then rebuild bigger segments.
+Indexing (HNSW). Edge builds HNSW in `optimize()`, holding Python's GIL for the whole build
+(qdrant-edge-py 0.9.0: a 10k-point build stalled every thread of the process for 2-5 s), so
+this process never calls it: writes go to a collection's active part, searched by brute force
+(~1 ms at 10k x 384-d); at `indexing_threshold` points (10,000) it is sealed, and a builder
+process (bienc.store.builder, one at a time per store, started from a thread here) indexes a
+copy of it and merges indexed parts into bigger ones (bienc.store.parts.plan_job), each
+into one HNSW segment. Swapping a built part in loads it here (~1.5 us a point, the GIL held).
+`wait_indexed` waits for the builder to finish what it has (benchmarks and tests use it).
 
 Filters. bienc.store.filters' MetadataFilter is translated to Edge's. Filtering on
 a payload field without an index reads every candidate's payload (~1.5 us a point: 150 ms a query
@@ -63,10 +52,12 @@ is created; a `metadata.*` key is indexed (keyword, integer or bool, from the fi
 first time a search filters on it, at most 32 keys a collection. Edge 0.9.0 converts a Python bool
 in MatchValue to an integer (True matches 1, not true); a numpy bool is passed instead.
 
-Threads and processes. EdgeShard may be called from any thread; one re-entrant lock still guards
-each method, for this object's own state (open shards, the optimize counter) and so that a search
-sees no half-applied write. One process opens the store: `root/.lock` is taken when the store is
-constructed and a second process gets ConfigError, as does Edge's own WAL lock if it trips.
+Threads and processes. EdgeShard may be called from any thread. The store's re-entrant lock
+guards its own state (aliases, open collections); a collection's parts have their own locks,
+and a search takes none for longer than a snapshot of the parts, so that no search waits for a
+write, a copy or a swap (bienc.store.parts). One process opens the store: `root/.lock` is taken
+when the store is constructed and a second process gets ConfigError, as does Edge's own WAL
+lock if it trips.
 """
 
 from __future__ import annotations
@@ -77,6 +68,8 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -94,6 +87,7 @@ from bienc.config.errors import (
     InvalidInputError,
     StoreUnavailableError,
 )
+from bienc.store.builder import dense_config
 from bienc.store.filters import MetadataFilter, Scalar
 from bienc.store.interface import (
     HIT_FIELDS,
@@ -110,6 +104,7 @@ from bienc.store.interface import (
     point_id,
     resolved,
 )
+from bienc.store.parts import PARTS_DIR, Parts
 from bienc.store.record import CollectionEncoding, physical_name, split_physical
 
 log = logging.getLogger(__name__)
@@ -117,10 +112,9 @@ log = logging.getLogger(__name__)
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,244}(@[0-9]{1,9})?$")
 _ALIASES_FILE = "aliases.json"
 _META_FILE = "collection.json"
-_SHARD_DIR = "shard"
 _OVERFETCH = 4  # chunks asked for per wanted document, before doubling
-_SEGMENT_NUMBER = 16
 _MAX_AUTO_INDEXES = 32
+_BUILDER_IDLE_S = 5.0  # how often an idle builder thread looks for work anyway
 _FIRST_CHUNKS = qe.Filter(must=[qe.FieldCondition(key="chunk", match=qe.MatchValue(0))])
 # IDF over the documents (chunk 0 carries a document's lexical vector), live points only:
 # Edge's collection-wide statistics go on counting deleted and overwritten points.
@@ -128,15 +122,82 @@ _IDF_OVER_DOCUMENTS = qe.IdfParams(corpus=_FIRST_CHUNKS)
 
 
 class _Collection:
-    """An open shard and what this process knows about it."""
+    """An open collection's parts and what this process knows about it."""
 
-    def __init__(self, shard: qe.EdgeShard, encoding: CollectionEncoding, pending: int,
-                 indexed_fields: set[str]):
-        self.shard = shard
+    def __init__(self, parts: Parts, encoding: CollectionEncoding, indexed_fields: set[str]):
+        self.parts = parts
         self.encoding = encoding
-        self.pending = pending  # points written since the last optimize
         self.indexed_fields = indexed_fields
         self.auto_indexes = 0
+
+
+class _Builder:
+    """Runs the store's index jobs in builder processes, one at a time, from a thread; swaps
+    each result in when it is done. `busy` is clear while it has nothing to do."""
+
+    def __init__(self, store: EdgeVectorStore):
+        self._store = store
+        self._wake = threading.Event()
+        self._stopping = False
+        self._process: subprocess.Popen[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self.busy = threading.Event()
+
+    def wake(self) -> None:
+        self.busy.set()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="bienc-builder", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()  # its work is lost, not the index: the parts stay as they were
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            try:
+                worked = self._one_job()
+            except Exception:  # the parts stay as they were; try again later
+                log.exception("an index job failed")
+                worked = False
+                time.sleep(_BUILDER_IDLE_S)
+            if not worked:
+                self.busy.clear()
+                self._wake.wait(_BUILDER_IDLE_S)
+                self._wake.clear()
+
+    def _one_job(self) -> bool:
+        for physical, collection in self._store._open_collections():
+            parts = collection.parts
+            job = parts.next_job(parts.folder / PARTS_DIR)
+            if job is None:
+                continue
+            self.busy.set()
+            started = time.perf_counter()
+            spec = {"kind": job.kind, "copies": [str(c) for c in job.copies],
+                    "target": str(job.folder), "config": self._store._dense_settings(collection.encoding)}
+            self._process = subprocess.Popen([sys.executable, "-m", "bienc.store.builder",
+                                              json.dumps(spec)], stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _, errors = self._process.communicate()
+            code, self._process = self._process.returncode, None
+            if code != 0 or self._stopping:
+                parts.abandon(job)
+                if not self._stopping:
+                    log.error("indexing %s of %s failed (exit %s): %s", job.sources, physical,
+                              code, errors.decode(errors="replace")[-2000:])
+                return not self._stopping
+            parts.install(job)
+            log.info("%s %s of %s into %s in %.1f s", job.kind, job.sources, physical, job.target,
+                     time.perf_counter() - started)
+            return True
+        return False
 
 
 class EdgeVectorStore:
@@ -165,6 +226,7 @@ class EdgeVectorStore:
         self._root.mkdir(parents=True, exist_ok=True)
         self._lock_file: IO[bytes] | None = self._take_folder_lock()
         self._aliases: dict[str, str] = self._read_aliases()
+        self._builder = _Builder(self)
 
     def _take_folder_lock(self) -> IO[bytes]:
         handle = (self._root / ".lock").open("ab")
@@ -183,12 +245,13 @@ class EdgeVectorStore:
         )
 
     def close(self) -> None:
-        """Flush and close every open shard and release the folder lock."""
+        """Stop the builder (a job in progress is dropped: it runs again at the next start),
+        flush and close every open collection and release the folder lock."""
+        self._builder.stop()
         with self._lock:
             for name, collection in self._open.items():
                 try:
-                    collection.shard.flush()
-                    collection.shard.close()
+                    collection.parts.close()
                 except Exception:  # close the others and release the folder all the same
                     log.exception("closing Edge collection %r failed", name)
             self._open.clear()
@@ -247,27 +310,18 @@ class EdgeVectorStore:
                 raise CollectionNotFoundError(f"collection {physical!r} does not exist at {self.location}")
             self._write_aliases({**self._aliases, name: physical})
 
-    def _edge_config(self, dimension: int, lexical: bool) -> qe.EdgeConfig:
-        threshold_kb = max(1, self._indexing_threshold * dimension * 4 // 1024)
+    def _dense_settings(self, encoding: CollectionEncoding) -> dict[str, Any]:
+        """bienc.store.builder.dense_config's arguments for a collection (also the builder's)."""
+        threshold_kb = max(1, self._indexing_threshold * encoding.dimension * 4 // 1024)
         # Below full_scan_threshold a segment is searched by brute force even when indexed, and
-        # a filter matching fewer points is served by payload index plus brute force. Half a
-        # segment's worth: an indexed segment is searched through its graph (Qdrant's default
-        # of 10 MB would leave a 10k x 64-d segment, 2.5 MB, brute-forced).
-        return qe.EdgeConfig(
-            vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
-            sparse_vectors={LEXICAL_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
-            if lexical else None,
-            hnsw_config=qe.HnswIndexConfig(m=self._hnsw_m, ef_construct=self._hnsw_ef_construct,
-                                           full_scan_threshold=max(1, threshold_kb // 2)),
-            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold_kb,
-                                               default_segment_number=_SEGMENT_NUMBER),
-            quantization_config=qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99,
-                                                            always_ram=True)
-            if self._quantization else None,
-        )
+        # a filter matching fewer points is served by payload index plus brute force: half a
+        # part's worth, so that an indexed part is searched through its graph.
+        return {"dimension": encoding.dimension, "hnsw_m": self._hnsw_m,
+                "hnsw_ef_construct": self._hnsw_ef_construct, "full_scan_kb": threshold_kb // 2,
+                "quantization": self._quantization}
 
     def _collection(self, name: str) -> _Collection:
-        """The open shard `name` resolves to, loading it on first use."""
+        """The open collection `name` resolves to, loading its parts on first use."""
         physical = self._physical(name)
         collection = self._open.get(physical)
         if collection is not None:
@@ -275,22 +329,23 @@ class EdgeVectorStore:
         folder = self._folder(physical)
         meta = json.loads((folder / _META_FILE).read_text())
         encoding = CollectionEncoding.from_record(physical, self.location, meta)
-        shard_dir = folder / _SHARD_DIR
-        config = self._edge_config(encoding.dimension, encoding.lexical is not None)
-        shard = self._edge("open the shard", qe.EdgeShard.load, str(shard_dir), config) \
-            if shard_dir.exists() else self._create_shard(shard_dir, config)
-        info = shard.info()
-        collection = _Collection(shard, encoding, max(0, info.points_count - info.indexed_vectors_count),
-                                 set(info.payload_schema))
+        settings = self._dense_settings(encoding)
+        lexical = qe.EdgeConfig(sparse_vectors={
+            LEXICAL_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}) \
+            if encoding.lexical is not None else None
+        parts = self._edge("open the collection", Parts, folder,
+                           lambda: dense_config(**settings, indexing=False), lexical,
+                           self._indexing_threshold, _create_field_indexes)
+        indexed = set(parts.parts[parts.active].shard.info().payload_schema)
+        collection = _Collection(parts, encoding, indexed)
         self._open[physical] = collection
+        if parts.unindexed_points() > parts.active_points:  # sealed parts left to index
+            self._builder.wake()
         return collection
 
-    def _create_shard(self, shard_dir: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
-        shard: qe.EdgeShard = self._edge("create the shard", qe.EdgeShard.create, str(shard_dir), config)
-        for field_name, schema in (("doc_id", qe.PayloadSchemaType.Keyword),
-                                   ("chunk", qe.PayloadSchemaType.Integer)):
-            shard.update(qe.UpdateOperation.create_field_index(field_name, schema))
-        return shard
+    def _open_collections(self) -> list[tuple[str, _Collection]]:
+        with self._lock:
+            return list(self._open.items())
 
     def _edge(self, what: str, fn: Any, *args: Any) -> Any:
         """Call Edge, turning its 'WAL is locked' error into the ConfigError of a busy store."""
@@ -315,13 +370,13 @@ class EdgeVectorStore:
             if folder.exists():  # left by a crash before collection.json was written
                 stale = self._open.pop(physical, None)
                 if stale is not None:
-                    stale.shard.close()
+                    stale.parts.close()
                 shutil.rmtree(folder)
             folder.mkdir(parents=True)
             tmp = folder / f".{_META_FILE}.{uuid.uuid4().hex}"
             tmp.write_text(json.dumps(encoding.record()))
             os.replace(tmp, folder / _META_FILE)
-            self._collection(physical)  # creates the shard and its payload indexes
+            self._collection(physical)  # creates the parts and their payload indexes
             if physical != name:
                 self.switch_alias(name, physical)
             return encoding
@@ -351,8 +406,8 @@ class EdgeVectorStore:
         with self._lock:
             physical = self._physical(name)
             collection = self._collection(physical)
-            documents = collection.shard.count(qe.CountRequest(exact=True, filter=_FIRST_CHUNKS))
-            points = collection.shard.count(qe.CountRequest(exact=True))
+        documents = collection.parts.count(qe.CountRequest(exact=True, filter=_FIRST_CHUNKS))
+        points = collection.parts.count(qe.CountRequest(exact=True))
         return CollectionInfo(name=name, physical=physical, encoding=collection.encoding,
                               documents=documents, points=points)
 
@@ -377,7 +432,7 @@ class EdgeVectorStore:
                 self._write_aliases(aliases)
             collection = self._open.pop(physical, None)
             if collection is not None:
-                collection.shard.close()
+                collection.parts.close()
             folder = self._folder(physical)
             (folder / _META_FILE).unlink()
             shutil.rmtree(folder)
@@ -386,29 +441,38 @@ class EdgeVectorStore:
     # Points
 
     def upsert(self, name: str, points: Sequence[ChunkPoint]) -> None:
-        """Write points and return once they are searchable. Existing ids are overwritten.
-        Every `indexing_threshold` points, also builds HNSW (see the module's docstring)."""
+        """Write points and return once they are searchable. Existing ids are overwritten."""
         if not points:
             return
-        edge_points = [
-            qe.Point(id=point_id(p.doc_id, p.chunk_no), vector=_edge_vector(p), payload=p.payload)
-            for p in points
-        ]
+        dense = [qe.Point(id=point_id(p.doc_id, p.chunk_no),
+                          vector=np.asarray(p.vector, dtype=np.float32).tolist(), payload=p.payload)
+                 for p in points]
+        lexical = [qe.Point(id=dense[i].id, vector={LEXICAL_VECTOR: _edge_sparse(p.sparse)},
+                            payload=_lexical_payload(p.payload))
+                   for i, p in enumerate(points) if p.sparse is not None]
         with self._lock:
             collection = self._collection(name)
-            collection.shard.update(qe.UpdateOperation.upsert_points(edge_points))
-            collection.pending += len(edge_points)
-            self._maybe_optimize(name, collection)
+        if lexical and collection.encoding.lexical is None:
+            raise no_lexical_vectors(name)
+        if collection.parts.upsert(dense, lexical):
+            self._builder.wake()
 
-    def _maybe_optimize(self, name: str, collection: _Collection) -> None:
-        if collection.pending < self._indexing_threshold:
-            return
-        started = time.perf_counter()
-        changed = collection.shard.optimize()
-        collection.shard.flush()
-        collection.pending = 0
-        log.info("optimized Edge collection %r in %.1f s (changed: %s)", name,
-                 time.perf_counter() - started, changed)
+    def wait_indexed(self, name: str, timeout_s: float = 600.0) -> None:
+        """Return once the builder has indexed the sealed parts and done the merges it plans
+        (the newest points, in the active part, stay searched by brute force)."""
+        with self._lock:
+            self._collection(name)
+        self._builder.wake()
+        deadline = time.monotonic() + timeout_s
+        while self._builder.busy.is_set():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"collection {name!r} is still being indexed after {timeout_s:.0f} s")
+            time.sleep(0.05)
+
+    def index_state(self, name: str) -> dict[str, int]:
+        """How much of a collection is in HNSW indexes (bienc.store.parts.Parts.state)."""
+        with self._lock:
+            return self._collection(name).parts.state()
 
     def first_chunks(self, name: str, doc_ids: Iterable[str],
                      fields: list[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -418,21 +482,17 @@ class EdgeVectorStore:
         if not ids:
             return {}
         with self._lock:
-            records = self._collection(name).shard.retrieve(
-                list(ids), fields if fields is not None else True, False)
+            parts = self._collection(name).parts
+        records = parts.retrieve(list(ids), fields if fields is not None else True)
         return {ids[str(r.id)]: r.payload for r in records if r.payload}
 
-    def scroll_documents(self, name: str, after: str | None, limit: int
-                         ) -> tuple[list[str], str | None]:
-        """Up to `limit` document ids from cursor `after` (None: the first), and the cursor of
-        the next page (None: this was the last). The order is the store's, stable while the
-        documents are."""
+    def document_ids(self, name: str) -> list[str]:
+        """Every document's id, in the store's order."""
         with self._lock:
-            records, following = self._collection(name).shard.scroll(qe.ScrollRequest(
-                offset=after, limit=max(1, limit), filter=_FIRST_CHUNKS, with_payload=["doc_id"],
-                with_vector=False))
-        ids = [str(r.payload["doc_id"]) for r in records if r.payload]
-        return ids, str(following) if following is not None else None
+            parts = self._collection(name).parts
+        return [str(r.payload["doc_id"]) for r in parts.scroll(lambda offset: qe.ScrollRequest(
+            offset=offset, limit=1000, filter=_FIRST_CHUNKS, with_payload=["doc_id"],
+            with_vector=False)) if r.payload]
 
     def document_points(self, name: str, doc_ids: Sequence[str]) -> list[ChunkPoint]:
         """Every chunk point of the given documents, with its dense vector and payload (not
@@ -440,20 +500,16 @@ class EdgeVectorStore:
         if not doc_ids:
             return []
         selector = qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(doc_ids)))])
-        points: list[ChunkPoint] = []
         with self._lock:
-            shard = self._collection(name).shard
-            offset: Any = None
-            while True:
-                records, offset = shard.scroll(qe.ScrollRequest(
-                    offset=offset, limit=1024, filter=selector, with_payload=True, with_vector=[""]))
-                for record in records:
-                    payload = record.payload or {}
-                    vector = record.vector[""] if isinstance(record.vector, dict) else record.vector
-                    points.append(ChunkPoint(str(payload["doc_id"]), int(payload["chunk"]),
-                                             np.asarray(vector, dtype=np.float32), payload))
-                if offset is None:
-                    return points
+            parts = self._collection(name).parts
+        points: list[ChunkPoint] = []
+        for record in parts.scroll(lambda offset: qe.ScrollRequest(
+                offset=offset, limit=1024, filter=selector, with_payload=True, with_vector=True)):
+            payload = record.payload or {}
+            vector = record.vector[""] if isinstance(record.vector, dict) else record.vector
+            points.append(ChunkPoint(str(payload["doc_id"]), int(payload["chunk"]),
+                                     np.asarray(vector, dtype=np.float32), payload))
+        return points
 
     def delete_chunks_from(self, name: str, first_stale: Mapping[str, int]) -> None:
         """For each document, delete its chunks numbered `first_stale[doc_id]` and above."""
@@ -467,16 +523,19 @@ class EdgeVectorStore:
             for doc_id, first in first_stale.items()
         ]
         with self._lock:
-            self._collection(name).shard.update(
-                qe.UpdateOperation.delete_points_by_filter(qe.Filter(should=per_doc)))
+            parts = self._collection(name).parts
+        # chunk 0 is never stale: the lexical part is left alone
+        parts.update_all(qe.UpdateOperation.delete_points_by_filter(qe.Filter(should=per_doc)),
+                         lexical=False)
 
     def delete_documents(self, name: str, doc_ids: Sequence[str]) -> None:
-        """Delete every chunk of the given documents."""
+        """Delete every chunk of the given documents (and their lexical vectors)."""
         if not doc_ids:
             return
         selector = qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(doc_ids)))])
         with self._lock:
-            self._collection(name).shard.update(qe.UpdateOperation.delete_points_by_filter(selector))
+            parts = self._collection(name).parts
+        parts.update_all(qe.UpdateOperation.delete_points_by_filter(selector))
 
     def get_document(self, name: str, doc_id: str) -> dict[str, Any] | None:
         """Chunk 0's payload of a document: its full text, title and metadata."""
@@ -497,25 +556,24 @@ class EdgeVectorStore:
         params = self._search_params[exact]
         with self._lock:
             collection = self._collection(name)
-            self._maybe_optimize(name, collection)
-            if query_filter is not None:
-                self._index_filter_fields(collection, query_filter)
-            best: dict[str, Candidate] = {}  # document id -> its best chunk, best first
-            fetch = max(1, limit) * _OVERFETCH
-            while True:
-                scored = collection.shard.query(qe.QueryRequest(
-                    limit=fetch, query=query, filter=edge_filter, score_threshold=score_threshold,
-                    params=params, with_payload=["doc_id", "chunk"], with_vector=False))
-                best = {}
-                for point in scored:
-                    payload = point.payload
-                    doc_id = payload.get("doc_id") if payload else None
-                    if doc_id is not None and doc_id not in best:  # results come best first
-                        best[doc_id] = Candidate(doc_id, int(payload.get("chunk", -1)), point.score)  # type: ignore[union-attr]
-                if len(best) >= limit or len(scored) < fetch:
-                    break
-                # grow by the documents-per-chunk seen so far, at least doubling
-                fetch = max(2 * fetch, int(fetch * 1.25 * limit / max(1, len(best))))
+        if query_filter is not None:
+            self._index_filter_fields(collection, query_filter)
+        best: dict[str, Candidate] = {}  # document id -> its best chunk, best first
+        fetch = max(1, limit) * _OVERFETCH
+        while True:
+            scored = collection.parts.query(qe.QueryRequest(
+                limit=fetch, query=query, filter=edge_filter, score_threshold=score_threshold,
+                params=params, with_payload=["doc_id", "chunk"], with_vector=False))
+            best = {}
+            for point in scored:
+                payload = point.payload
+                doc_id = payload.get("doc_id") if payload else None
+                if doc_id is not None and doc_id not in best:  # results come best first
+                    best[doc_id] = Candidate(doc_id, int(payload.get("chunk", -1)), point.score)  # type: ignore[union-attr]
+            if len(best) >= limit or len(scored) < fetch:
+                break
+            # grow by the documents-per-chunk seen so far, at least doubling
+            fetch = max(2 * fetch, int(fetch * 1.25 * limit / max(1, len(best))))
         return list(best.values())[:max(0, limit)]
 
     def lexical_candidates(self, name: str, query: SparseVector, limit: int, *,
@@ -526,19 +584,18 @@ class EdgeVectorStore:
         if not query.indices:
             return []
         edge_filter = _edge_filter(query_filter) if query_filter is not None else None
-        sparse = query if isinstance(query, qe.SparseVector) else \
-            qe.SparseVector(list(query.indices), list(query.values))
+        sparse = _edge_sparse(query)
         with self._lock:
             collection = self._collection(name)
-            if collection.encoding.lexical is None:
-                raise no_lexical_vectors(name)
-            if query_filter is not None:
-                self._index_filter_fields(collection, query_filter)
-            scored = collection.shard.query(qe.QueryRequest(
-                limit=max(1, limit), query=qe.Query.Nearest(sparse, using=LEXICAL_VECTOR),
-                filter=edge_filter, score_threshold=score_threshold,
-                params=qe.SearchParams(idf=_IDF_OVER_DOCUMENTS), with_payload=["doc_id"],
-                with_vector=False))
+        if collection.encoding.lexical is None or collection.parts.lexical is None:
+            raise no_lexical_vectors(name)
+        if query_filter is not None:
+            self._index_filter_fields(collection, query_filter)
+        scored = collection.parts.lexical.query(qe.QueryRequest(
+            limit=max(1, limit), query=qe.Query.Nearest(sparse, using=LEXICAL_VECTOR),
+            filter=edge_filter, score_threshold=score_threshold,
+            params=qe.SearchParams(idf=_IDF_OVER_DOCUMENTS), with_payload=["doc_id"],
+            with_vector=False))
         return [Candidate(str(point.payload["doc_id"]), 0, point.score)
                 for point in scored if point.payload]
 
@@ -550,7 +607,8 @@ class EdgeVectorStore:
         wanted: list[qe.PointId] = [point_id(doc_id, chunk) for doc_id, chunk in hit_chunks(chosen)]
         fields = HIT_FIELDS + (TEXT_FIELDS if with_text else [])
         with self._lock:
-            records = self._collection(name).shard.retrieve(wanted, fields, False)
+            parts = self._collection(name).parts
+        records = parts.retrieve(wanted, fields)
         # by (document, chunk) read from the payloads: cheaper than converting point ids
         payloads = {(p.get("doc_id"), p.get("chunk")): p
                     for p in (r.payload for r in records) if p}  # .payload converts on each read
@@ -574,18 +632,26 @@ class EdgeVectorStore:
             collection.indexed_fields.add(key)  # tried once, whatever the outcome
             collection.auto_indexes += 1
             try:
-                collection.shard.update(qe.UpdateOperation.create_field_index(key, schema))
+                collection.parts.update_all(qe.UpdateOperation.create_field_index(key, schema))
             except Exception as exc:  # filtering still works, only slower
                 log.warning("could not index payload field %r: %s", key, exc)
 
 
-def _edge_vector(point: ChunkPoint) -> Any:
-    dense = np.asarray(point.vector, dtype=np.float32).tolist()
-    if point.sparse is None:
-        return dense
-    sparse = point.sparse if isinstance(point.sparse, qe.SparseVector) else \
-        qe.SparseVector(list(point.sparse.indices), list(point.sparse.values))
-    return {"": dense, LEXICAL_VECTOR: sparse}
+def _create_field_indexes(shard: qe.EdgeShard) -> None:
+    """The payload indexes every new part starts with (search filters add more to all)."""
+    for field_name, schema in (("doc_id", qe.PayloadSchemaType.Keyword),
+                               ("chunk", qe.PayloadSchemaType.Integer)):
+        shard.update(qe.UpdateOperation.create_field_index(field_name, schema))
+
+
+def _edge_sparse(vector: SparseVector) -> qe.SparseVector:
+    return vector if isinstance(vector, qe.SparseVector) else \
+        qe.SparseVector(list(vector.indices), list(vector.values))
+
+
+def _lexical_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """What the lexical part keeps of a chunk 0: enough to find and filter the document."""
+    return {"doc_id": payload["doc_id"], "chunk": 0, "metadata": payload.get("metadata") or {}}
 
 
 # Filters: bienc.store.filters -> qdrant_edge

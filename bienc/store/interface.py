@@ -16,6 +16,8 @@ documents it keeps, and only those.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,14 +31,23 @@ if TYPE_CHECKING:  # numpy: only processes that encode or search need it
     import numpy as np
 
 _POINT_NAMESPACE = uuid.UUID("6f1c3a52-8a0e-4d55-9a53-2f1f0b1e7c11")
+_NAMESPACE_BYTES = _POINT_NAMESPACE.bytes
 LEXICAL_VECTOR = "bm25"  # the sparse vector's name; the dense vector is the unnamed default
 HIT_FIELDS = ["doc_id", "chunk", "content_hash", "title", "metadata"]
 TEXT_FIELDS = ["chunk_text", "text"]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def point_id(doc_id: str, chunk_no: int) -> str:
-    """Deterministic point id of a document's chunk: same input, same id, across processes."""
-    return str(uuid.uuid5(_POINT_NAMESPACE, f"{doc_id}\x00{chunk_no}"))
+    """Deterministic point id of a document's chunk: same input, same id, across processes.
+
+    uuid5(namespace, "doc_id NUL chunk"), spelled out: uuid.uuid5 takes ~6 us, and a top-1000
+    search needs up to 2,000 of them (cached: search results repeat documents)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{doc_id}\x00{chunk_no}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class SparseVector(Protocol):
@@ -173,8 +184,7 @@ class Store(Protocol):
     def upsert(self, name: str, points: Sequence[ChunkPoint]) -> None: ...
     def first_chunks(self, name: str, doc_ids: Iterable[str],
                      fields: list[str] | None = None) -> dict[str, dict[str, Any]]: ...
-    def scroll_documents(self, name: str, after: str | None, limit: int
-                         ) -> tuple[list[str], str | None]: ...
+    def document_ids(self, name: str) -> list[str]: ...
     def document_points(self, name: str, doc_ids: Sequence[str]) -> list[ChunkPoint]: ...
     def delete_chunks_from(self, name: str, first_stale: Mapping[str, int]) -> None: ...
     def delete_documents(self, name: str, doc_ids: Sequence[str]) -> None: ...

@@ -244,15 +244,17 @@ class VectorStore:
                              with_vectors=False)
         return {r.payload["doc_id"]: r.payload for r in records if r.payload}
 
-    def scroll_documents(self, name: str, after: str | None, limit: int
-                         ) -> tuple[list[str], str | None]:
-        """Up to `limit` document ids from cursor `after` (None: the first), and the cursor of
-        the next page (None: this was the last)."""
-        records, following = self._call("scroll", self._client.scroll, name,
-                                        scroll_filter=_FIRST_CHUNKS, limit=max(1, limit),
-                                        offset=after, with_payload=["doc_id"], with_vectors=False)
-        ids = [str(r.payload["doc_id"]) for r in records if r.payload]
-        return ids, str(following) if following is not None else None
+    def document_ids(self, name: str) -> list[str]:
+        """Every document's id, in the store's order."""
+        ids: list[str] = []
+        offset: Any = None
+        while True:
+            records, offset = self._call("scroll", self._client.scroll, name,
+                                         scroll_filter=_FIRST_CHUNKS, limit=1000, offset=offset,
+                                         with_payload=["doc_id"], with_vectors=False)
+            ids.extend(str(r.payload["doc_id"]) for r in records if r.payload)
+            if offset is None:
+                return ids
 
     def document_points(self, name: str, doc_ids: Sequence[str]) -> list[ChunkPoint]:
         """Every chunk point of the given documents, with its dense vector and payload (not

@@ -1,6 +1,8 @@
 """Pure parts of the store: point ids and the store-neutral filter. Store behaviour, for both
 engines, is in test_store_congruence.py."""
 
+import uuid
+
 import pytest
 
 from bienc.config.errors import InvalidInputError
@@ -9,6 +11,9 @@ from bienc.store.interface import point_id
 
 
 def test_point_ids_are_stable_and_distinct() -> None:
+    namespace = uuid.UUID("6f1c3a52-8a0e-4d55-9a53-2f1f0b1e7c11")  # ids of stored points: never changes
+    for doc_id, chunk in (("a", 0), ("paper-17", 3), ("é ü 東京", 12), ("x" * 512, 4095)):
+        assert point_id(doc_id, chunk) == str(uuid.uuid5(namespace, f"{doc_id}\x00{chunk}"))
     assert point_id("a", 0) == point_id("a", 0)
     assert len({point_id("a", 0), point_id("a", 1), point_id("b", 0), point_id("a\x001", 0)}) == 4
 

@@ -254,7 +254,7 @@ def test_edge_store_persists_and_one_process_holds_it(tmp_path: Path) -> None:
     again.close()
 
     # Edge's own lock on the shard (its WAL) is reported the same way
-    holder = qe.EdgeShard.load(str(root / "c@1" / "shard"))
+    holder = qe.EdgeShard.load(str(root / "c@1" / "parts" / "p1"))
     try:
         third = EdgeVectorStore(root)
         with pytest.raises(ConfigError, match="open in another process"):
@@ -290,6 +290,38 @@ def test_edge_store_serves_threads_while_it_indexes(tmp_path: Path) -> None:
     store.close()
 
 
+def test_edge_writes_during_index_builds_survive_the_swap(tmp_path: Path) -> None:
+    """Parts are indexed by builder processes from copies; deletes and overwrites made
+    meanwhile reach the built parts (the journal), and a store closed mid-build resumes."""
+    rng = np.random.default_rng(11)
+    root = tmp_path / "edge"
+    store = EdgeVectorStore(root, indexing_threshold=400)
+    store.ensure_collection("c", _enc(16))
+    vectors = rng.normal(size=(3000, 16)).astype(np.float32)
+    for start in range(0, 3000, 300):  # seals a part every 400 points: builders start at once
+        store.upsert("c", [_point(f"d{i}", 0, vectors[i], version="one") for i in range(start, start + 300)])
+    store.delete_documents("c", [f"d{i}" for i in range(0, 3000, 7)])
+    store.upsert("c", [_point(f"d{i}", 0, vectors[i], version="two") for i in range(1, 3000, 7)])
+    store.close()  # a build may be running: it is dropped and done again
+
+    store = EdgeVectorStore(root, indexing_threshold=400)
+    store.wait_indexed("c")
+    state = store.index_state("c")
+    assert state["indexed_points"] >= 2400 and 1 <= state["indexed_parts"] <= 4, state
+    kept = 3000 - len(range(0, 3000, 7))
+    assert (store.info("c").documents, store.info("c").points) == (kept, kept)
+    for i in (0, 7, 2996):
+        assert store.get_document("c", f"d{i}") is None
+    for i in (1, 8, 2997):
+        document = store.get_document("c", f"d{i}")
+        assert document is not None and document["metadata"]["version"] == "two"
+    hits = store.search("c", vectors[8], 3)
+    assert hits[0].doc_id == "d8" and hits[0].metadata["version"] == "two"
+    found = {h.doc_id for h in store.search("c", vectors[0], 1000, with_text=False)}
+    assert len(found) == 1000 and not {f"d{i}" for i in range(0, 3000, 7)} & found
+    store.close()
+
+
 # The same rankings
 
 
@@ -315,8 +347,9 @@ def test_edge_hnsw_rankings_agree_with_exact_search(tmp_path: Path) -> None:
             store.ensure_collection("c", _enc(64))
             for start in range(0, len(points), 500):
                 store.upsert("c", points[start:start + 500])
-        shard_info = edge._collection("c").shard.info()
-        assert shard_info.indexed_vectors_count >= 4000 and shard_info.segments_count > 1
+        edge.wait_indexed("c")
+        state = edge.index_state("c")  # built by builder processes, searched through HNSW
+        assert state["indexed_points"] >= 4000 and state["unindexed_points"] < 1000, state
 
         queries = _embedding_like(rng, 50, basis)
         recalls = []
@@ -350,7 +383,8 @@ def test_ann_search_agrees_with_the_same_collections_exact_search(tmp_path: Path
     try:
         store.ensure_collection("c", _enc(64))
         store.upsert("c", [_point(f"d{i}", 0, v) for i, v in enumerate(vectors)])
-        assert store._collection("c").shard.info().indexed_vectors_count >= 2000
+        store.wait_indexed("c")
+        assert store.index_state("c")["indexed_points"] >= 2000
         recalls = []
         for query in _embedding_like(rng, 40, basis):
             exact = store.search("c", query, 10, with_text=False, exact=True)

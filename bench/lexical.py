@@ -14,6 +14,7 @@ default chunks, exact cosine, a document scored by its best chunk. Fusion is bie
 from __future__ import annotations
 
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +32,9 @@ from bienc.search.evaluation import load_qrels, load_queries
 from bienc.search.fusion import DEPTH, fuse
 from bienc.store.interface import Candidate
 from bienc.store.record import Chunking
-from bienc.workers.indexing import chunk_documents
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from encoded import encoded_chunks
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 MEASURES = [nDCG @ 10, R @ 100]
@@ -79,11 +82,10 @@ def main() -> None:
     query_ids = [q for q in queries if q in qrels]
     texts = [queries[q] for q in query_ids]
     chunking = Chunking(settings.chunking, settings.chunk_tokens, settings.chunk_overlap)
-    chunked = chunk_documents(docs, encoder, chunking)
+    chunked, vectors = encoded_chunks(encoder, docs, chunking)
     owners = np.array([d for d, chunks in enumerate(chunked) for _ in chunks])
     print(f"{len(docs)} documents, {len(owners)} chunks ({chunking.fingerprint()}), "
           f"{len(query_ids)} queries; encoder {encoder.encoding}", flush=True)
-    vectors = encoder.encode_documents([c.text for chunks in chunked for c in chunks])
     dense_scores = encoder.encode_queries(texts) @ vectors.T
 
     def ranking(scores: np.ndarray, unit_owners: np.ndarray) -> dict[str, list[tuple[str, float]]]:

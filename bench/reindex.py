@@ -19,79 +19,31 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import pct, search_loop, searching, serving, wait_job
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "scifact"
 COLLECTION = "scifact"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_job(api: httpx.Client, job_id: str) -> dict[str, Any]:
-    while True:
-        status: dict[str, Any] = api.get(f"/v1/jobs/{job_id}").json()
-        if status["queued"] == 0 and status["state"] not in ("running", "queued", "retrying"):
-            return status
-        time.sleep(0.2)
-
-
-def search_loop(api: httpx.Client, queries: list[str], stop: threading.Event | None,
-                rounds: int = 1) -> tuple[list[float], int]:
-    """Search back to back: once through the queries, or until `stop`. Returns the latencies
-    (ms) and how many answers were not 200."""
-    latencies, failed = [], 0
-    for query in itertools.cycle(queries) if stop is not None else queries * rounds:
-        if stop is not None and stop.is_set():
-            break
-        started = time.perf_counter()
-        response = api.post(f"/v1/collections/{COLLECTION}/search", json={"query": query, "top_k": 10})
-        latencies.append((time.perf_counter() - started) * 1e3)
-        failed += response.status_code != 200
-    return latencies, failed
-
-
 def timed_reindex(api: httpx.Client, body: dict[str, Any], queries: list[str]
                   ) -> tuple[float, dict[str, Any], list[float], int]:
-    stop = threading.Event()
-    result: dict[str, Any] = {}
-
-    def search() -> None:
-        with httpx.Client(base_url=str(api.base_url), timeout=60) as own:
-            result["latencies"], result["failed"] = search_loop(own, queries, stop)
-
-    searcher = threading.Thread(target=search)
     started = time.perf_counter()
     job_id = api.post(f"/v1/collections/{COLLECTION}/reindex", json=body).json()["job_id"]
-    searcher.start()
-    status = wait_job(api, job_id)
-    elapsed = time.perf_counter() - started
-    stop.set()
-    searcher.join()
+    with searching(api, COLLECTION, queries) as result:
+        status = wait_job(api, job_id)
+        elapsed = time.perf_counter() - started
     return elapsed, status, result["latencies"], result["failed"]
-
-
-def pct(values: list[float]) -> str:
-    if not values:
-        return "- / -"
-    p50, p99 = np.percentile(values, [50, 99])
-    return f"{p50:.1f} / {p99:.1f}"
 
 
 def main() -> None:
@@ -105,26 +57,9 @@ def main() -> None:
                 for r in map(json.loads, itertools.islice(lines, args.documents or None))]
     queries = [json.loads(line)["text"] for line in (DATA / "queries_test.jsonl").open()]
     work = Path(tempfile.mkdtemp(prefix="bienc-reindex-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BIENC_")}
-    env.update(BIENC_DATA_DIR=str(work / "data"),
-               **{k: v for k, v in os.environ.items() if k == "BIENC_MODEL_CACHE_DIR"})
-    port = free_port()
-    log = (work / "serve.log").open("wb")
-    server = subprocess.Popen([sys.executable, "-m", "bienc.cli", "serve", "--port", str(port)],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    rows = []
+    rows: list[tuple[str, float | None, float | None, str, object]] = []
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as api:
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    if api.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"bienc serve did not start; see {work / 'serve.log'}")
-                time.sleep(0.5)
+        with serving(work / "data", work / "serve.log") as api:
             started = time.perf_counter()
             jobs = [api.post(f"/v1/collections/{COLLECTION}/documents",
                              json={"documents": docs[i:i + 1000]}).json()["job_id"]
@@ -136,8 +71,8 @@ def main() -> None:
                   f"{info['chunking']['tokens']}/{info['chunking']['overlap']}) in {ingest_s:.0f} s; "
                   f"failed {sum(s['failed'] for s in statuses)}", flush=True)
             rows.append(("fresh ingest", ingest_s, len(docs) / ingest_s, "", ""))
-            search_loop(api, queries[:20], None)  # warm
-            idle, failed = search_loop(api, queries, None, rounds=2)
+            search_loop(api, COLLECTION, queries[:20], None)  # warm
+            idle, failed = search_loop(api, COLLECTION, queries, None, rounds=2)
             rows.append(("no reindex (search only)", None, None, pct(idle), failed))
             print(f"idle search p50/p99 {pct(idle)} ms", flush=True)
 
@@ -152,15 +87,12 @@ def main() -> None:
                       f"{len(during)} searches, {failed} failed", flush=True)
                 rows.append((label, elapsed, status["indexed"] / elapsed, pct(during), failed))
     finally:
-        server.terminate()
-        server.wait(timeout=120)
-        log.close()
         shutil.rmtree(work, ignore_errors=True)
     print("| run | seconds | docs/s | search top-10 p50 / p99 ms | searches not 200 |")
     print("|---|---|---|---|---|")
-    for label, seconds, rate, latency, failed in rows:
+    for label, seconds, rate, latency, failures in rows:
         print(f"| {label} | {'' if seconds is None else f'{seconds:.0f}'} | "
-              f"{'' if rate is None else f'{rate:.1f}'} | {latency} | {failed} |")
+              f"{'' if rate is None else f'{rate:.1f}'} | {latency} | {failures} |")
 
 
 if __name__ == "__main__":

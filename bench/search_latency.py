@@ -4,6 +4,8 @@ path, in each search mode.
     python bench/search_latency.py                      # SciFact chunks + filler to 100k points
     python bench/search_latency.py --points 1000000     # a million chunks
     python bench/search_latency.py --points 20000 --documents 1000 --quantization int8
+    python bench/search_latency.py --during-ingest      # and search beside an ingest
+    python bench/search_latency.py --ef-sweep 128,256,512,1024,2048
 
 The collection holds every SciFact document's chunks (bienc's default chunking and encoder)
 and lexical vectors, plus filler documents of four chunks each: their vectors are drawn from a
@@ -17,20 +19,28 @@ Prints the build time and the process's peak memory, then for each mode and top-
 and top-1000 (a reranker's depth): p50/p99 ms of one query through
 bienc.search.searcher.search (query encoding included, with document text, as the API
 answers it, after the warm-up and heap settling `bienc serve` does at start; queries timed
-back to back), the encode share, and recall@K of the document lists against the same search
-with exact dense search (exact=True) on the same collection. Ends with one JSON line (dense
-mode, and hybrid's top-10 p50).
+back to back), the p50 of each stage (encoding the query; ranking: the store's candidates,
+fused; fetching the hits' payloads) and recall@K of the document lists against the same
+search with exact dense search (exact=True) on the same collection.
+
+--during-ingest then starts `bienc serve` on the same folder (the embedded default: the worker
+in the same process) and times dense top-10 searches over HTTP on loopback, back to back: first
+with nothing else running, then while that process ingests --ingest-documents SciFact documents
+again under new ids (re-encoded: about three sealed parts' worth at the default chunking), to
+the ingest's last batch.
+
+Ends with one JSON line (dense mode; hybrid_* for hybrid; during_ingest_* with --during-ingest).
 Encoded SciFact chunks are cached in bench/out so a rerun skips the encoding.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,10 +58,15 @@ from bienc.search.evaluation import load_queries
 from bienc.search.fusion import DEPTH as FUSION_DEPTH
 from bienc.search.fusion import fuse
 from bienc.search.searcher import SearchRequest, search
+from bienc.store.edge import EdgeVectorStore
 from bienc.store.factory import open_store
 from bienc.store.interface import ChunkPoint, Store
 from bienc.store.record import Chunking
-from bienc.workers.indexing import build_points, chunk_documents, encoding_of, index_hash
+from bienc.workers.indexing import build_points, encoding_of, index_hash
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from encoded import encoded_chunks
+from serving import pct, search_loop, searching, serving, wait_job
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "scifact"
@@ -64,23 +79,6 @@ def peak_rss_mb(children: bool = False) -> float:
     """Peak resident memory of this process (or of the largest child it waited for)."""
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss / 1024  # Linux: KiB
-
-
-def encoded_chunks(encoder: Encoder, docs: list[Document], params: Chunking
-                   ) -> tuple[list[Any], np.ndarray]:
-    chunked = chunk_documents(docs, encoder, params)
-    key = hashlib.sha256(f"{encoder.identity}|{encoder.encoding}|{params.fingerprint()}|"
-                         f"{len(docs)}".encode()).hexdigest()[:16]
-    cache = ROOT / "bench" / "out" / f"scifact-chunks-{key}.npy"
-    if cache.exists():
-        return chunked, np.load(cache)
-    started = time.perf_counter()
-    vectors = encoder.encode_documents([c.text for chunks in chunked for c in chunks])
-    print(f"encoded {len(vectors)} chunks of {len(docs)} documents in "
-          f"{time.perf_counter() - started:.0f} s ({encoder.encoding})", flush=True)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.save(cache, vectors)
-    return chunked, vectors
 
 
 def build(store: Store, encoder: Encoder, settings: Settings, docs: list[Document],
@@ -141,6 +139,62 @@ def exact_ranking(store: Store, encoder: Encoder, query: str, mode: str, k: int)
     return {c.doc_id for c in fuse({"dense": dense, "lexical": lexical}, "dbsf")[:k]}
 
 
+def ef_sweep(settings: Settings, encoder: Encoder, queries: list[str], efs: list[int]) -> None:
+    """Dense candidates (the store's ranking alone: no encoding, no payloads) and their
+    recall against exact search at each BIENC_HNSW_EF, top-10 and top-100 documents."""
+    vectors = encoder.encode_queries(queries)
+    print("| BIENC_HNSW_EF | top-K | chunks asked for | rank p50 ms | rank p99 ms | recall@K (mean / min) |")
+    print("|---|---|---|---|---|---|")
+    exact: dict[int, list[set[str]]] = {}
+    for ef in efs:
+        store = open_store(settings.model_copy(update={"hnsw_ef": ef}))
+        try:
+            for k in (10, 100):
+                if k not in exact:
+                    exact[k] = [{c.doc_id for c in store.dense_candidates(COLLECTION, v, k, exact=True)}
+                                for v in vectors]
+                times, recalls = [], []
+                for vector, want in zip(vectors, exact[k], strict=True):
+                    started = time.perf_counter()
+                    got = {c.doc_id for c in store.dense_candidates(COLLECTION, vector, k)}
+                    times.append((time.perf_counter() - started) * 1e3)
+                    recalls.append(len(got & want) / max(1, len(want)))
+                p50, p99 = np.percentile(times, [50, 99])
+                print(f"| {ef} | {k} | {4 * k} | {p50:.1f} | {p99:.1f} | {np.mean(recalls):.4f} / "
+                      f"{min(recalls):.2f} |", flush=True)
+        finally:
+            store.close()
+
+
+def during_ingest(folder: Path, overrides: dict[str, object], queries: list[str],
+                  docs: list[Document]) -> dict[str, Any]:
+    """Search latency over HTTP through `bienc serve` on `folder`, idle and while the same
+    process ingests `docs` (under new ids)."""
+    env = {f"BIENC_{key.upper()}": str(value) for key, value in overrides.items()}
+    with serving(folder, folder.parent / f"{folder.name}-serve.log", **env) as api:
+        search_loop(api, COLLECTION, queries[:20], None, mode="dense")  # warm
+        idle, _ = search_loop(api, COLLECTION, queries, None, mode="dense")
+        started = time.perf_counter()
+        with searching(api, COLLECTION, queries, mode="dense") as during:
+            jobs = [api.post(f"/v1/collections/{COLLECTION}/documents", json={"documents": [
+                {"id": f"again-{d.id}", "title": d.title, "text": d.text} for d in docs[i:i + 1000]
+            ]}).json()["job_id"] for i in range(0, len(docs), 1000)]
+            statuses = [wait_job(api, job) for job in jobs]
+        ingest_s = time.perf_counter() - started
+        info = api.get(f"/v1/collections/{COLLECTION}").json()
+    latencies = during["latencies"]
+    print(f"during ingest (bienc serve, HTTP, dense top-10): idle p50/p99 {pct(idle)} ms; "
+          f"ingesting {len(docs)} documents ({sum(s['indexed'] for s in statuses)} indexed, "
+          f"{sum(s['failed'] for s in statuses)} failed) in {ingest_s:.0f} s, to {info['points']} "
+          f"points: {len(latencies)} searches, p50/p99 {pct(latencies)} ms, max "
+          f"{max(latencies):.0f} ms, {during['failed']} not 200", flush=True)
+    p50, p99 = (float(x) for x in np.percentile(latencies, [50, 99]))
+    return {"idle_http_p99_ms": round(float(np.percentile(idle, 99)), 2),
+            "during_ingest_p50_ms": round(p50, 2), "during_ingest_p99_ms": round(p99, 2),
+            "during_ingest_max_ms": round(max(latencies), 1),
+            "during_ingest_docs_per_s": round(len(docs) / ingest_s, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,6 +205,12 @@ def main() -> None:
                         help="comma-separated search modes to time (hybrid fuses with dbsf)")
     parser.add_argument("--hnsw-ef", type=int, help="override BIENC_HNSW_EF")
     parser.add_argument("--quantization", choices=["none", "int8"], help="override BIENC_QUANTIZATION")
+    parser.add_argument("--ef-sweep", default="",
+                        help="comma-separated BIENC_HNSW_EF values to time the ranking at, first")
+    parser.add_argument("--during-ingest", action="store_true",
+                        help="also time searches through bienc serve while it ingests")
+    parser.add_argument("--ingest-documents", type=int, default=3000,
+                        help="SciFact documents the --during-ingest ingest sends")
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     overrides: dict[str, object] = {}
@@ -170,7 +230,7 @@ def main() -> None:
         started = time.perf_counter()
         real, filler = build(store, encoder, settings, docs, args.points)
         written_s = time.perf_counter() - started
-        if hasattr(store, "wait_indexed"):  # Edge: index builds run in builder processes
+        if isinstance(store, EdgeVectorStore):  # index builds run in builder processes
             store.wait_indexed(COLLECTION, timeout_s=7200)
             print(f"index: {store.index_state(COLLECTION)}", flush=True)
         build_s = time.perf_counter() - started
@@ -185,28 +245,33 @@ def main() -> None:
         summary.update(points=info.points, build_s=round(build_s, 1))
 
         queries = list(load_queries(DATA / "queries_test.jsonl").values())[:args.queries]
+        if args.ef_sweep:
+            store.close()  # one store open at a time on the folder
+            ef_sweep(settings, encoder, queries, [int(x) for x in args.ef_sweep.split(",")])
+            store = open_store(settings)
         encoder.warm_up()  # as `bienc serve` does at start
         settle_heap()
         search(store, encoder, COLLECTION, SearchRequest(queries[:5], top_k=10))
-        print("| mode | top-K | p50 ms | p99 ms | of which encode p50 ms "
+        print("| mode | top-K | p50 ms | p99 ms | of which p50 ms: encode / rank / fetch "
               "| recall@K vs exact dense (mean / min) |")
         print("|---|---|---|---|---|---|")
         for mode in modes:
             for k in KS:
-                latencies, encodes, results = [], [], []
+                latencies, stages, results = [], [], []
                 for query in queries:  # timed back to back, as a server answers them
                     timings: dict[str, float] = {}
                     started = time.perf_counter()
                     results.append(search(store, encoder, COLLECTION, SearchRequest(
                         [query], top_k=k, mode=mode), timings=timings).hits[0])  # type: ignore[arg-type]
                     latencies.append((time.perf_counter() - started) * 1e3)
-                    encodes.append(timings["encode"] * 1e3)
+                    stages.append([timings[stage] * 1e3 for stage in ("encode", "rank", "fetch")])
                 recalls = []
                 for query, hits in zip(queries, results, strict=True):  # then exact, untimed
                     want = exact_ranking(store, encoder, query, mode, k)
                     recalls.append(len(want & {h.doc_id for h in hits}) / max(1, len(want)))
                 p50, p99 = (float(x) for x in np.percentile(latencies, [50, 99]))
-                print(f"| {mode} | {k} | {p50:.1f} | {p99:.1f} | {np.percentile(encodes, 50):.1f} | "
+                split = " / ".join(f"{x:.1f}" for x in np.percentile(stages, 50, axis=0))
+                print(f"| {mode} | {k} | {p50:.1f} | {p99:.1f} | {split} | "
                       f"{np.mean(recalls):.4f} / {min(recalls):.2f} |", flush=True)
                 prefix = "" if mode == "dense" else f"{mode}_"
                 if k in (10, 1000):
@@ -216,6 +281,9 @@ def main() -> None:
                     summary[f"{prefix}recall10"] = round(float(np.mean(recalls)), 4)
         summary["peak_rss_mb"] = round(peak_rss_mb())
         summary["builder_peak_rss_mb"] = round(peak_rss_mb(children=True))
+        store.close()
+        if args.during_ingest:
+            summary.update(during_ingest(folder, overrides, queries, docs[:args.ingest_documents]))
     finally:
         store.close()
         shutil.rmtree(folder, ignore_errors=True)

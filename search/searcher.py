@@ -134,8 +134,9 @@ def search(store: Store, encoders: Encoder | EncoderFor, collection: str, reques
 
     The queries are encoded by the model the collection records (`encoders` gives it for a
     collection; an Encoder is taken as that model, once checked against the record). Refuses
-    a lexical or hybrid search of a collection without lexical vectors. Seconds spent encoding
-    the queries (both representations) are added to `timings["encode"]` when given.
+    a lexical or hybrid search of a collection without lexical vectors. When `timings` is
+    given, the seconds spent are added to it: "encode" (the queries, both representations),
+    "rank" (the store's candidates, fused) and "fetch" (the hits' payloads).
 
     The name is resolved once, so that a search never mixes two physical collections; one
     that a reindex dropped under it (the name switched meanwhile) runs again on the new one.
@@ -171,11 +172,14 @@ def _search(store: Store, encoders: Encoder | EncoderFor, collection: str, physi
         assert recorded.lexical is not None
         lexical = lexical_encoder(LexicalParams.from_record(recorded.lexical))
         sparse = [lexical.embed_query(query) for query in queries]
-    if timings is not None:
-        timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - started
-    hits = [
-        store.fetch_hits(physical, rank(store, physical, request, mode, vector, terms),
-                         request.with_text)
-        for vector, terms in zip(vectors, sparse, strict=True)
-    ]
+    spent = timings if timings is not None else {}
+    spent["encode"] = spent.get("encode", 0.0) + time.perf_counter() - started
+    hits = []
+    for vector, terms in zip(vectors, sparse, strict=True):
+        started = time.perf_counter()
+        ranked = rank(store, physical, request, mode, vector, terms)
+        fetched = time.perf_counter()
+        hits.append(store.fetch_hits(physical, ranked, request.with_text))
+        spent["rank"] = spent.get("rank", 0.0) + fetched - started
+        spent["fetch"] = spent.get("fetch", 0.0) + time.perf_counter() - fetched
     return SearchResults(hits, mode)

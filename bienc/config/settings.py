@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     hnsw_ef_construct: int = Field(
         default=100, ge=4, description="HNSW build-time candidate list (new collections)"
     )
-    hnsw_ef: int = Field(default=128, ge=1, description="HNSW search-time candidate list")
+    hnsw_ef: int = Field(default=512, ge=1, description="HNSW search-time candidate list")
     quantization: Literal["none", "int8"] = Field(
         default="none", description="int8: scalar-quantised copies of the vectors searched first, "
         "the top candidates rescored with the originals (new collections)",

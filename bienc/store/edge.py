@@ -142,13 +142,19 @@ class _Builder:
         self._process: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self.busy = threading.Event()
+        self._settle: set[str] = set()  # physical collections to take as idle now
+        self._lock = threading.Lock()  # so that no wake is missed between a pass and `busy`
 
-    def wake(self) -> None:
-        self.busy.set()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="bienc-builder", daemon=True)
-            self._thread.start()
-        self._wake.set()
+    def wake(self, settle: str | None = None) -> None:
+        """Look for work now (`settle`: and take that physical collection as idle)."""
+        with self._lock:
+            if settle is not None:
+                self._settle.add(settle)
+            self.busy.set()
+            self._wake.set()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="bienc-builder", daemon=True)
+                self._thread.start()
 
     def stop(self) -> None:
         self._stopping = True
@@ -167,16 +173,23 @@ class _Builder:
                 log.exception("an index job failed")
                 worked = False
                 time.sleep(_BUILDER_IDLE_S)
-            if not worked:
+            if worked:
+                continue
+            with self._lock:
+                if self._wake.is_set():  # woken during the pass: another pass first
+                    self._wake.clear()
+                    continue
                 self.busy.clear()
-                self._wake.wait(_BUILDER_IDLE_S)
-                self._wake.clear()
+            self._wake.wait(_BUILDER_IDLE_S)
 
     def _one_job(self) -> bool:
         for physical, collection in self._store._open_collections():
             parts = collection.parts
-            job = parts.next_job(parts.folder / PARTS_DIR)
+            settle = physical in self._settle
+            job = parts.next_job(parts.folder / PARTS_DIR, now=settle)
             if job is None:
+                if settle:
+                    self._settle.discard(physical)
                 continue
             self.busy.set()
             started = time.perf_counter()
@@ -206,7 +219,7 @@ class EdgeVectorStore:
     from every method that needs it (VectorStore's local mode lets some raise ValueError)."""
 
     def __init__(self, root: Path, *, hnsw_m: int = 16, hnsw_ef_construct: int = 100,
-                 search_ef: int = 128, indexing_threshold: int = 10_000, quantization: bool = False,
+                 search_ef: int = 512, indexing_threshold: int = 10_000, quantization: bool = False,
                  oversampling: float = 2.0):
         if min(hnsw_m, hnsw_ef_construct, search_ef, indexing_threshold) < 1:
             raise ConfigError("hnsw_m, hnsw_ef_construct, search_ef and indexing_threshold must be >= 1")
@@ -339,6 +352,7 @@ class EdgeVectorStore:
         indexed = set(parts.parts[parts.active].shard.info().payload_schema)
         collection = _Collection(parts, encoding, indexed)
         self._open[physical] = collection
+        self._builder.wake()  # it may hold sealed parts, or be idle with work to merge
         if parts.unindexed_points() > parts.active_points:  # sealed parts left to index
             self._builder.wake()
         return collection
@@ -458,11 +472,12 @@ class EdgeVectorStore:
             self._builder.wake()
 
     def wait_indexed(self, name: str, timeout_s: float = 600.0) -> None:
-        """Return once the builder has indexed the sealed parts and done the merges it plans
-        (the newest points, in the active part, stay searched by brute force)."""
+        """Return once the builder has done what it would do were the collection idle: its
+        points indexed (but for fewer than parts.IDLE_SEAL new ones) and its parts merged."""
         with self._lock:
             self._collection(name)
-        self._builder.wake()
+            physical = self._physical(name)
+        self._builder.wake(settle=physical)
         deadline = time.monotonic() + timeout_s
         while self._builder.busy.is_set():
             if time.monotonic() > deadline:
@@ -561,9 +576,10 @@ class EdgeVectorStore:
         best: dict[str, Candidate] = {}  # document id -> its best chunk, best first
         fetch = max(1, limit) * _OVERFETCH
         while True:
-            scored = collection.parts.query(qe.QueryRequest(
+            scored = collection.parts.query(*(qe.QueryRequest(
                 limit=fetch, query=query, filter=edge_filter, score_threshold=score_threshold,
-                params=params, with_payload=["doc_id", "chunk"], with_vector=False))
+                params=p, with_payload=["doc_id", "chunk"], with_vector=False)
+                for p in (params, self._search_params[True])))
             best = {}
             for point in scored:
                 payload = point.payload

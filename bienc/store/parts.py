@@ -6,7 +6,8 @@ GIL for their whole run (qdrant-edge-py 0.9.0, measured: a 10k-point build stall
 thread of the process for 2-5 s; loading a 100k-point shard, ~150 ms). So a collection is:
 
     active     one plain shard that takes every write, searched by brute force; at
-               `threshold` points it is sealed and a new active part begins
+               `threshold` points (or IDLE_SEAL, once the collection is idle) it is sealed
+               and a new active part begins
     sealed     a full plain shard, still searched by brute force, until its index is built
     indexed    a shard whose HNSW a builder process built (one segment), searched by HNSW
     lexical    the documents' BM25 vectors (chunk 0 of each document), in a shard of their
@@ -52,6 +53,14 @@ LEGACY_SHARD = "shard"
 ABSORB = 2.0  # a build takes in the indexed parts up to this many times its sealed points
 IDLE_S = 10.0  # after this long without writes, a collection's parts are merged (plan_job)
 IDLE_RATIO = 4
+IDLE_SEAL = 1000  # an idle collection's active part is sealed (and indexed) from this size
+# An indexed part is searched exactly when it holds fewer than this many points per point
+# asked for: brute force costs the part's size, HNSW about the candidates it keeps (ef, at
+# least the points asked for) times the graph's degree, and its recall falls as a request
+# asks for more of its candidates. Measured (bench/search_latency.py --ef-sweep, one
+# 100,000-point part, 400 points asked for): exact search 28 ms with recall 1, HNSW 25 ms
+# with 0.994 at ef 2048 and 15 ms with 0.956 at ef 512.
+EXACT_RATIO = 250
 
 
 def plan_job(sealed: dict[str, int], indexed: dict[str, int], idle: bool) -> list[str]:
@@ -82,6 +91,7 @@ class Part:
     name: str
     shard: qe.EdgeShard
     state: str  # active, sealed, indexed
+    points: int = 0  # when it was indexed (for the choice of exact search)
     # operations applied to this part while a builder works on a copy of it
     journal: list[qe.UpdateOperation] | None = None
 
@@ -147,7 +157,7 @@ class Parts:
                 shutil.rmtree(leftover, ignore_errors=True)
         for name, state in states.items():
             shard = qe.EdgeShard.load(str(self._part_dir(name)), self._dense_config())
-            self.parts[name] = Part(name, shard, state)
+            self.parts[name] = Part(name, shard, state, shard.info().points_count)
         if self.active not in self.parts:
             self._new_active()
         self.active_points = self.parts[self.active].shard.info().points_count
@@ -215,12 +225,15 @@ class Parts:
                 self.lexical.update(qe.UpdateOperation.upsert_points(sparse))
             if self.active_points < self._threshold:
                 return False
-            self.parts[self.active].shard.flush()
-            with self._state_lock:
-                self.parts[self.active].state = "sealed"
-                self._new_active()
-            self._save()
+            self._seal()
             return True
+
+    def _seal(self) -> None:
+        self.parts[self.active].shard.flush()
+        with self._state_lock:
+            self.parts[self.active].state = "sealed"
+            self._new_active()
+        self._save()
 
     def update_all(self, operation: qe.UpdateOperation, lexical: bool = True) -> None:
         """A delete or an index that concerns every part (and the lexical one)."""
@@ -238,11 +251,16 @@ class Parts:
         with self._state_lock:
             return [p.shard for p in self.parts.values()]
 
-    def query(self, request: qe.QueryRequest) -> list[Any]:
-        """The best `request.limit` points over every dense part, best first."""
+    def query(self, request: qe.QueryRequest, exact: qe.QueryRequest) -> list[Any]:
+        """The best `request.limit` points over every dense part, best first: `request` on
+        the indexed parts big enough for HNSW to pay (EXACT_RATIO), `exact` (the same request
+        with exact search) on the others."""
+        with self._state_lock:
+            parts = [(p.shard, p.state == "indexed" and p.points >= EXACT_RATIO * request.limit)
+                     for p in self.parts.values()]
         found: list[Any] = []
-        for shard in self.dense:
-            found.extend(shard.query(request))
+        for shard, by_index in parts:
+            found.extend(shard.query(request if by_index else exact))
         found.sort(key=lambda p: -p.score)
         return found[:request.limit]
 
@@ -294,10 +312,13 @@ class Parts:
     def _next_job(self, work: Path, now: bool) -> Job | None:
         if self.job is not None:
             return None
+        idle = now or time.monotonic() - self.last_write >= IDLE_S
+        if idle and self.active_points >= IDLE_SEAL:  # so that an idle collection is all in HNSW
+            self._seal()
         sizes = {n: p.shard.info().points_count for n, p in self.parts.items()}
         sources = plan_job({n: sizes[n] for n, p in self.parts.items() if p.state == "sealed"},
                            {n: sizes[n] for n, p in self.parts.items() if p.state == "indexed"},
-                           now or time.monotonic() - self.last_write >= IDLE_S)
+                           idle)
         if not sources:
             return None
         kind = "index" if len(sources) == 1 and self.parts[sources[0]].state == "sealed" else "merge"
@@ -334,7 +355,8 @@ class Parts:
                 self._close_retired()  # swapped out a job ago: no read is left on them
                 self._retired = [(self.parts.pop(name).shard, self._part_dir(name))
                                  for name in job.sources]
-                self.parts[job.target] = Part(job.target, shard, "indexed")
+                self.parts[job.target] = Part(job.target, shard, "indexed",
+                                              shard.info().points_count)
             self._save()
             self._discard(job)
 

@@ -290,6 +290,28 @@ def test_edge_store_serves_threads_while_it_indexes(tmp_path: Path) -> None:
     store.close()
 
 
+def test_an_idle_edge_collection_is_searched_through_one_index(tmp_path: Path) -> None:
+    """Fewer points than seal a part, once the collection is idle, are indexed all the same
+    (and stay found); a later write goes to a new active part."""
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(1500, 16)).astype(np.float32)
+    store = EdgeVectorStore(tmp_path / "edge", indexing_threshold=10_000)
+    try:
+        store.ensure_collection("c", _enc(16))
+        store.upsert("c", [_point(f"d{i}", 0, v) for i, v in enumerate(vectors)])
+        assert store.index_state("c")["unindexed_points"] == 1500  # not idle yet
+        store.wait_indexed("c")  # as if idle now
+        assert store.index_state("c") == {"indexed_parts": 1, "indexed_points": 1500,
+                                          "unindexed_points": 0}
+        for i in (0, 777, 1499):
+            assert store.search("c", vectors[i], 1, with_text=False)[0].doc_id == f"d{i}"
+        store.upsert("c", [_point("new", 0, vectors[3])])
+        assert store.index_state("c")["unindexed_points"] == 1
+        assert {h.doc_id for h in store.search("c", vectors[3], 2, with_text=False)} == {"d3", "new"}
+    finally:
+        store.close()
+
+
 def test_edge_writes_during_index_builds_survive_the_swap(tmp_path: Path) -> None:
     """Parts are indexed by builder processes from copies; deletes and overwrites made
     meanwhile reach the built parts (the journal), and a store closed mid-build resumes."""

@@ -21,10 +21,13 @@ physical collection of that very name. Point ids are bienc.store.interface.point
 strings, so a document written again overwrites its points.
 
 Document-level search. Edge has no grouping, so `dense_candidates` over-fetches chunks: it
-asks for ``limit * 4`` chunks (payload: `doc_id` and `chunk` only), keeps each document's first
+asks for ``limit * r`` chunks (payload: `doc_id` and `chunk` only), keeps each document's first
 (= best) chunk, and asks again for more (at least twice as many; more when few distinct
 documents came per chunk) until `limit` distinct documents are found or fewer chunks than asked
-come back (collection, filter or score threshold exhausted). `lexical_candidates` needs none of
+come back (collection, filter or score threshold exhausted). `r` is 1.25 times a running
+estimate of the chunks that searches of about that size (by powers of two) needed per document
+in this collection (4 before the first): a deep search needs fewer chunks per document than a
+shallow one, as a document's chunks tend to rank together. `lexical_candidates` needs none of
 that: only chunk 0 has a lexical vector. `fetch_hits` then reads the payloads of the documents a
 search keeps, in one `retrieve` of their best chunks plus, for documents whose best chunk is not
 chunk 0, their chunk 0 (full text, and the content_hash that must match).
@@ -65,6 +68,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -112,7 +116,10 @@ log = logging.getLogger(__name__)
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,244}(@[0-9]{1,9})?$")
 _ALIASES_FILE = "aliases.json"
 _META_FILE = "collection.json"
-_OVERFETCH = 4  # chunks asked for per wanted document, before doubling
+_OVERFETCH = 4  # chunks asked for per wanted document, before the collection's estimate
+_ESTIMATE_MARGIN = 1.25  # the estimate is exceeded by this much, so that one fetch does
+_ESTIMATE_WEIGHT = 0.1  # of each search in the running estimate
+_MAX_OVERFETCH = 64  # chunks asked for per wanted document at first, at most
 _MAX_AUTO_INDEXES = 32
 _BUILDER_IDLE_S = 5.0  # how often an idle builder thread looks for work anyway
 _FIRST_CHUNKS = qe.Filter(must=[qe.FieldCondition(key="chunk", match=qe.MatchValue(0))])
@@ -129,6 +136,9 @@ class _Collection:
         self.encoding = encoding
         self.indexed_fields = indexed_fields
         self.auto_indexes = 0
+        # chunks a search needed per distinct document, by the size of the request (a
+        # running estimate: the first fetch of the next search of about that size)
+        self.chunks_per_document: dict[int, float] = {}
 
 
 class _Builder:
@@ -574,19 +584,27 @@ class EdgeVectorStore:
         if query_filter is not None:
             self._index_filter_fields(collection, query_filter)
         best: dict[str, Candidate] = {}  # document id -> its best chunk, best first
-        fetch = max(1, limit) * _OVERFETCH
+        size = max(1, limit).bit_length()  # requests of about the same size share an estimate
+        estimate = collection.chunks_per_document.get(size, _OVERFETCH)
+        fetch = max(limit, 1, math.ceil(limit * min(_MAX_OVERFETCH, estimate * _ESTIMATE_MARGIN)))
+        needed = 0  # chunks up to the limit-th distinct document
         while True:
             scored = collection.parts.query(*(qe.QueryRequest(
                 limit=fetch, query=query, filter=edge_filter, score_threshold=score_threshold,
                 params=p, with_payload=["doc_id", "chunk"], with_vector=False)
                 for p in (params, self._search_params[True])))
             best = {}
-            for point in scored:
+            for number, point in enumerate(scored):
                 payload = point.payload
                 doc_id = payload.get("doc_id") if payload else None
                 if doc_id is not None and doc_id not in best:  # results come best first
                     best[doc_id] = Candidate(doc_id, int(payload.get("chunk", -1)), point.score)  # type: ignore[union-attr]
+                    if len(best) == limit:
+                        needed = number + 1
             if len(best) >= limit or len(scored) < fetch:
+                if needed and query_filter is None and score_threshold is None:
+                    collection.chunks_per_document[size] = (1 - _ESTIMATE_WEIGHT) * estimate + \
+                        _ESTIMATE_WEIGHT * needed / max(1, limit)
                 break
             # grow by the documents-per-chunk seen so far, at least doubling
             fetch = max(2 * fetch, int(fetch * 1.25 * limit / max(1, len(best))))

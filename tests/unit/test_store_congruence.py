@@ -525,3 +525,35 @@ def test_sparse_and_fused_rankings_agree_across_engines(tmp_path: Path) -> None:
     finally:
         local.close()
         edge.close()
+
+
+def test_edge_finds_the_best_documents_whatever_their_chunk_counts(tmp_path: Path) -> None:
+    """The first fetch is sized from what earlier searches needed; a search that needs more
+    chunks than that (documents of many chunks) still gets its `limit` best documents."""
+    rng = np.random.default_rng(8)
+    store = EdgeVectorStore(tmp_path / "edge")
+    try:
+        store.ensure_collection("c", _enc(16))
+        owners, points = [], []
+        for d in range(300):
+            centre = rng.normal(size=16)
+            chunks = 1 if d < 200 else 12  # many small documents, then a few long ones
+            for c in range(chunks):
+                vector = (centre + 0.1 * rng.normal(size=16)).astype(np.float32)
+                points.append(_point(f"d{d}", c, vector / np.linalg.norm(vector), chunks=chunks))
+                owners.append(d)
+        store.upsert("c", points)
+        matrix = np.stack([p.vector for p in points])
+        for round_no in range(30):
+            # first queries near the one-chunk documents (few chunks needed), then near the long ones
+            target = round_no % 100 if round_no < 20 else 200 + round_no
+            query = matrix[owners.index(target)]
+            best: dict[int, float] = {}
+            for owner, score in zip(owners, matrix @ query, strict=True):
+                best[owner] = max(best.get(owner, -2.0), float(score))
+            for limit in (5, 50):
+                want = [f"d{o}" for o in sorted(best, key=lambda o: -best[o])[:limit]]
+                got = [c.doc_id for c in store.dense_candidates("c", query, limit, exact=True)]
+                assert got == want, (round_no, limit)
+    finally:
+        store.close()

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import redis
 
     from bienc.encoding.encoder import Encoder
+    from bienc.store.interface import Store
 
 # Tests use their own Redis database on the machine's server, flushed before and after.
 TEST_REDIS_URL = os.environ.get("BIENC_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -102,3 +103,18 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(params=["qdrant-local", "edge"])
+def each_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """An empty store on each embedded engine: qdrant-client's local mode (the server's
+    request path) and Qdrant Edge."""
+    from qdrant_client import QdrantClient
+
+    from bienc.store.edge import EdgeVectorStore
+    from bienc.store.qdrant import VectorStore
+
+    opened: Store = (VectorStore(QdrantClient(location=":memory:"), ":memory:", remote=False)
+                     if request.param == "qdrant-local" else EdgeVectorStore(tmp_path / "edge"))
+    yield opened
+    opened.close()

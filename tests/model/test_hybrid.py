@@ -3,20 +3,14 @@ both embedded engines."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from qdrant_client import QdrantClient
 
 from bienc.config.errors import CollectionError, InvalidInputError
 from bienc.encoding.encoder import Encoder
 from bienc.encoding.lexical import LexicalParams
 from bienc.ingest.documents import Document
 from bienc.search.searcher import SearchRequest, search
-from bienc.store.edge import EdgeVectorStore
 from bienc.store.interface import Store
-from bienc.store.qdrant import VectorStore
 from bienc.store.record import Chunking, CollectionEncoding
 from bienc.workers.indexing import encoding_of, index_documents
 
@@ -45,12 +39,9 @@ PAPERS = [
 ]
 
 
-@pytest.fixture(params=["qdrant-local", "edge"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened: Store = (VectorStore(QdrantClient(location=":memory:"), ":memory:", remote=False)
-                     if request.param == "qdrant-local" else EdgeVectorStore(tmp_path / "edge"))
-    yield opened
-    opened.close()
+@pytest.fixture
+def store(each_engine: Store) -> Store:
+    return each_engine
 
 
 def _ids(store: Store, encoder: Encoder, query: str, **options: object) -> list[str]:

@@ -7,7 +7,6 @@ import itertools
 import json
 import math
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,12 +30,9 @@ from bienc.store.record import Chunking, CollectionEncoding, check_model
 Store = VectorStore | EdgeVectorStore
 
 
-@pytest.fixture(params=["qdrant-local", "edge"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened: Store = (VectorStore(QdrantClient(location=":memory:"), ":memory:", remote=False)
-                     if request.param == "qdrant-local" else EdgeVectorStore(tmp_path / "edge"))
-    yield opened
-    opened.close()
+@pytest.fixture
+def store(each_engine: Store) -> Store:
+    return each_engine
 
 
 def _enc(dimension: int, model: str = "m", encoding: str = "", lexical: dict[str, Any] | None = None,

@@ -363,8 +363,6 @@ class EdgeVectorStore:
         collection = _Collection(parts, encoding, indexed)
         self._open[physical] = collection
         self._builder.wake()  # it may hold sealed parts, or be idle with work to merge
-        if parts.unindexed_points() > parts.active_points:  # sealed parts left to index
-            self._builder.wake()
         return collection
 
     def _open_collections(self) -> list[tuple[str, _Collection]]:

@@ -296,12 +296,6 @@ class Parts:
                 "indexed_points": sum(points[p.name] for p in parts if p.state == "indexed"),
                 "unindexed_points": sum(points[p.name] for p in parts if p.state != "indexed")}
 
-    def unindexed_points(self) -> int:
-        """Points searched by brute force (in the active and the sealed parts)."""
-        with self._state_lock:
-            parts = [p for p in self.parts.values() if p.state != "indexed"]
-        return sum(p.shard.info().points_count for p in parts)
-
     def next_job(self, work: Path, now: bool = False) -> Job | None:
         """The builder's next work on this collection (plan_job), its sources copied and
         journalled from now on; None when there is none (or one is running). `now`: take the

@@ -81,7 +81,7 @@ def route_levels(app: FastAPI) -> dict[str, Access]:
     docs = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
     levels: dict[str, Access] = {}
     undeclared = []
-    for path, methods, declared in _walk(app.router.routes):
+    for path, methods, declared, _ in _walk(app.router.routes):
         if declared is None and path in docs:
             declared = [Access.PUBLIC]
         if declared is None or len(declared) != 1:
@@ -98,11 +98,18 @@ def _levels_of(dependencies: Sequence[Any]) -> list[Access]:
     return [call.access for call in calls if hasattr(call, "access")]  # type: ignore[union-attr]
 
 
+def api_routes(app: FastAPI) -> Iterator[tuple[str, APIRoute]]:
+    """(full path, route) of each API route of `app`, in the order they were added."""
+    for path, _, declared, route in _walk(app.router.routes):
+        if declared is not None:
+            yield path, route
+
+
 def _walk(routes: Sequence[Any], prefix: str = "", inherited: Sequence[Access] = ()
-          ) -> Iterator[tuple[str, set[str], list[Access] | None]]:
-    """(path, methods, declared levels) of each route, through included routers (FastAPI
-    keeps those as wrappers in newer versions, as plain routes in older ones). Levels are None
-    for a route that is not an API route (the documentation pages)."""
+          ) -> Iterator[tuple[str, set[str], list[Access] | None, Any]]:
+    """(path, methods, declared levels, route) of each route, through included routers
+    (FastAPI keeps those as wrappers in newer versions, as plain routes in older ones). Levels
+    are None for a route that is not an API route (the documentation pages)."""
     for route in routes:
         original = getattr(route, "original_router", None)
         if original is not None:
@@ -111,9 +118,10 @@ def _walk(routes: Sequence[Any], prefix: str = "", inherited: Sequence[Access] =
                              [*inherited, *_levels_of(context.dependencies)])
         elif isinstance(route, APIRoute):
             yield (prefix + route.path, set(route.methods or ()),
-                   [*inherited, *_levels_of(route.dependencies)])
+                   [*inherited, *_levels_of(route.dependencies)], route)
         else:
-            yield prefix + getattr(route, "path", repr(route)), set(getattr(route, "methods", ()) or ()), None
+            yield (prefix + getattr(route, "path", repr(route)),
+                   set(getattr(route, "methods", ()) or ()), None, route)
 
 
 def check_exposure(host: str, settings: Settings) -> str | None:

@@ -65,34 +65,39 @@ _DOCUMENT_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "id": {"anyOf": [{"type": "string", "pattern": r"\S", "maxLength": MAX_ID_CHARS},
-                         {"type": "integer"}]},
-        "text": {"type": "string", "pattern": r"\S"},
-        "title": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-        "metadata": {"type": "object"},
+                         {"type": "integer"}],
+               "description": "the document's id; ingesting it again replaces the document"},
+        "text": {"type": "string", "pattern": r"\S", "description": "the text to encode"},
+        "title": {"anyOf": [{"type": "string"}, {"type": "null"}],
+                  "description": "starts every chunk, and counts for BM25"},
+        "metadata": {"type": "object", "description": "returned with hits; filters match it"},
     },
 }
 
 
 class IngestBody(BaseModel):
-    """Documents are checked one by one with the same rules as files (`parse_record`), so that
-    an error names the document's index and field."""
+    """Documents to queue. Each is checked on its own, with the rules of a file's records, so
+    that an error names its index and field (`documents[3]: field 'text' is empty`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     documents: Annotated[list[Any], WithJsonSchema(
-        {"type": "array", "items": _DOCUMENT_SCHEMA, "minItems": 1})]
+        {"type": "array", "items": _DOCUMENT_SCHEMA, "minItems": 1,
+         "description": "the documents, at most BIENC_API_MAX_DOCUMENTS"})]
 
 
 class SearchBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
         "oneOf": [{"required": ["query"]}, {"required": ["queries"]}]})
-    query: str | None = None
-    queries: list[str] | None = Field(default=None, min_length=1, max_length=MAX_QUERIES)
-    top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
-    filter: dict[str, Any] | None = None
+    query: str | None = Field(default=None, description="one query (or give `queries`)")
+    queries: list[str] | None = Field(default=None, min_length=1, max_length=MAX_QUERIES,
+                                      description="several queries, encoded in one batch")
+    top_k: int = Field(default=10, ge=1, le=MAX_TOP_K, description="documents per query")
+    filter: dict[str, Any] | None = Field(
+        default=None, description="metadata key -> a value or a list of values; every key must match")
     score_threshold: float | None = Field(
         default=None, description="least score returned, in the mode's terms: a cosine in [-1, 1] "
         "(dense), a BM25 score (lexical), a fused score (hybrid)")
-    with_text: bool = True
+    with_text: bool = Field(default=True, description="return each hit's full text")
     mode: Mode | None = Field(
         default=None, description="dense, lexical or hybrid; default: hybrid where the collection "
         "has lexical vectors, else dense")
@@ -115,8 +120,9 @@ class ReindexBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     model: str | None = Field(default=None, min_length=1, max_length=1000,
                               description="sentence-transformers model name or local folder")
-    chunk_tokens: int | None = Field(default=None, ge=16, le=8192)
-    chunk_overlap: int | None = Field(default=None, ge=0, le=8191)
+    chunk_tokens: int | None = Field(default=None, ge=16, le=8192, description="tokens per chunk")
+    chunk_overlap: int | None = Field(default=None, ge=0, le=8191,
+                                      description="tokens shared by neighbouring chunks")
     lexical: bool | None = Field(default=None, description="true: add (or keep) BM25 vectors; "
                                  "false: drop them")
     keep_old: bool = Field(default=False, description="keep the old physical collection")
@@ -457,11 +463,13 @@ def _ops_router() -> APIRouter:
 
     @router.get("/healthz", dependencies=PUBLIC)
     def healthz() -> dict[str, str]:
+        """Alive: the process answers HTTP (nothing else is checked)."""
         return {"status": "ok"}
 
     @router.get("/readyz", dependencies=PUBLIC,
                 responses={503: {"description": "not ready; reasons listed"}})
     def readyz(request: Request) -> JSONResponse:
+        """Ready when the model is loaded and Redis and the store answer; else 503 with reasons."""
         state = _state(request)
         reasons = []
         if not state.encoder_ready or state.runtime is None:
@@ -481,6 +489,7 @@ def _ops_router() -> APIRouter:
 
     @router.get("/metrics", dependencies=PUBLIC, response_class=Response)
     def metrics(request: Request) -> Response:
+        """Prometheus metrics: requests, latencies, documents accepted, queue depth, counts."""
         registry = _state(request).metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -505,10 +514,12 @@ def _console_router() -> APIRouter:
 
     @router.get("/ui", dependencies=PUBLIC)
     def console() -> Response:
+        """The search console, a page that calls the /v1 API with the user's key."""
         return Response(page, media_type="text/html; charset=utf-8", headers=_CONSOLE_HEADERS)
 
     @router.get("/ui/{name}", dependencies=PUBLIC)
     def console_asset(name: str) -> Response:
+        """The console's script and style sheet."""
         if name not in assets:
             raise HTTPException(404, f"the console has no file {name!r}")
         return Response(assets[name], media_type=_CONSOLE_ASSETS[name], headers=_CONSOLE_HEADERS)
@@ -556,6 +567,8 @@ def _api_router() -> APIRouter:
 
     @router.get("/jobs/{job_id}", tags=["ingest"], dependencies=READ)
     def job(job_id: str, request: Request) -> dict[str, Any]:
+        """A job's kind, state, counts (queued, indexed, skipped, failed) and the reason for
+        each failed document."""
         status = _state(request).live.resources.jobs.get(job_id)
         if status is None:
             raise HTTPException(404, f"job {job_id!r} is unknown (expired, or never created)")
@@ -604,15 +617,19 @@ def _api_router() -> APIRouter:
 
     @router.get("/collections", tags=["collections"], dependencies=READ)
     def list_collections(request: Request) -> dict[str, Any]:
+        """Every collection with its physical collection, encoding and counts."""
         return {"collections": _state(request).live.collections()}
 
     @router.get("/collections/{collection}", tags=["collections"], dependencies=READ)
     def collection_info(collection: PhysicalOrName, request: Request) -> dict[str, Any]:
+        """One collection: physical collection, model, weights, encoding, chunking, lexical
+        parameters, documents, points, a reindex in progress."""
         validate_collection_name(collection, physical=True)
         return _state(request).live.describe(collection)
 
     @router.delete("/collections/{collection}", tags=["collections"], dependencies=ADMIN)
     def delete_collection(collection: PhysicalOrName, request: Request) -> dict[str, Any]:
+        """Drop a collection (409 while it is being reindexed)."""
         validate_collection_name(collection, physical=True)
         _state(request).live.delete_collection(collection)
         return {"collection": collection, "deleted": True}
@@ -620,6 +637,7 @@ def _api_router() -> APIRouter:
     @router.get("/collections/{collection}/documents/{doc_id}", tags=["collections"],
                 dependencies=READ)
     def get_document(collection: PhysicalOrName, doc_id: str, request: Request) -> dict[str, Any]:
+        """One document as stored: text, title, metadata and its number of chunks."""
         validate_collection_name(collection, physical=True)
         payload = _state(request).live.resources.store.get_document(collection, _doc_id(doc_id))
         if payload is None:
@@ -630,6 +648,7 @@ def _api_router() -> APIRouter:
     @router.delete("/collections/{collection}/documents/{doc_id}", tags=["collections"],
                    dependencies=ADMIN)
     def delete_document(collection: CollectionName, doc_id: str, request: Request) -> dict[str, Any]:
+        """Delete a document: every chunk and its lexical vector."""
         validate_collection_name(collection)
         live = _state(request).live
         if live.resources.store.get_document(collection, _doc_id(doc_id)) is None:

@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("-k", type=_top_k, default=10, help="documents to return (1-1000)")
     search.add_argument("--filter", help='exact-match metadata filter as JSON, e.g. {"lang": "en"}')
     search.add_argument("--score-threshold", type=float,
-                        help="the least score returned, in the mode's own terms (README, Search modes)")
+                        help="the least score returned, in the mode's own terms (docs/search.md)")
     add_mode_arguments(search)
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=cmd_search)

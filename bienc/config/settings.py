@@ -32,8 +32,9 @@ class Settings(BaseSettings):
     )
     dtype: str = Field(
         default="auto",
-        description="encoder precision: auto (bfloat16 where the CPU has native bf16), float32, "
-        "bfloat16, int8 (openvino only)",
+        description="encoder precision: auto (int8 where the CPU has int8 dot products: VNNI or "
+        "AMX; else bfloat16 where it has native bf16; else float32), float32, bfloat16, int8 "
+        "(openvino only)",
     )
     encode_batch_size: int = Field(default=32, ge=1, le=1024, description="texts per forward pass")
     max_batch_tokens: int = Field(

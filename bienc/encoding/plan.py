@@ -82,9 +82,9 @@ def nncf_available() -> bool:
 
 def choose_dtype(requested: str, device: str, backend: str = "torch",
                  cpuinfo: str | None = None) -> str:
-    """Resolve `auto` to the fastest precision that passes the quality guard (README,
-    "Speed") on this CPU, never an emulated path: with OpenVINO, int8 where the CPU has int8
-    dot products (VNNI, AMX); else bfloat16 where it has native bf16; else float32."""
+    """Resolve `auto` to the fastest precision that passes the quality guard
+    (docs/performance.md) on this CPU, never an emulated path: with OpenVINO, int8 where the
+    CPU has int8 dot products (VNNI, AMX); else bfloat16 where it has native bf16; else float32."""
     if requested != "auto":
         return requested
     if device != "cpu":

@@ -14,7 +14,7 @@ LAYERS = {  # a module may import only from layers below its own
     "workers": 3,
     "runtime": 4, "access": 4, "progress": 4,
     "api": 5, "evaluate": 5,
-    "cli": 6,
+    "cli": 6, "reference": 6,
 }
 
 

@@ -202,12 +202,31 @@ def _constants() -> list[tuple[str, Any, str]]:
     """(name, value, meaning) of the numbers the design pages quote."""
     from bienc.api import MAX_QUERIES
     from bienc.config.settings import MAX_TOP_K, MIN_KEY_CHARS
+    from bienc.encoding.encoder import QUERY_WARM_UP_TOKENS, TOKENIZE_WINDOW
+    from bienc.ingest.documents import MAX_ID_CHARS
+    from bienc.search import fusion
+    from bienc.search.searcher import MAX_QUERY_CHARS
     from bienc.store import parts
+    from bienc.workers import reindexing, tasks
 
     return [
         ("bienc.config.settings.MAX_TOP_K", MAX_TOP_K, "most documents one search returns"),
         ("bienc.api.MAX_QUERIES", MAX_QUERIES, "most queries in one search request"),
+        ("bienc.search.searcher.MAX_QUERY_CHARS", MAX_QUERY_CHARS, "longest query, in characters"),
+        ("bienc.ingest.documents.MAX_ID_CHARS", MAX_ID_CHARS, "longest document id"),
         ("bienc.config.settings.MIN_KEY_CHARS", MIN_KEY_CHARS, "shortest API key accepted"),
+        ("bienc.search.fusion.DEPTH", fusion.DEPTH,
+         "documents each leg of a hybrid search contributes at least; DBSF's statistics are over "
+         "these"),
+        ("bienc.search.fusion.RRF_K", fusion.RRF_K, "RRF's k: a document scores 1 / (k + rank)"),
+        ("bienc.encoding.encoder.QUERY_WARM_UP_TOKENS", QUERY_WARM_UP_TOKENS,
+         "query lengths (tokens) a server encodes once at start"),
+        ("bienc.encoding.encoder.TOKENIZE_WINDOW", TOKENIZE_WINDOW,
+         "texts a worker tokenises and plans into forward batches together"),
+        ("bienc.workers.reindexing.WINDOW", reindexing.WINDOW,
+         "copy batches of a reindex in the queue at once"),
+        ("bienc.workers.tasks.HOLD_RETRY_S", tasks.HOLD_RETRY_S,
+         "seconds after which a write held by a reindex's fence is tried again"),
         ("bienc.store.parts.EXACT_RATIO", parts.EXACT_RATIO,
          "an Edge part with fewer points than this many per point asked for is searched exactly"),
         ("bienc.store.parts.IDLE_S", parts.IDLE_S,

@@ -13,7 +13,7 @@ LAYERS = {  # a module may import only from layers below its own
     "ingest": 2, "search": 2, "resources": 2,
     "workers": 3,
     "runtime": 4, "access": 4, "progress": 4,
-    "api": 5, "evaluate": 5,
+    "api": 5, "eval_command": 5,
     "cli": 6,
 }
 

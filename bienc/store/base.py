@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from bienc.config.errors import ConfigError
 from bienc.store.filters import MetadataFilter
-from bienc.store.interface import Candidate, Hit, resolved
+from bienc.store.interface import Candidate, Hit, SparseVector, resolved
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,6 +51,11 @@ class StoreBase(ABC):
     @abstractmethod
     def fetch_hits(self, name: str, chosen: Sequence[Candidate], with_text: bool = True
                    ) -> list[Hit]: ...
+    @abstractmethod
+    def _lexical_candidates(self, name: str, query: SparseVector, limit: int,
+                            query_filter: MetadataFilter | None,
+                            score_threshold: float | None) -> list[Candidate]:
+        """lexical_candidates of a query with tokens."""
 
     def _physical(self, name: str) -> str:
         return resolved(self, name)
@@ -69,6 +74,15 @@ class StoreBase(ABC):
         with self._lock:
             self._collection(name)
             return self.first_chunks(name, [doc_id]).get(doc_id)
+
+    def lexical_candidates(self, name: str, query: SparseVector, limit: int, *,
+                           query_filter: MetadataFilter | None = None,
+                           score_threshold: float | None = None) -> list[Candidate]:
+        """The `limit` best documents by BM25 (their lexical vectors, IDF over the documents
+        held now), best first; none for a query without tokens."""
+        if not query.indices:
+            return []
+        return self._lexical_candidates(name, query, limit, query_filter, score_threshold)
 
     def search(self, name: str, vector: np.ndarray, top_k: int, *,
                query_filter: MetadataFilter | None = None, score_threshold: float | None = None,

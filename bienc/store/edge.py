@@ -347,13 +347,9 @@ class EdgeVectorStore(StoreBase):
             collection, vector, limit, self._search_params[exact], self._search_params[True],
             query_filter=query_filter, score_threshold=score_threshold)
 
-    def lexical_candidates(self, name: str, query: SparseVector, limit: int, *,
-                           query_filter: MetadataFilter | None = None,
-                           score_threshold: float | None = None) -> list[Candidate]:
-        """The `limit` best documents by BM25 (their lexical vectors, IDF over the documents
-        held now), best first; none for a query without tokens."""
-        if not query.indices:
-            return []
+    def _lexical_candidates(self, name: str, query: SparseVector, limit: int,
+                            query_filter: MetadataFilter | None,
+                            score_threshold: float | None) -> list[Candidate]:
         with self._lock:
             collection = self._collection(name)
         lexical = collection.parts.lexical

@@ -314,13 +314,9 @@ class VectorStore(StoreBase):
                           group.hits[0].score)
                 for group in result.groups if group.hits and group.hits[0].payload]
 
-    def lexical_candidates(self, name: str, query: SparseVector, limit: int, *,
-                           query_filter: MetadataFilter | None = None,
-                           score_threshold: float | None = None) -> list[Candidate]:
-        """The `limit` best documents by BM25 (their lexical vectors, IDF over the documents
-        held now), best first; none for a query without tokens."""
-        if not query.indices:
-            return []
+    def _lexical_candidates(self, name: str, query: SparseVector, limit: int,
+                            query_filter: MetadataFilter | None,
+                            score_threshold: float | None) -> list[Candidate]:
         try:
             result = self._call("query_points", self._client.query_points, name,
                 query=qm.SparseVector(indices=list(query.indices), values=list(query.values)),

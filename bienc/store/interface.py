@@ -1,6 +1,7 @@
 """What bienc needs from a vector store, in its own types: the Store protocol, points, hits,
 collection info. Engines implement it (bienc.store.qdrant: a Qdrant server or qdrant-client's
-local mode; bienc.store.edge: Qdrant Edge in-process); bienc.store.factory picks one.
+local mode; bienc.store.edge: Qdrant Edge in-process) on bienc.store.base, which holds what
+they share; bienc.store.factory picks one.
 
 A point is one chunk of one document. Its id is derived from (document id, chunk number), so
 writing a document again overwrites its points instead of adding new ones. Chunk 0 carries the

@@ -21,7 +21,7 @@ from bienc.config.settings import Settings
 from bienc.encoding.encoder import load_encoder
 from bienc.ingest.documents import Document
 from bienc.ingest.readers import read_path
-from bienc.search.evaluation import load_qrels, load_queries, score_run, trec_order
+from bienc.search.measures import load_qrels, load_queries, score_run, trec_order
 from bienc.store.record import Chunking
 from bienc.workers.indexing import chunk_documents
 

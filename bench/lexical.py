@@ -28,8 +28,8 @@ from bienc.encoding.encoder import load_encoder
 from bienc.encoding.lexical import LexicalEncoder, LexicalParams, document_text
 from bienc.ingest.documents import Document
 from bienc.ingest.readers import read_path
-from bienc.search.evaluation import load_qrels, load_queries
 from bienc.search.fusion import DEPTH, fuse
+from bienc.search.measures import load_qrels, load_queries
 from bienc.store.interface import Candidate
 from bienc.store.record import Chunking
 

@@ -57,9 +57,9 @@ from bienc.encoding.lexical import LexicalParams, document_text, lexical_encoder
 from bienc.ingest.documents import Document
 from bienc.ingest.readers import read_path
 from bienc.resources import settle_heap
-from bienc.search.evaluation import load_queries
 from bienc.search.fusion import DEPTH as FUSION_DEPTH
 from bienc.search.fusion import fuse
+from bienc.search.measures import load_queries
 from bienc.search.searcher import SearchRequest, search
 from bienc.store.edge import EdgeVectorStore
 from bienc.store.factory import open_store

@@ -48,6 +48,7 @@ from bienc.search.fusion import Fusion
 from bienc.search.modes import Mode
 from bienc.search.searcher import SearchRequest
 from bienc.store.filters import MetadataFilter, parse_filter
+from bienc.store.record import COLLECTION_NAME, NAME_RULE, PHYSICAL_OR_NAME
 
 MAX_QUERIES = 100
 MAX_JOBS_OFFSET = 1_000_000_000  # Redis takes 64-bit offsets; a page beyond this is empty anyway
@@ -136,13 +137,11 @@ class ReindexBody(BaseModel):
         return self
 
 
-CollectionName = Annotated[str, Path(
-    description="1-245 letters, digits, '_', '-' or '.', not starting with '-' or '.'",
-    json_schema_extra={"pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,244}$"})]
+CollectionName = Annotated[str, Path(description=NAME_RULE, json_schema_extra={"pattern": COLLECTION_NAME})]
 PhysicalOrName = Annotated[str, Path(
     description="a collection's name, or a physical collection's (NAME@N, as GET /v1/collections "
                 "lists one kept by a reindex)",
-    json_schema_extra={"pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,244}(@[0-9]{1,9})?$"})]
+    json_schema_extra={"pattern": PHYSICAL_OR_NAME})]
 
 
 # Input checks beyond the schema

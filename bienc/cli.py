@@ -21,8 +21,8 @@ from pydantic import ValidationError
 from bienc.config.errors import BiencError
 from bienc.config.settings import MAX_TOP_K, Settings, get_settings
 from bienc.config.topology import Role, decide
-from bienc.evaluate import add_arguments as add_eval_arguments
-from bienc.evaluate import cmd_eval
+from bienc.eval_command import add_arguments as add_eval_arguments
+from bienc.eval_command import cmd_eval
 from bienc.ingest.readers import read_path
 from bienc.progress import progress_printer
 from bienc.queue.jobs import JobStatus

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -12,9 +11,7 @@ from bienc.config.errors import InvalidInputError
 from bienc.ingest.documents import Document
 from bienc.ingest.readers import BadRecord, Item
 from bienc.queue.jobs import BatchOutcome, JobStatus, JobTracker
-
-_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,244}$")
-_PHYSICAL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,244}(@[0-9]{1,9})?$")
+from bienc.store.record import invalid_name, is_collection_name
 
 # enqueue(job_id, collection, batch_no, documents as messages)
 Enqueue = Callable[[str, str, int, list[dict[str, Any]]], None]
@@ -23,12 +20,8 @@ Enqueue = Callable[[str, str, int, list[dict[str, Any]]], None]
 def validate_collection_name(name: str, physical: bool = False) -> str:
     """`name`, or InvalidInputError. `physical`: a physical collection's name (NAME@N) is
     accepted too, as where a kept collection is read or dropped."""
-    if not (_PHYSICAL_NAME if physical else _COLLECTION_NAME).fullmatch(name):
-        raise InvalidInputError(
-            f"collection name {name!r} is invalid: use 1-245 letters, digits, '_', '-' or '.', "
-            "not starting with '-' or '.'" + (" (or NAME@N for a kept physical collection)"
-                                             if physical else "")
-        )
+    if not is_collection_name(name, physical):
+        raise invalid_name(name, " (or NAME@N for a kept physical collection)" if physical else "")
     return name
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bienc.config.errors import ConfigError
 from bienc.config.settings import Settings
 from bienc.config.topology import store_kind, store_location
+from bienc.store.base import in_use_error
 from bienc.store.interface import Store
 
 
@@ -38,11 +38,7 @@ def open_store(settings: Settings) -> Store:
         try:
             client = QdrantClient(path=location)
         except RuntimeError as exc:  # portalocker: another process holds the folder
-            raise ConfigError(
-                f"the embedded store {location} is open in another process (a running "
-                "`bienc worker` or `bienc serve`?). Stop it first, or run a Qdrant server and set "
-                "BIENC_QDRANT_URL so that processes can share it."
-            ) from exc
+            raise in_use_error(location) from exc
     return VectorStore(client, location, remote=kind == "server",
                        shard_number=settings.shard_number,
                        replication_factor=settings.replication_factor, **ann)

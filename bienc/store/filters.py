@@ -1,5 +1,5 @@
 """Metadata filters in bienc's own terms: validated where a request enters (a bad key or value
-is InvalidInputError naming it, never a store error), translated by each engine.
+is InvalidInputError naming it, never a store error), translated by each engine (`conditions`).
 
 A filter is a mapping from metadata key to a value or a list of values. A document matches
 when, for every key, its metadata holds that value (or one of the list's). Keys are ASCII
@@ -12,13 +12,16 @@ booleans; a list holds strings or integers, not both. A boolean matches only a b
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bienc.config.errors import InvalidInputError
 
 Scalar = str | int | bool
+# A condition on a point's payload: the field (a payload key) holds one of the values.
+Condition = tuple[str, tuple[Scalar, ...]]
+EngineCondition = TypeVar("EngineCondition")
 
 MAX_KEYS = 16
 MAX_KEY_CHARS = 128
@@ -45,6 +48,17 @@ class MetadataFilter:
     """Every match must hold."""
 
     matches: tuple[FieldMatch, ...]
+
+    def conditions(self) -> tuple[Condition, ...]:
+        return tuple((m.payload_key, m.values) for m in self.matches)
+
+
+def conditions(of: Sequence[Condition], equals: Callable[[str, Scalar], EngineCondition],
+               equals_any: Callable[[str, list[Scalar]], EngineCondition]) -> list[EngineCondition]:
+    """`of` in an engine's terms, every one of which must hold: one condition per payload key,
+    `equals` for a single value, `equals_any` for several (the engine's constructors)."""
+    return [equals(key, values[0]) if len(values) == 1 else equals_any(key, list(values))
+            for key, values in of]
 
 
 def _check_key(key: Any) -> str:

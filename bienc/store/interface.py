@@ -1,6 +1,7 @@
 """What bienc needs from a vector store, in its own types: the Store protocol, points, hits,
 collection info. Engines implement it (bienc.store.qdrant: a Qdrant server or qdrant-client's
-local mode; bienc.store.edge: Qdrant Edge in-process); bienc.store.factory picks one.
+local mode; bienc.store.edge: Qdrant Edge in-process) on bienc.store.base, which holds what
+they share; bienc.store.factory picks one.
 
 A point is one chunk of one document. Its id is derived from (document id, chunk number), so
 writing a document again overwrites its points instead of adding new ones. Chunk 0 carries the
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bienc.config.errors import CollectionError, CollectionNotFoundError
-from bienc.store.filters import MetadataFilter
+from bienc.store.filters import Condition, MetadataFilter
 from bienc.store.record import CollectionEncoding
 
 if TYPE_CHECKING:  # numpy: only processes that encode or search need it
@@ -35,6 +36,13 @@ _NAMESPACE_BYTES = _POINT_NAMESPACE.bytes
 LEXICAL_VECTOR = "bm25"  # the sparse vector's name; the dense vector is the unnamed default
 HIT_FIELDS = ["doc_id", "chunk", "content_hash", "title", "metadata"]
 TEXT_FIELDS = ["chunk_text", "text"]
+# A document's chunk 0: counting these counts documents. Lexical IDF is computed over them,
+# live points only (each document counts once, a deleted one stops counting at once): the
+# engines' collection-wide statistics go on counting deleted and overwritten points (Edge,
+# measured with qdrant-edge-py 0.9.0; a server while they sit in its sparse index, Qdrant >= 1.19
+# taking a corpus filter).
+FIRST_CHUNKS: tuple[Condition, ...] = (("chunk", (0,)),)
+IDF_CORPUS = FIRST_CHUNKS
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -115,7 +123,15 @@ class CollectionInfo:
                 "points": self.points, **self.encoding.to_dict()}
 
 
-def resolved(store: Store, name: str) -> str:
+class Names(Protocol):
+    """A store's names: what `resolved` needs (every Store has it)."""
+
+    location: str
+
+    def resolve(self, name: str) -> str | None: ...
+
+
+def resolved(store: Names, name: str) -> str:
     """The physical collection `name` stands for, or CollectionNotFoundError."""
     physical = store.resolve(name)
     if physical is None:

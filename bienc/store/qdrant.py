@@ -17,9 +17,12 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from bienc.config.errors import CollectionNotFoundError, StoreUnavailableError
-from bienc.store.filters import MetadataFilter
+from bienc.store.base import StoreBase
+from bienc.store.filters import Condition, MetadataFilter, conditions
 from bienc.store.interface import (
+    FIRST_CHUNKS,
     HIT_FIELDS,
+    IDF_CORPUS,
     LEXICAL_VECTOR,
     TEXT_FIELDS,
     Candidate,
@@ -31,15 +34,19 @@ from bienc.store.interface import (
     hits_from,
     no_lexical_vectors,
     point_id,
-    resolved,
 )
 from bienc.store.record import CollectionEncoding, physical_name, split_physical
 
-_FIRST_CHUNKS = qm.Filter(must=[qm.FieldCondition(key="chunk", match=qm.MatchValue(value=0))])
-# IDF over the documents (chunk 0 carries a document's lexical vector), live points only: a
-# server's collection-wide statistics go on counting deleted points while they sit in its
-# sparse index (Qdrant >= 1.19 takes a corpus filter).
-_IDF_OVER_DOCUMENTS = qm.SearchParams(idf=qm.IdfCorpusParams(corpus=_FIRST_CHUNKS))
+
+def _filter(of: Sequence[Condition]) -> qm.Filter:
+    """Conditions in qdrant-client's terms (bienc.store.filters.conditions)."""
+    return qm.Filter(must=conditions(  # type: ignore[arg-type]
+        of, lambda key, value: qm.FieldCondition(key=key, match=qm.MatchValue(value=value)),
+        lambda key, values: qm.FieldCondition(key=key, match=qm.MatchAny(any=values))))  # type: ignore[arg-type]
+
+
+_FIRST_CHUNKS = _filter(FIRST_CHUNKS)
+_IDF_OVER_DOCUMENTS = qm.SearchParams(idf=qm.IdfCorpusParams(corpus=_filter(IDF_CORPUS)))
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -48,7 +55,7 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, (ResponseHandlingException, httpx.TransportError, ConnectionError))
 
 
-class VectorStore:
+class VectorStore(StoreBase):
     """Collections of chunk points. Methods raise StoreUnavailableError when Qdrant does not
     answer (callers may retry), CollectionError for a missing or mismatched collection."""
 
@@ -107,9 +114,6 @@ class VectorStore:
         if target is not None:
             return target
         return name if self._call("collection_exists", self._client.collection_exists, name) else None
-
-    def _physical(self, name: str) -> str:
-        return resolved(self, name)
 
     def switch_alias(self, name: str, physical: str) -> None:
         """Make `name` stand for `physical` in one step (Qdrant applies the alias operations
@@ -197,14 +201,6 @@ class VectorStore:
         points = self._call("count", self._client.count, physical).count
         return CollectionInfo(name=name, physical=physical, encoding=encoding,
                               documents=documents, points=points)
-
-    def delete_collection(self, name: str) -> bool:
-        """Drop `name` (its alias, if it is one, and the physical collection); False when it
-        did not exist."""
-        physical = self.resolve(name)
-        if physical is None:
-            return False
-        return self.drop_physical(physical)
 
     def drop_physical(self, physical: str) -> bool:
         """Drop the physical collection of that very name, and any alias of it; False when
@@ -299,11 +295,6 @@ class VectorStore:
             qm.FieldCondition(key="doc_id", match=qm.MatchAny(any=list(doc_ids)))]))
         self._call("delete", self._client.delete, name, points_selector=selector, wait=True)
 
-    def get_document(self, name: str, doc_id: str) -> dict[str, Any] | None:
-        """Chunk 0's payload of a document: its full text, title and metadata."""
-        self._collection(name)
-        return self.first_chunks(name, [doc_id]).get(doc_id)
-
     # Search
 
     def dense_candidates(self, name: str, vector: np.ndarray, limit: int, *,
@@ -323,13 +314,9 @@ class VectorStore:
                           group.hits[0].score)
                 for group in result.groups if group.hits and group.hits[0].payload]
 
-    def lexical_candidates(self, name: str, query: SparseVector, limit: int, *,
-                           query_filter: MetadataFilter | None = None,
-                           score_threshold: float | None = None) -> list[Candidate]:
-        """The `limit` best documents by BM25 (their lexical vectors, IDF over the documents
-        held now), best first; none for a query without tokens."""
-        if not query.indices:
-            return []
+    def _lexical_candidates(self, name: str, query: SparseVector, limit: int,
+                            query_filter: MetadataFilter | None,
+                            score_threshold: float | None) -> list[Candidate]:
         try:
             result = self._call("query_points", self._client.query_points, name,
                 query=qm.SparseVector(indices=list(query.indices), values=list(query.values)),
@@ -357,15 +344,6 @@ class VectorStore:
                     for r in records if r.payload}
         return hits_from(chosen, payloads, with_text)
 
-    def search(self, name: str, vector: np.ndarray, top_k: int, *,
-               query_filter: MetadataFilter | None = None, score_threshold: float | None = None,
-               with_text: bool = True, exact: bool = False) -> list[Hit]:
-        """The `top_k` best documents by cosine of their best chunk, best first (a dense
-        search: dense_candidates, then fetch_hits)."""
-        chosen = self.dense_candidates(name, vector, top_k, query_filter=query_filter,
-                                       score_threshold=score_threshold, exact=exact)
-        return self.fetch_hits(name, chosen, with_text)
-
 
 def _vector(point: ChunkPoint) -> Any:
     dense = np.asarray(point.vector, dtype=np.float32).tolist()
@@ -376,13 +354,5 @@ def _vector(point: ChunkPoint) -> Any:
 
 
 def qdrant_filter(query_filter: MetadataFilter | None) -> qm.Filter | None:
-    """The filter in qdrant-client's terms: one condition per key, any-of for a list."""
-    if query_filter is None:
-        return None
-    conditions: list[qm.Condition] = [
-        qm.FieldCondition(key=m.payload_key, match=qm.MatchValue(value=m.values[0]))
-        if len(m.values) == 1 else
-        qm.FieldCondition(key=m.payload_key, match=qm.MatchAny(any=list(m.values)))  # type: ignore[arg-type]
-        for m in query_filter.matches
-    ]
-    return qm.Filter(must=conditions)
+    """A search's filter in qdrant-client's terms."""
+    return _filter(query_filter.conditions()) if query_filter is not None else None

@@ -20,11 +20,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bienc.config.errors import CollectionError
+from bienc.config.errors import CollectionError, InvalidInputError
 
 SCHEMA_VERSION = 2
 GENERATION_MARK = "@"
-_PHYSICAL = re.compile(r"^(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]{0,244})@(?P<generation>[0-9]{1,9})$")
+_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,244}"
+_GENERATION = r"[0-9]{1,9}"
+NAME_RULE = "1-245 letters, digits, '_', '-' or '.', not starting with '-' or '.'"
+COLLECTION_NAME = rf"^{_NAME}$"  # a name users give
+PHYSICAL_OR_NAME = rf"^{_NAME}({GENERATION_MARK}{_GENERATION})?$"  # or a physical collection's
+_COLLECTION_NAME = re.compile(COLLECTION_NAME)
+_PHYSICAL_OR_NAME = re.compile(PHYSICAL_OR_NAME)
+_PHYSICAL = re.compile(rf"^(?P<name>{_NAME}){GENERATION_MARK}(?P<generation>{_GENERATION})$")
+
+
+def is_collection_name(name: object, physical: bool = False) -> bool:
+    """Whether `name` is a valid collection name (`physical`: or a physical collection's)."""
+    return isinstance(name, str) and \
+        (_PHYSICAL_OR_NAME if physical else _COLLECTION_NAME).fullmatch(name) is not None
+
+
+def invalid_name(name: object, hint: str = "") -> InvalidInputError:
+    return InvalidInputError(f"collection name {name!r} is invalid: use {NAME_RULE}{hint}")
 
 
 def physical_name(name: str, generation: int) -> str:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.integration.conftest import bienc_env, run_bienc
-from tests.unit.test_evaluation import _ir_measures
+from tests.unit.test_measures import _ir_measures
 
 ROOT = Path(__file__).resolve().parents[2]
 QUERIES = {"q1": "Where is the Eiffel Tower?", "q2": "What do plants make from sunlight?",

@@ -1,5 +1,6 @@
 """What `pip install` puts into site-packages: one import name, bienc, with the top-level
-folders ingest/, search/ and workers/ inside it as bienc.ingest, bienc.search, bienc.workers."""
+folders ingest/, search/ and workers/ inside it as bienc.ingest, bienc.search, bienc.workers
+(through the checkout's symlinks bienc/ingest -> ../ingest etc.)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 _NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", ".bienc", "build", "dist", "*.egg-info",
                                      "__pycache__", ".*_cache", "bench", "tests")
+
+
+def test_the_top_level_folders_are_linked_into_bienc() -> None:
+    for folder in ("ingest", "search", "workers"):
+        link = ROOT / "bienc" / folder
+        assert link.is_symlink() and link.readlink() == Path("..", folder), link
 
 
 def test_the_installed_distribution_has_one_top_level_name(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """`bienc eval`: score a collection (or a run file) on a BEIR split and report what a team
 deciding a reranking depth needs: the trec_eval measures, the recall-at-K curve, the smallest K
 that keeps 95% and 99% of recall@1000 with its latency, per-query scores, paired comparisons.
-The measures are bienc.search.evaluation's; this module runs the searches and writes files."""
+The measures are bienc.search.measures'; this module runs the searches and writes files."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from bienc.config.topology import Role
 from bienc.ingest.readers import read_path
 from bienc.progress import progress_printer
 from bienc.resources import settle_heap
-from bienc.search.evaluation import (
+from bienc.search.measures import (
     MAX_DEPTH,
     REPORTED,
     Qrels,

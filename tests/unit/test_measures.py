@@ -12,7 +12,7 @@ import pytest
 from ir_measures import RR, R, nDCG
 
 from bienc.config.errors import InvalidInputError
-from bienc.search.evaluation import (
+from bienc.search.measures import (
     beir_split,
     compare,
     load_qrels,

@@ -1,0 +1,119 @@
+"""The Edge store's physical collections: their folders, created, opened and removed.
+
+A physical collection is a folder under the store's root holding its record
+(collection.json, bienc.store.record) and its parts (bienc.store.parts). It exists exactly
+when its collection.json does: that is written (atomically) before the parts are created and
+removed before they are deleted, so a crash leaves at worst a folder without it, which the
+next `create` clears. The caller (bienc.store.edge) holds its lock around every call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import qdrant_edge as qe
+
+from bienc.config.errors import CollectionError
+from bienc.store.base import in_use_error
+from bienc.store.builder import dense_config
+from bienc.store.edge_filters import FieldIndexes, create_field_indexes
+from bienc.store.interface import LEXICAL_VECTOR
+from bienc.store.parts import Parts
+from bienc.store.record import CollectionEncoding, invalid_name, is_collection_name
+
+META_FILE = "collection.json"
+
+
+class OpenCollection:
+    """An open collection's parts and what this process knows about it."""
+
+    def __init__(self, parts: Parts, encoding: CollectionEncoding):
+        self.parts = parts
+        self.encoding = encoding
+        self.fields = FieldIndexes(set(parts.parts[parts.active].shard.info().payload_schema))
+        # chunks a search needed per distinct document, by the size of the request (a
+        # running estimate: the first fetch of the next search of about that size)
+        self.chunks_per_document: dict[int, float] = {}
+
+
+class Collections:
+    """The physical collections under `root`, and those this process has open.
+    `dense_settings` gives bienc.store.builder.dense_config's arguments for an encoding."""
+
+    def __init__(self, root: Path, location: str, indexing_threshold: int,
+                 dense_settings: Callable[[CollectionEncoding], dict[str, Any]]):
+        self._root = root
+        self._location = location
+        self._indexing_threshold = indexing_threshold
+        self._dense_settings = dense_settings
+        self.open: dict[str, OpenCollection] = {}
+
+    def folder(self, physical: str) -> Path:
+        if not is_collection_name(physical, physical=True):
+            raise invalid_name(physical)
+        return self._root / physical
+
+    def exists(self, physical: str) -> bool:
+        return (self.folder(physical) / META_FILE).is_file()
+
+    def list_physical(self) -> list[str]:
+        return sorted(p.name for p in self._root.iterdir()
+                      if is_collection_name(p.name, physical=True) and (p / META_FILE).is_file())
+
+    def get(self, physical: str) -> tuple[OpenCollection, bool]:
+        """The open collection (True: opened just now, loading its parts), which exists."""
+        collection = self.open.get(physical)
+        if collection is not None:
+            return collection, False
+        folder = self.folder(physical)
+        meta = json.loads((folder / META_FILE).read_text())
+        encoding = CollectionEncoding.from_record(physical, self._location, meta)
+        settings = self._dense_settings(encoding)
+        lexical = qe.EdgeConfig(sparse_vectors={
+            LEXICAL_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}) \
+            if encoding.lexical is not None else None
+        parts = self._edge("open the collection", Parts, folder,
+                           lambda: dense_config(**settings, indexing=False), lexical,
+                           self._indexing_threshold, create_field_indexes)
+        collection = OpenCollection(parts, encoding)
+        self.open[physical] = collection
+        return collection, True
+
+    def _edge(self, what: str, fn: Any, *args: Any) -> Any:
+        """Call Edge, turning its 'WAL is locked' error into the ConfigError of a busy store."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            if "WouldBlock" in str(exc):  # another process holds the shard's WAL
+                raise in_use_error(self._location) from exc
+            raise CollectionError(f"cannot {what} at {self._location}: {exc}") from exc
+
+    def create(self, physical: str, encoding: CollectionEncoding) -> None:
+        """Write the record of a new physical collection (its parts are created when it is
+        first opened), clearing what a crash left of one of that name."""
+        folder = self.folder(physical)
+        if folder.exists():  # left by a crash before collection.json was written
+            self._close(physical)
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        tmp = folder / f".{META_FILE}.{uuid.uuid4().hex}"
+        tmp.write_text(json.dumps(encoding.record()))
+        os.replace(tmp, folder / META_FILE)
+
+    def remove(self, physical: str) -> None:
+        """Close and delete an existing physical collection: its record first."""
+        self._close(physical)
+        folder = self.folder(physical)
+        (folder / META_FILE).unlink()
+        shutil.rmtree(folder)
+
+    def _close(self, physical: str) -> None:
+        collection = self.open.pop(physical, None)
+        if collection is not None:
+            collection.parts.close()

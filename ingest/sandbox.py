@@ -29,7 +29,14 @@ class ParseFailure:
 
 
 def _serve(conn: Connection) -> None:
-    """A parse process: parse each (path, format) received, answer with the result."""
+    """A parse process: load the parsers, say so, then parse each (path, format) received and
+    answer with the result."""
+    import docx  # noqa: F401 - loaded before the first file, so that its time limit is parsing's
+    import markdown_it  # noqa: F401
+    import pypdfium2  # noqa: F401
+    import trafilatura  # noqa: F401
+
+    conn.send("ready")
     while True:
         try:
             request = conn.recv()
@@ -47,6 +54,9 @@ def _serve(conn: Connection) -> None:
         conn.send(result)
 
 
+_START_TIMEOUT_S = 120.0
+
+
 class _ParseProcess:
     def __init__(self) -> None:
         context = multiprocessing.get_context("spawn")
@@ -55,6 +65,15 @@ class _ParseProcess:
                                                      name="bienc-parse", daemon=True)
         self._process.start()
         child.close()
+        try:
+            ready = self._conn.poll(_START_TIMEOUT_S) and self._conn.recv() == "ready"
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            code = self._process.exitcode
+            self.stop()
+            raise RuntimeError(f"a parse process did not start (exit status {code}); are the "
+                               "parsers installed? pip install bienc")
 
     @property
     def alive(self) -> bool:

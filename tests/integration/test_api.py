@@ -288,6 +288,8 @@ _MATRIX_REQUESTS = {  # one request per operation of the OpenAPI schema, on its 
     ("get", "/healthz"): ("public", {}), ("get", "/readyz"): ("public", {}),
     ("get", "/metrics"): ("public", {}),
     ("post", "/v1/collections/{collection}/documents"): ("admin", {"json": {"documents": SHORT}}),
+    ("post", "/v1/collections/{collection}/files"): (
+        "admin", {"files": [("files", ("notes.md", b"# Notes\nThe capital of Peru is Lima.\n"))]}),
     ("get", "/v1/jobs"): ("read", {}), ("get", "/v1/jobs/{job_id}"): ("read", {}),
     ("post", "/v1/collections/{collection}/search"): ("read", {"json": {"query": "capital"}}),
     ("get", "/v1/collections"): ("read", {}),

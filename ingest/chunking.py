@@ -23,7 +23,10 @@ def section_context(title: str | None, path: Sequence[str]) -> str | None:
     Dense retrievers read a passage better with its title in front (the BEIR models were
     trained so, and bienc's SciFact figures measure it); headings are the same kind of
     context one level down."""
-    trail = " > ".join(h for h in path if h)
+    headings = [h for h in path if h]
+    if title and headings and headings[0].casefold() == title.casefold():
+        headings = headings[1:]  # a page's <h1> often repeats its <title>: said once is enough
+    trail = " > ".join(headings)
     return ". ".join(p for p in (title, trail) if p) or None
 
 

@@ -201,5 +201,5 @@ def test_batches_stay_under_the_character_budget() -> None:
 def test_parse_errors_name_what_to_do(tmp_path: Path) -> None:
     path = tmp_path / "x.txt"
     path.write_bytes(b"caf\xe9")
-    with pytest.raises(ParseError, match="not valid UTF-8 .*convert it to UTF-8"):
+    with pytest.raises(ParseError, match=r"not valid UTF-8 .*convert it to UTF-8"):
         parse_file(path, "text")

@@ -64,7 +64,10 @@ def _print_hits(query: str, hits: Sequence[Hit]) -> None:
         print("  (no results)")
     for rank, hit in enumerate(hits, start=1):
         text = (hit.snippet or hit.text or "").replace("\n", " ")
-        print(f"  {rank:>3}. {hit.score:.4f}  {hit.doc_id}  {text[:100]}")
+        where = ([f"page {hit.page}"] if hit.page is not None else []) + \
+            ([" > ".join(hit.section)] if hit.section else [])
+        place = f" ({', '.join(where)})" if where else ""
+        print(f"  {rank:>3}. {hit.score:.4f}  {hit.doc_id}{place}  {text[:100]}")
 
 
 def _report_job(status: JobStatus, as_json: bool, extra: dict[str, Any] | None = None) -> int:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -139,10 +140,11 @@ def ingest_share(files: list[FileEntry], label: str, data_dir: Path) -> None:
         status = runtime.wait(submission.job_id)
         runtime.finish_queue()
         total = time.perf_counter() - started
+        info = runtime.describe(collection)
+    runtime.resources.close()  # lets the store's background work end before the folder goes
     documents = [i for i in items if isinstance(i, Document)]
     pages = sum(int(d.metadata.get("pages") or 0) for d in documents)
     chars = sum(len(d.text) for d in documents)
-    info = runtime.describe(collection)
     print(f"\n{label}: {len(files)} files, {len(documents)} read ({pages} PDF pages, {chars / 1e6:.2f} M "
           f"characters), {sum(isinstance(i, BadRecord) for i in items)} failed; "
           f"{info['points']} chunks; job {status.state}")
@@ -186,9 +188,18 @@ def main() -> None:
     parser.add_argument("--no-ingest", action="store_true", help="parse figures only")
     parser.add_argument("--scifact-identity", type=Path, metavar="CORPUS_JSONL",
                         help="only check that these documents chunk as before sections existed")
+    parser.add_argument("--ingest-only", metavar="LABEL", help=argparse.SUPPRESS)
+    parser.add_argument("--include", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scifact_identity:
         scifact_identity(args.scifact_identity)
+        return
+    if args.ingest_only:  # one runtime per process: Celery's app and the worker are global
+        data = Path(tempfile.mkdtemp(prefix="bienc-bench-data-"))
+        try:
+            ingest_share(walk_folder(args.folder, args.include).files, args.ingest_only, data)
+        finally:
+            shutil.rmtree(data, ignore_errors=True)
         return
     scratch = Path(tempfile.mkdtemp(prefix="bienc-bench-files-"))
     try:
@@ -198,13 +209,11 @@ def main() -> None:
         parse_table(files, args.processes)
         if args.no_ingest:
             return
-        pdfs = [f for f in files if _format_of(f) == "pdf"]
-        if pdfs:
-            ingest_share(pdfs, "pdf", scratch / "data-pdf")
-        ingest_share(files, "all", scratch / "data-all")
+        for label, include in (("pdf", ["*.pdf"]), ("all", [])):
+            subprocess.run([sys.executable, __file__, "--folder", str(folder), "--ingest-only", label,
+                            *(f"--include={glob}" for glob in include)], check=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        os.environ.pop("BIENC_DATA_DIR", None)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,8 @@ def walk_folder(root: Path, include: Sequence[str] = (), exclude: Sequence[str] 
                 walk.excluded += 1
                 continue
             try:
-                if not path.is_file():
+                if not path.is_file():  # a socket, a FIFO, a link to nothing
+                    walk.excluded += 1
                     continue
                 size = path.stat().st_size
             except OSError:

@@ -10,13 +10,13 @@ from qdrant_client import QdrantClient
 from bienc.encoding.encoder import Encoder
 from bienc.encoding.lexical import LexicalParams
 from bienc.ingest.chunking import chunk_document
-from bienc.ingest.documents import Document, Section
+from bienc.ingest.documents import Document, Section, stored_document
 from bienc.ingest.files import FileEntry, file_document
 from bienc.ingest.parsers import parse_file
 from bienc.search.searcher import SearchRequest, search
 from bienc.store.qdrant import VectorStore
 from bienc.store.record import Chunking
-from bienc.workers.indexing import chunk_documents, encoding_of, index_documents
+from bienc.workers.indexing import build_points, chunk_documents, encoding_of, index_documents
 from tests.filemaker import docx_with_headings, pdf_pages
 
 PARAMS = Chunking(True, 64, 16)
@@ -81,6 +81,12 @@ def test_a_hit_returns_the_page_and_section_of_its_best_chunk(tmp_path: Path, en
         assert "page" not in hits[2][0].to_dict() and "section" not in hits[2][0].to_dict()
 
 
-def test_sections_travel_in_the_task_message() -> None:
+def test_sections_travel_in_the_task_message_and_the_stored_payload(encoder: Encoder) -> None:
+    """A reindex rebuilds documents from chunk 0's payload: the structure must be there."""
     document = Document("d", "ab cd", None, {}, (Section(0, 2, 1), Section(3, 5, 2, ("H",))))
     assert Document.from_message(document.to_message()) == document
+    chunks = chunk_documents([document], encoder, PARAMS)[0]
+    assert [(c.body, c.page, c.section) for c in chunks] == [("ab", 1, ()), ("cd", 2, ("H",))]
+    points = build_points(document, chunks, encoder.encode_documents([c.text for c in chunks]), "h")
+    assert stored_document("d", dict(points[0].payload)) == document
+    assert (points[1].payload["page"], points[1].payload["section"]) == (2, ["H"])

@@ -3,7 +3,7 @@
     public   health, readiness, metrics, the OpenAPI docs: no key
     read     list and get collections and documents, search, read jobs: the read key or the
              admin key (BIENC_READ_API_KEY, BIENC_API_KEY)
-    admin    ingest, delete, replay: the admin key (BIENC_API_KEY)
+    admin    ingest (documents or file uploads), delete, replay: the admin key (BIENC_API_KEY)
 
 With no key configured every route is open; `bienc serve` allows that only on a loopback
 address, or with BIENC_ALLOW_ANONYMOUS=true (bienc.config.settings). A key is sent as

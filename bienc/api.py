@@ -8,15 +8,22 @@ route that writes (bienc.access). Where the topology says so, the lifespan runs 
 
 from __future__ import annotations
 
+import logging
 import math
+import re
+import shutil
+import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from importlib import resources as package_files
+from pathlib import Path as FsPath
+from pathlib import PurePosixPath
 from typing import Annotated, Any, cast
 
 import redis
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
@@ -24,6 +31,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,7 +48,9 @@ from bienc.config.errors import (
 from bienc.config.settings import MAX_TOP_K, Settings, get_settings
 from bienc.config.topology import Role, decide
 from bienc.ingest.documents import MAX_ID_CHARS, Document, RecordError, json_problem, parse_record
+from bienc.ingest.files import FileEntry, read_files
 from bienc.ingest.producer import validate_collection_name
+from bienc.ingest.sandbox import ParsePool
 from bienc.queue.broker import redis_url
 from bienc.queue.celery_app import INGEST_QUEUE
 from bienc.resources import settle_heap
@@ -50,11 +61,14 @@ from bienc.search.searcher import SearchRequest
 from bienc.store.filters import MetadataFilter, parse_filter
 from bienc.store.record import COLLECTION_NAME, NAME_RULE, PHYSICAL_OR_NAME
 
+log = logging.getLogger(__name__)
 MAX_QUERIES = 100
 MAX_JOBS_OFFSET = 1_000_000_000  # Redis takes 64-bit offsets; a page beyond this is empty anyway
 MAX_REPORTED_ERRORS = 10
 DOCUMENT_FIELDS = frozenset({"id", "text", "title", "metadata"})
 _RETRY_AFTER_S = 30
+UPLOAD_PATH = re.compile(r"/v1/collections/[^/]+/files")
+UPLOAD_FIELD = "files"
 _PROBE_TIMEOUT_S = 2.0
 
 # Request bodies
@@ -200,18 +214,47 @@ class BodyLimitMiddleware:
     connection reset, since closing a socket with unread data resets it, and never read the
     413. Up to `drain_bytes` are dropped that way; a client announcing `Expect: 100-continue`
     (curl does) has sent nothing yet and is answered at once.
+
+    File uploads (POST .../files) are held to `upload_max_bytes` instead and are not read
+    here: the route streams them to disk, and a body that outgrows the limit while it streams
+    is refused there (413) by the same count.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, drain_bytes: int = 64 * 1024 * 1024):
+    def __init__(self, app: ASGIApp, max_bytes: int, drain_bytes: int = 64 * 1024 * 1024,
+                 upload_max_bytes: int | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_max_bytes = upload_max_bytes if upload_max_bytes is not None else max_bytes
         self.drain_bytes = max(drain_bytes, 2 * max_bytes)
 
-    def _too_large(self, size: int | None) -> JSONResponse:
+    def _too_large(self, size: int | None, upload: bool = False) -> JSONResponse:
+        return JSONResponse(status_code=413, headers={"Connection": "close"},
+                            content={"detail": self._limit_message(size, upload)})
+
+    def _limit_message(self, size: int | None, upload: bool) -> str:
         actual = f"request body is {size} bytes" if size is not None else "request body is larger"
-        return JSONResponse(status_code=413, headers={"Connection": "close"}, content={"detail": (
-            f"{actual}, over the limit of {self.max_bytes} bytes "
-            "(setting api_max_request_bytes, BIENC_API_MAX_REQUEST_BYTES)")})
+        if upload:
+            return (f"{actual}, over the upload limit of {self.upload_max_bytes} bytes (setting "
+                    "api_max_upload_bytes, BIENC_API_MAX_UPLOAD_BYTES); send the files in several "
+                    "requests")
+        return (f"{actual}, over the limit of {self.max_bytes} bytes "
+                "(setting api_max_request_bytes, BIENC_API_MAX_REQUEST_BYTES)")
+
+    async def _stream_upload(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.upload_max_bytes:
+                if message.get("more_body", False):
+                    await self._drop_rest(receive, received)
+                raise HTTPException(413, self._limit_message(None, True),
+                                    headers={"Connection": "close"})
+            return message
+
+        await self.app(scope, counted, send)
 
     async def _drop_rest(self, receive: Receive, received: int) -> None:
         while received <= self.drain_bytes:
@@ -226,10 +269,15 @@ class BodyLimitMiddleware:
             return
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        upload = scope["method"] == "POST" and bool(UPLOAD_PATH.fullmatch(scope["path"]))
+        limit = self.upload_max_bytes if upload else self.max_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             if headers.get(b"expect", b"").lower() != b"100-continue":
                 await self._drop_rest(receive, 0)
-            await self._too_large(int(declared))(scope, receive, send)
+            await self._too_large(int(declared), upload)(scope, receive, send)
+            return
+        if upload:
+            await self._stream_upload(scope, receive, send)
             return
         chunks: list[bytes] = []
         received = 0
@@ -303,6 +351,8 @@ class ApiState:
         self.runtime: Runtime | None = runtime
         self.encoder_ready = False
         self._probe: redis.Redis | None = None
+        self._parse_pool: ParsePool | None = None
+        self._pool_lock = threading.Lock()
         self.metrics = Metrics(self.probe)
 
     def probe(self) -> redis.Redis:
@@ -323,6 +373,37 @@ class ApiState:
         if self.runtime is None:
             raise StoreUnavailableError("the service is still starting")
         return self.runtime
+
+    @property
+    def parse_pool(self) -> ParsePool:
+        """The processes that parse uploaded files, shared by requests; started on first use."""
+        with self._pool_lock:
+            if self._parse_pool is None:
+                self._parse_pool = ParsePool(self.settings.parse_processes,
+                                             self.settings.parse_timeout_s)
+            return self._parse_pool
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._parse_pool is not None:
+                self._parse_pool.close()
+                self._parse_pool = None
+
+    def ingest_uploads(self, job_id: str, collection: str, staged: list[FileEntry],
+                       staging: str) -> None:
+        """Parse uploaded files (in the parse processes, off the event loop) and queue their
+        text into the open job `job_id`; the files are deleted once read. Runs after the
+        answer (202) has gone."""
+        live = self.live
+        try:
+            options = live.file_options(collection)
+            items = read_files(staged, options, self.settings.max_text_chars, pool=self.parse_pool)
+            live.ingest(items, collection, job_id=job_id)
+        except Exception as exc:
+            log.exception("upload job %s failed", job_id)
+            live.resources.jobs.close(job_id, "failed", f"{type(exc).__name__}: {exc}"[:500])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def prepare(runtime: Runtime) -> None:
@@ -370,12 +451,14 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             with live.serving():
                 yield
         finally:
+            state.close()
             live.resources.close()
 
     app = FastAPI(title="bienc", version="1", lifespan=lifespan,
                   description="Bi-encoder retrieval: ingest documents, search them by meaning.")
     app.state.api = state
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_request_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_request_bytes,
+                       upload_max_bytes=settings.api_max_upload_bytes)
     if settings.cors_origin_list:  # outermost, so that refusals carry CORS headers too
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_credentials=False, allow_methods=["GET", "POST", "DELETE"],
@@ -554,6 +637,43 @@ def _api_router() -> APIRouter:
         return {"job_id": submission.job_id, "accepted": submission.accepted,
                 "duplicates": submission.duplicates}
 
+    @router.post("/collections/{collection}/files", status_code=202, tags=["ingest"],
+                 dependencies=ADMIN, openapi_extra=_UPLOAD_SCHEMA)
+    async def upload_files(collection: CollectionName, request: Request,
+                           background: BackgroundTasks) -> dict[str, Any]:
+        """Upload document files (PDF, DOCX, HTML, Markdown, text) as multipart/form-data,
+        one or more parts named `files`; each file becomes one document whose id is its file
+        name. Answers 202 with a job once the files are stored: they are parsed afterwards,
+        outside this process's event loop, and a file that cannot be read fails alone on the
+        job (GET /v1/jobs/{job_id}). 413 for a request over BIENC_API_MAX_UPLOAD_BYTES or a file
+        over BIENC_MAX_FILE_BYTES."""
+        state = _state(request)
+        settings = state.settings
+        validate_collection_name(collection)
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise InvalidInputError("send the files as multipart/form-data, one part named "
+                                    f"'{UPLOAD_FIELD}' per file (curl -F {UPLOAD_FIELD}=@a.pdf ...)")
+        live = state.live
+        waiting = await run_in_threadpool(state.queued_documents)
+        if waiting >= settings.max_queued_documents:
+            raise HTTPException(429, f"the ingest queue holds about {waiting} documents, at the "
+                                     f"limit of {settings.max_queued_documents} "
+                                     "(BIENC_MAX_QUEUED_DOCUMENTS). Retry after a while.",
+                                headers={"Retry-After": str(_RETRY_AFTER_S)})
+        staging = await run_in_threadpool(_staging_dir, settings.upload_dir)
+        try:
+            async with request.form(max_files=settings.api_max_files, max_fields=16) as form:
+                uploads = _uploads(form.multi_items(), settings.max_file_bytes)
+                staged = [await run_in_threadpool(_stage, upload, staging, number)
+                          for number, upload in enumerate(uploads)]
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        job_id = await run_in_threadpool(live.resources.jobs.create, collection, 0, {},
+                                         "ingest", True)
+        background.add_task(state.ingest_uploads, job_id, collection, staged, staging)
+        return {"job_id": job_id, "files": len(staged)}
+
     @router.get("/jobs", tags=["ingest"], dependencies=READ)
     def jobs(request: Request, limit: Annotated[int, Query(ge=1, le=100)] = 20,
              offset: Annotated[int, Query(ge=0, le=MAX_JOBS_OFFSET)] = 0) -> dict[str, Any]:
@@ -656,6 +776,62 @@ def _api_router() -> APIRouter:
         return {"id": doc_id, "deleted": True}
 
     return router
+
+
+_UPLOAD_SCHEMA: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {
+        "type": "object", "required": [UPLOAD_FIELD],
+        "properties": {UPLOAD_FIELD: {"type": "array", "items": {"type": "string",
+                                                                  "format": "binary"}}}}}}}}
+
+
+def _staging_dir(parent: Any) -> str:
+    return tempfile.mkdtemp(prefix="bienc-upload-", dir=parent)
+
+
+def upload_id(filename: str | None) -> str:
+    """A document id from an uploaded file's name (its path, where the client sends one);
+    InvalidInputError for none. The name is an id only: files are stored under names made
+    here, never under this one."""
+    doc_id = (filename or "").replace("\\", "/").lstrip("/")
+    if not doc_id.strip():
+        raise InvalidInputError(f"every '{UPLOAD_FIELD}' part needs a filename (its document id)")
+    if len(doc_id) > MAX_ID_CHARS or json_problem(doc_id):
+        raise InvalidInputError(f"file name {doc_id[:80]!r} is not a valid document id (at most "
+                                f"{MAX_ID_CHARS} characters of valid Unicode)")
+    return doc_id
+
+
+def _uploads(items: Iterable[tuple[str, Any]], max_file_bytes: int) -> list[UploadFile]:
+    """The uploaded files of a form, checked: at least one, each within the per-file limit."""
+    uploads = []
+    for name, value in items:
+        if not isinstance(value, UploadFile):
+            continue
+        if name != UPLOAD_FIELD:
+            raise InvalidInputError(f"unknown form field {name!r}: send each file as a part named "
+                                    f"'{UPLOAD_FIELD}'")
+        doc_id = upload_id(value.filename)
+        if value.size is not None and value.size > max_file_bytes:
+            raise HTTPException(413, f"file {doc_id!r} is {value.size} bytes, over the per-file "
+                                     f"limit of {max_file_bytes} (setting max_file_bytes, "
+                                     "BIENC_MAX_FILE_BYTES)")
+        uploads.append(value)
+    if not uploads:
+        raise InvalidInputError(f"no files: send one or more parts named '{UPLOAD_FIELD}'")
+    return uploads
+
+
+def _stage(upload: UploadFile, staging: str, number: int) -> FileEntry:
+    """Copy an upload out of the request (whose files close with it) into the staging folder,
+    under a name made here that keeps only the suffix (formats are told by it)."""
+    doc_id = upload_id(upload.filename)
+    suffix = re.sub(r"[^A-Za-z0-9.]", "", PurePosixPath(doc_id).suffix)[:16]
+    target = PurePosixPath(staging) / f"{number:06d}{suffix}"
+    upload.file.seek(0)
+    with open(target, "wb") as out:
+        shutil.copyfileobj(upload.file, out, 1024 * 1024)
+    return FileEntry(doc_id, FsPath(str(target)), FsPath(str(target)).stat().st_size)
 
 
 def _doc_id(doc_id: str) -> str:

@@ -23,6 +23,8 @@ from bienc.config.settings import MAX_TOP_K, Settings, get_settings
 from bienc.config.topology import Role, decide
 from bienc.eval_command import add_arguments as add_eval_arguments
 from bienc.eval_command import cmd_eval
+from bienc.ingest.files import read_files, walk_folder
+from bienc.ingest.formats import READABLE
 from bienc.ingest.readers import read_path
 from bienc.progress import progress_printer
 from bienc.queue.jobs import JobStatus
@@ -62,12 +64,15 @@ def _print_hits(query: str, hits: Sequence[Hit]) -> None:
         print("  (no results)")
     for rank, hit in enumerate(hits, start=1):
         text = (hit.snippet or hit.text or "").replace("\n", " ")
-        print(f"  {rank:>3}. {hit.score:.4f}  {hit.doc_id}  {text[:100]}")
+        where = ([f"page {hit.page}"] if hit.page is not None else []) + \
+            ([" > ".join(hit.section)] if hit.section else [])
+        place = f" ({', '.join(where)})" if where else ""
+        print(f"  {rank:>3}. {hit.score:.4f}  {hit.doc_id}{place}  {text[:100]}")
 
 
-def _report_job(status: JobStatus, as_json: bool) -> int:
+def _report_job(status: JobStatus, as_json: bool, extra: dict[str, Any] | None = None) -> int:
     if as_json:
-        print(json.dumps(status.to_dict(), indent=2))
+        print(json.dumps({**status.to_dict(), **(extra or {})}, indent=2))
     else:
         print(f"job {status.job_id}: {status.state}; {status.indexed} indexed, {status.skipped} "
               f"unchanged, {status.failed} failed, {status.queued} queued "
@@ -87,8 +92,23 @@ def _report_job(status: JobStatus, as_json: bool) -> int:
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     collection = args.collection or settings.collection
+    path = Path(args.path)
+    if (args.include or args.exclude or args.sync) and not path.is_dir():
+        raise BiencError("--include, --exclude and --sync apply to a folder; "
+                         f"{args.path} is not one")
     runtime = _runtime(settings, Role.SUBMIT)
-    items = read_path(Path(args.path), settings.max_text_chars)
+    options = runtime.file_options(collection, args.include or (), args.exclude or ())
+    if path.is_dir():
+        walk = walk_folder(path, options.include, options.exclude)
+        if walk.excluded:
+            print(f"{walk.excluded} files left out (by --include/--exclude, or hidden)",
+                  file=sys.stderr)
+        if not walk.files and not args.sync:
+            raise BiencError(f"no files to ingest in {args.path} ({walk.excluded} left out); bienc "
+                             f"reads {READABLE}")
+        items = read_files(walk.files, options, settings.max_text_chars)
+    else:
+        items = read_path(path, settings.max_text_chars, options)
     with runtime.serving():
         submission = runtime.ingest(items, collection)
         for bad in submission.rejected[:20]:
@@ -96,6 +116,14 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         if submission.duplicates:
             print(f"{submission.duplicates} repeated ids: the last occurrence of each was kept",
                   file=sys.stderr)
+        if submission.unchanged:
+            print(f"{submission.unchanged} files unchanged since they were indexed: not read again",
+                  file=sys.stderr)
+        removed = runtime.sync_folder(collection, path) if args.sync else []
+        if args.sync:
+            print(f"--sync: removed {len(removed)} documents whose files are gone"
+                  + (f" ({', '.join(removed[:5])}{', ...' if len(removed) > 5 else ''})"
+                     if removed else ""), file=sys.stderr)
         if not (args.wait or runtime.topology.runs_worker):
             print(f"job {submission.job_id}: {submission.accepted} documents queued "
                   f"({len(submission.rejected)} rejected); follow with `bienc jobs show {submission.job_id}`")
@@ -106,7 +134,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             bar.close()
         _finish_queue(runtime)
-    return _report_job(status, args.json)
+    return _report_job(status, args.json, {"removed": removed} if args.sync else None)
 
 
 def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
@@ -334,8 +362,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="ingest a sample corpus through the queue and search it")
     demo.set_defaults(func=cmd_demo)
 
-    ingest = sub.add_parser("ingest", help="ingest JSONL, CSV, or a folder of .txt/.md files")
-    ingest.add_argument("path")
+    ingest = sub.add_parser(
+        "ingest", help="ingest JSONL or CSV records, or documents (PDF, DOCX, HTML, Markdown, text): "
+                       "one file, or a folder walked recursively")
+    ingest.add_argument("path", help="a .jsonl/.csv file of records, a document file, or a folder: "
+                                     "each file one document, its id the path relative to it")
+    ingest.add_argument("--include", action="append", metavar="GLOB",
+                        help="only files matching GLOB, by relative path or name (repeatable), "
+                             "e.g. --include '*.pdf'")
+    ingest.add_argument("--exclude", action="append", metavar="GLOB",
+                        help="leave out files matching GLOB (repeatable), e.g. --exclude 'drafts/*'")
+    ingest.add_argument("--sync", action="store_true",
+                        help="also delete the collection's file documents whose file is gone "
+                             "from the folder")
     ingest.add_argument("--collection", "-c")
     ingest.add_argument("--wait", action="store_true",
                         help="return once every document is indexed (always so when embedded)")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
@@ -14,6 +15,7 @@ from celery import Celery
 from bienc.config.errors import (
     CollectionError,
     CollectionNotFoundError,
+    ConfigError,
     JobNotFoundError,
     StoreUnavailableError,
 )
@@ -32,6 +34,7 @@ from bienc.queue.jobs import JobStatus
 from bienc.resources import Resources, set_resources
 
 if TYPE_CHECKING:
+    from bienc.ingest.files import FileOptions
     from bienc.search.searcher import SearchRequest, SearchResults
 
 # Imported where used: the encoder, the task code and the in-process worker bring numpy,
@@ -83,10 +86,12 @@ class Runtime:
         self.app.send_task(INDEX_BATCH_TASK, args=(job_id, collection, batch_no, documents),
                            queue=INGEST_QUEUE)
 
-    def ingest(self, items: Iterable[Item], collection: str) -> Submission:
-        """Accept documents for `collection`. Where this process encodes anyway, a new
-        collection is created first (with the settings' encoding) and the collection's model
-        loaded, so that one that cannot load here is refused before anything is queued."""
+    def ingest(self, items: Iterable[Item], collection: str, job_id: str | None = None
+               ) -> Submission:
+        """Accept documents for `collection` (into the open job `job_id`, else a new one).
+        Where this process encodes anyway, a new collection is created first (with the
+        settings' encoding) and the collection's model loaded, so that one that cannot load
+        here is refused before anything is queued."""
         validate_collection_name(collection)
         if self.topology.runs_worker or self.resources.has_encoder:
             try:
@@ -99,7 +104,58 @@ class Runtime:
             except StoreUnavailableError as exc:  # the queue holds the batches until it is back
                 log.warning("%s; accepting anyway, workers retry", exc)
         return submit(items, collection, jobs=self.resources.jobs, enqueue=self.enqueue,
-                      batch_size=self.settings.ingest_batch_size)
+                      batch_size=self.settings.ingest_batch_size,
+                      batch_chars=self.settings.ingest_batch_chars, job_id=job_id)
+
+    @property
+    def reads_store(self) -> bool:
+        """Whether this process may open the store: a server, or an embedded one this process
+        owns (it runs the worker). Elsewhere a `bienc worker` owns the embedded store."""
+        return self.topology.runs_worker or not self.topology.embedded_store
+
+    def file_options(self, collection: str, include: Sequence[str] = (),
+                     exclude: Sequence[str] = ()) -> FileOptions:
+        """How files are read for `collection`: the settings' limits, and, where this process
+        can read the store, a check that spares parsing a file whose bytes are already indexed
+        (without it, the worker still skips it as unchanged once parsed)."""
+        from bienc.ingest.files import FileOptions
+
+        settings = self.settings
+        return FileOptions(include=include, exclude=exclude, max_file_bytes=settings.max_file_bytes,
+                           parse_timeout_s=settings.parse_timeout_s,
+                           parse_processes=settings.parse_processes,
+                           unchanged=(lambda files: self.unchanged_files(collection, files))
+                           if self.reads_store else None)
+
+    def unchanged_files(self, collection: str, files: Sequence[tuple[str, str]]) -> set[str]:
+        """The ids among (id, sha256) `files` whose stored document came from those bytes."""
+        try:
+            stored = self.resources.store.first_chunks(collection, [doc_id for doc_id, _ in files],
+                                                       fields=["metadata"])
+        except CollectionNotFoundError:
+            return set()
+        return {doc_id for doc_id, sha in files
+                if (stored.get(doc_id, {}).get("metadata") or {}).get("sha256") == sha}
+
+    def sync_folder(self, collection: str, root: Path) -> list[str]:
+        """Delete the documents of `collection` that came from files (their metadata records a
+        path and a sha256) whose file below `root` is gone; returns their ids."""
+        if not self.reads_store:
+            raise ConfigError("--sync reads the collection's documents, and the embedded store "
+                              "belongs to the `bienc worker` process: run the sync there, or use "
+                              "a Qdrant server (BIENC_QDRANT_URL)")
+        store = self.resources.store
+        try:
+            ids = store.document_ids(collection)
+        except CollectionNotFoundError:
+            return []
+        heads = store.first_chunks(collection, ids, fields=["metadata"])
+        gone = [doc_id for doc_id, head in heads.items()
+                if isinstance(meta := head.get("metadata"), dict) and "sha256" in meta
+                and meta.get("path") == doc_id and not (root / doc_id).is_file()]
+        if gone:
+            self.delete_documents(collection, sorted(gone))
+        return sorted(gone)
 
     def wait(self, job_id: str, on_progress: Callable[[JobStatus], None] | None = None,
              timeout_s: float | None = None) -> JobStatus:

@@ -1,9 +1,16 @@
-"""What a document is, and turning a raw record (a JSON object, a CSV row) into one."""
+"""What a document is, and turning a raw record (a JSON object, a CSV row) into one.
+
+A document parsed from a file (bienc.ingest.files) also carries its structure: sections,
+each a span of its text with the page it is on (PDF) and its heading trail (Markdown, DOCX,
+HTML). Chunks are cut inside one section at a time, so that a chunk never spans two pages
+and each knows where it is. A document without sections is one span, as before.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,26 +23,55 @@ class RecordError(ValueError):
 
 
 @dataclass(frozen=True)
+class Section:
+    """Characters [start, end) of a document's text: on `page` (1-based; None: no pages),
+    under the headings `path` (outermost first; empty: none)."""
+
+    start: int
+    end: int
+    page: int | None = None
+    path: tuple[str, ...] = ()
+
+    def to_json(self) -> list[Any]:
+        return [self.start, self.end, self.page, list(self.path)]
+
+    @classmethod
+    def from_json(cls, raw: Sequence[Any]) -> Section:
+        start, end, page, path = raw
+        return cls(int(start), int(end), None if page is None else int(page),
+                   tuple(str(p) for p in path))
+
+
+@dataclass(frozen=True)
 class Document:
     id: str
     text: str
     title: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    sections: tuple[Section, ...] = ()
 
     @property
     def content_hash(self) -> str:
-        """Changes when anything that reaches the index changes: text, title or metadata."""
-        canonical = json.dumps([self.text, self.title, self.metadata], sort_keys=True,
-                               ensure_ascii=False)
+        """Changes when anything that reaches the index changes: text, title, metadata or
+        structure. A document without sections hashes as it did before sections existed."""
+        fields: list[Any] = [self.text, self.title, self.metadata]
+        if self.sections:
+            fields.append([s.to_json() for s in self.sections])
+        canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_message(self) -> dict[str, Any]:
         """JSON-safe form for a task message."""
-        return {"id": self.id, "text": self.text, "title": self.title, "metadata": self.metadata}
+        message: dict[str, Any] = {"id": self.id, "text": self.text, "title": self.title,
+                                   "metadata": self.metadata}
+        if self.sections:
+            message["sections"] = [s.to_json() for s in self.sections]
+        return message
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> Document:
-        return cls(message["id"], message["text"], message.get("title"), message.get("metadata") or {})
+        return cls(message["id"], message["text"], message.get("title"), message.get("metadata") or {},
+                   tuple(Section.from_json(s) for s in message.get("sections") or ()))
 
 
 def nesting_depth(value: Any, limit: int = MAX_NESTING) -> int:
@@ -123,3 +159,9 @@ def parse_record(record: Any, max_text_chars: int) -> Document:
         if problem:
             raise RecordError(f"field {field_name!r} {problem}")
     return Document(id=doc_id, text=text, title=title, metadata=metadata)
+
+
+def stored_document(doc_id: str, head: dict[str, Any]) -> Document:
+    """The document as a collection stores it, from its chunk 0's payload."""
+    return Document(doc_id, head.get("text") or "", head.get("title"), head.get("metadata") or {},
+                    tuple(Section.from_json(s) for s in head.get("sections") or ()))

@@ -9,7 +9,7 @@ from typing import Any
 
 from bienc.config.errors import InvalidInputError
 from bienc.ingest.documents import Document
-from bienc.ingest.readers import BadRecord, Item
+from bienc.ingest.readers import BadRecord, Item, Unchanged
 from bienc.queue.jobs import BatchOutcome, JobStatus, JobTracker
 from bienc.store.record import invalid_name, is_collection_name
 
@@ -31,23 +31,37 @@ class Submission:
     accepted: int
     rejected: list[BadRecord] = field(default_factory=list)
     duplicates: int = 0
+    unchanged: int = 0  # files not parsed again: counted as skipped on the job
 
 
-def collect(items: Iterable[Item]) -> tuple[list[Document], list[BadRecord], int]:
+@dataclass
+class Collected:
+    documents: list[Document]
+    bad: list[BadRecord]
+    duplicates: int
+    unchanged: list[str] = field(default_factory=list)
+
+
+def collect(items: Iterable[Item]) -> Collected:
     """Valid documents (the last occurrence of each id wins, in order of that occurrence),
-    bad records, and how many earlier occurrences of repeated ids were dropped."""
+    bad records, how many earlier occurrences of repeated ids were dropped, and the ids of
+    unchanged files."""
     latest: dict[str, Document] = {}
     bad: list[BadRecord] = []
+    unchanged: list[str] = []
     duplicates = 0
     for item in items:
         if isinstance(item, BadRecord):
             bad.append(item)
             continue
+        if isinstance(item, Unchanged):
+            unchanged.append(item.doc_id)
+            continue
         if item.id in latest:
             duplicates += 1
             del latest[item.id]  # re-insert so order follows the winning occurrence
         latest[item.id] = item
-    return list(latest.values()), bad, duplicates
+    return Collected(list(latest.values()), bad, duplicates, unchanged)
 
 
 def by_length(documents: list[Document]) -> list[Document]:
@@ -60,34 +74,63 @@ def by_length(documents: list[Document]) -> list[Document]:
     return sorted(documents, key=lambda d: -(len(d.text) + len(d.title or "")))
 
 
-def batched(documents: list[Document], size: int) -> Iterator[list[Document]]:
-    for start in range(0, len(documents), size):
-        yield documents[start : start + size]
+def batched(documents: list[Document], size: int, max_chars: int | None = None
+            ) -> Iterator[list[Document]]:
+    """Batches of at most `size` documents and, where given, about `max_chars` characters of
+    text (a batch holds at least one document), so that a task message stays small however
+    long the documents (a 500-page manual's text is one document)."""
+    batch: list[Document] = []
+    chars = 0
+    for document in documents:
+        length = len(document.text) + len(document.title or "")
+        if batch and (len(batch) == size or (max_chars is not None and chars + length > max_chars)):
+            yield batch
+            batch, chars = [], 0
+        batch.append(document)
+        chars += length
+    if batch:
+        yield batch
+
+
+UNCHANGED_BATCH = -1  # the job's record of files not parsed again (no task has this number)
 
 
 def submit(items: Iterable[Item], collection: str, *, jobs: JobTracker, enqueue: Enqueue,
-           batch_size: int) -> Submission:
+           batch_size: int, batch_chars: int | None = None, job_id: str | None = None) -> Submission:
     """Register a job for `items` and enqueue its batches; returns once all are queued.
 
-    Bad records are part of the job as failures named by their line, and do not stop the
-    rest. If the broker fails part-way, the batches not queued are marked failed on the job
-    (so its counts stay true) and the error propagates.
+    Bad records are part of the job as failures named by their line (or file), and do not
+    stop the rest; unchanged files count as skipped. If the broker fails part-way, the batches
+    not queued are marked failed on the job (so its counts stay true) and the error
+    propagates. `job_id`: an open job (JobTracker.create(open_=True)) that these items fill
+    and that is closed once they are queued, instead of a new one.
     """
     validate_collection_name(collection)
-    documents, bad, duplicates = collect(items)
-    documents = by_length(documents)
-    job_id = jobs.create(collection, len(documents), {r.where: r.reason for r in bad})
-    for batch_no, batch in enumerate(batched(documents, batch_size)):
-        try:
-            enqueue(job_id, collection, batch_no, [d.to_message() for d in batch])
-        except Exception as exc:
-            reason = f"not queued: broker error {type(exc).__name__}: {exc}"[:500]
-            for later_no, later in enumerate(batched(documents, batch_size)):
-                if later_no >= batch_no:
-                    jobs.record_batch(job_id, later_no,
-                                      BatchOutcome(failures={d.id: reason for d in later}))
-            raise
-    return Submission(job_id, len(documents), bad, duplicates)
+    found = collect(items)
+    documents = by_length(found.documents)
+    rejected = {r.where: r.reason for r in found.bad}
+    total = len(documents) + len(found.unchanged)
+    if job_id is None:
+        job_id = jobs.create(collection, total, rejected)
+    else:
+        jobs.admit(job_id, total, rejected)
+    if found.unchanged:
+        jobs.record_batch(job_id, UNCHANGED_BATCH, BatchOutcome(skipped=len(found.unchanged)))
+    batches = list(batched(documents, batch_size, batch_chars))
+    try:
+        for batch_no, batch in enumerate(batches):
+            try:
+                enqueue(job_id, collection, batch_no, [d.to_message() for d in batch])
+            except Exception as exc:
+                reason = f"not queued: broker error {type(exc).__name__}: {exc}"[:500]
+                for later_no, later in enumerate(batches):
+                    if later_no >= batch_no:
+                        jobs.record_batch(job_id, later_no,
+                                          BatchOutcome(failures={d.id: reason for d in later}))
+                raise
+    finally:
+        jobs.close(job_id)
+    return Submission(job_id, len(documents), found.bad, found.duplicates, len(found.unchanged))
 
 
 def replay_dead_letters(jobs: JobTracker, job_id: str, enqueue: Enqueue) -> int:

@@ -1,4 +1,5 @@
-"""Documents out of files: JSONL, CSV, or a folder of .txt/.md files.
+"""Documents out of files: JSONL or CSV records, or document files (PDF, DOCX, HTML,
+Markdown, text; bienc.ingest.files), alone or in a folder.
 
 Readers never stop at a bad record: they yield a BadRecord naming where it is (line, row or
 file) and why, and go on with the rest of the input.
@@ -12,12 +13,14 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from bienc.config.errors import InvalidInputError
 from bienc.ingest.documents import Document, RecordError, parse_record
 
-TEXT_SUFFIXES = (".txt", ".md")
+if TYPE_CHECKING:
+    from bienc.ingest.files import FileOptions
+
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
@@ -30,13 +33,28 @@ class BadRecord:
         return f"{self.where}: {self.reason}"
 
 
-Item = Document | BadRecord
+@dataclass(frozen=True)
+class Unchanged:
+    """A file whose bytes are those already indexed under its id: not parsed, counted as
+    skipped."""
+
+    doc_id: str
 
 
-def read_path(path: Path, max_text_chars: int) -> Iterator[Item]:
-    """Every record of a file or folder, in order, chosen by suffix."""
+Item = Document | BadRecord | Unchanged
+
+
+def read_path(path: Path, max_text_chars: int, files: FileOptions | None = None) -> Iterator[Item]:
+    """Every record of a file or folder, in order: JSONL and CSV by suffix; a folder file by
+    file (bienc.ingest.files, with `files`' globs and limits), each a document whose id is
+    its path relative to the folder; any other file is one document, its id its name."""
+    from bienc.ingest.files import FileOptions, read_files, single_file, walk_folder
+    from bienc.ingest.formats import HEAD_BYTES, UnsupportedFile, detect_format
+
+    options = files or FileOptions()
     if path.is_dir():
-        yield from read_folder(path, max_text_chars)
+        yield from read_files(walk_folder(path, options.include, options.exclude).files, options,
+                              max_text_chars)
     elif not path.exists():
         raise InvalidInputError(f"{path}: no such file or folder")
     elif path.suffix.lower() in JSONL_SUFFIXES:
@@ -45,12 +63,16 @@ def read_path(path: Path, max_text_chars: int) -> Iterator[Item]:
     elif path.suffix.lower() == ".csv":
         with path.open("rb") as stream:
             yield from read_csv(stream, max_text_chars)
-    elif path.suffix.lower() in TEXT_SUFFIXES:
-        yield _text_file(path, path.name, max_text_chars)
     else:
-        raise InvalidInputError(
-            f"{path}: unknown format; use .jsonl/.ndjson, .csv, .txt/.md, or a folder of .txt/.md"
-        )
+        with path.open("rb") as stream:
+            head = stream.read(HEAD_BYTES)
+        try:
+            detect_format(path.name, head)
+        except UnsupportedFile as exc:
+            raise InvalidInputError(
+                f"{path}: unknown format, {exc}; or give .jsonl/.ndjson or .csv records, or a "
+                "folder") from exc
+        yield from read_files([single_file(path)], options, max_text_chars)
 
 
 def read_jsonl(stream: BinaryIO, max_text_chars: int) -> Iterator[Item]:
@@ -114,23 +136,3 @@ def read_csv(stream: BinaryIO, max_text_chars: int) -> Iterator[Item]:
 
 def _has_surrogate(value: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in value)
-
-
-def read_folder(folder: Path, max_text_chars: int) -> Iterator[Item]:
-    """Each .txt/.md file below `folder` is a document whose id is its relative path."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-    for path in files:
-        yield _text_file(path, path.relative_to(folder).as_posix(), max_text_chars)
-
-
-def _text_file(path: Path, doc_id: str, max_text_chars: int) -> Item:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return BadRecord(doc_id, f"not valid UTF-8 (byte {exc.start})")
-    except OSError as exc:
-        return BadRecord(doc_id, f"cannot read: {exc.strerror}")
-    try:
-        return parse_record({"id": doc_id, "text": text, "metadata": {"path": doc_id}}, max_text_chars)
-    except RecordError as exc:
-        return BadRecord(doc_id, str(exc))

@@ -13,8 +13,8 @@ import numpy as np
 from bienc.config.errors import CollectionError, StoreUnavailableError
 from bienc.encoding.encoder import Encoder
 from bienc.encoding.lexical import LexicalParams, document_text, lexical_encoder
-from bienc.ingest.chunking import Chunk, chunk_document
-from bienc.ingest.documents import Document
+from bienc.ingest.chunking import Chunk, chunk_document, number_chunks, section_context
+from bienc.ingest.documents import Document, Section
 from bienc.queue.jobs import BatchOutcome
 from bienc.store.interface import ChunkPoint, SparseVector, Store
 from bienc.store.record import Chunking, CollectionEncoding, check_model
@@ -44,19 +44,45 @@ def index_hash(document: Document, params: Chunking,
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _spans(document: Document) -> list[tuple[str | None, str, Section | None]]:
+    """(context, body, section) of each part chunked on its own: the whole text under the
+    title for a document without sections (exactly as before sections existed, so such a
+    document encodes to the same text), else each non-blank section under its context."""
+    if not document.sections:
+        return [(document.title, document.text, None)]
+    spans: list[tuple[str | None, str, Section | None]] = [
+        (section_context(document.title, s.path), document.text[s.start : s.end], s)
+        for s in document.sections if document.text[s.start : s.end].strip()]
+    return spans or [(document.title, document.text, None)]
+
+
 def chunk_documents(documents: Sequence[Document], encoder: Encoder,
                     params: Chunking) -> list[list[Chunk]]:
-    """Chunks of each document, in the model's own tokens. Without chunking, each document
-    is one chunk that the model truncates to its window."""
+    """Chunks of each document, in the model's own tokens; a document's sections are cut one
+    by one (no chunk spans two pages or two sections). Without chunking, each document (each
+    section) is one chunk that the model truncates to its window."""
+    spans = [_spans(d) for d in documents]
+    flat = [span for doc_spans in spans for span in doc_spans]
     if not params.enabled:
-        return [[Chunk(0, f"{d.title} {d.text}" if d.title else d.text, d.text)] for d in documents]
-    chunk_tokens = min(params.tokens, encoder.max_seq_length)
-    bodies = encoder.token_offsets([d.text for d in documents])
-    titles = encoder.token_offsets([d.title or "" for d in documents])
-    return [
-        chunk_document(d.title, title_offsets, d.text, offsets, chunk_tokens, params.overlap)
-        for d, title_offsets, offsets in zip(documents, titles, bodies, strict=True)
-    ]
+        cut = [[Chunk(0, f"{context} {body}" if context else body, body)]
+               for context, body, _ in flat]
+    else:
+        chunk_tokens = min(params.tokens, encoder.max_seq_length)
+        bodies = encoder.token_offsets([body for _, body, _ in flat])
+        contexts = encoder.token_offsets([context or "" for context, _, _ in flat])
+        cut = [chunk_document(context, context_offsets, body, offsets, chunk_tokens, params.overlap)
+               for (context, body, _), context_offsets, offsets in zip(flat, contexts, bodies,
+                                                                        strict=True)]
+    chunked, at = [], 0
+    for doc_spans in spans:
+        parts = cut[at : at + len(doc_spans)]
+        at += len(doc_spans)
+        if doc_spans[0][2] is None:
+            chunked.append(parts[0])
+            continue
+        sections = [s for _, _, s in doc_spans if s is not None]
+        chunked.append(number_chunks(parts, [s.page for s in sections], [s.path for s in sections]))
+    return chunked
 
 
 def build_points(document: Document, chunks: Sequence[Chunk], vectors: np.ndarray,
@@ -74,8 +100,14 @@ def build_points(document: Document, chunks: Sequence[Chunk], vectors: np.ndarra
         if chunk.chunk_no == 0:
             payload["text"] = document.text
             payload["job_id"] = job_id
+            if document.sections:  # so that a reindex cuts the document the same way
+                payload["sections"] = [s.to_json() for s in document.sections]
         if len(chunks) > 1:
             payload["chunk_text"] = chunk.body
+        if chunk.page is not None:
+            payload["page"] = chunk.page
+        if chunk.section:
+            payload["section"] = list(chunk.section)
         points.append(ChunkPoint(document.id, chunk.chunk_no, vector, payload,
                                  sparse if chunk.chunk_no == 0 else None))
     return points

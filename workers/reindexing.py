@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from bienc.config.errors import BiencError, CollectionError, CollectionNotFoundError, ModelLoadError
 from bienc.encoding.lexical import LexicalParams, document_text, lexical_encoder, lexical_params
-from bienc.ingest.documents import Document
+from bienc.ingest.documents import stored_document
 from bienc.queue.celery_app import INGEST_QUEUE, REINDEX_BATCH_TASK, REINDEX_FINISH_TASK, app
 from bienc.queue.jobs import BatchOutcome
 from bienc.queue.reindex import Reindex
@@ -197,8 +197,7 @@ def copy_documents(resources: Resources, source: str, target: str, doc_ids: Sequ
     outcome = BatchOutcome()
     if rest:
         encoder = resources.encoder_for(target, encoding)
-        docs = [Document(d, heads[d].get("text") or "", heads[d].get("title"),
-                         heads[d].get("metadata") or {}) for d in rest]
+        docs = [stored_document(d, heads[d]) for d in rest]
         outcome = index_documents(docs, target, encoder, store, encoding, job_id, create=False)
     return BatchOutcome(indexed=outcome.indexed + len(copied),
                         skipped=outcome.skipped + len(missing), failures=outcome.failures)
@@ -225,7 +224,7 @@ def _copy_vectors(resources: Resources, source: str, target: str, doc_ids: Seque
         if [p.chunk_no for p in chunks] != list(range(int(head.get("chunks", 1)))) or \
                 len({p.payload.get("content_hash") for p in chunks}) != 1:
             continue
-        document = Document(doc_id, head.get("text") or "", head.get("title"), head.get("metadata") or {})
+        document = stored_document(doc_id, head)
         content_hash = index_hash(document, encoding.chunking, lexical)
         sparse = lexical_encoder(lexical).embed_documents(
             [document_text(document.title, document.text)])[0] if lexical is not None else None

@@ -109,6 +109,10 @@ class Settings(BaseSettings):
         default=256, ge=1, le=10_000,
         description="documents per task (a worker plans the forward batches of one task at a time)",
     )
+    ingest_batch_chars: int = Field(
+        default=2_000_000, ge=1, description="characters of text per task, at most (a batch holds "
+        "one document at least): keeps each queue message small however long the documents",
+    )
     task_max_retries: int = Field(default=5, ge=0, description="retries of a store outage per batch")
     retry_backoff_s: float = Field(default=2.0, gt=0, description="first retry delay, doubled each try")
     retry_backoff_max_s: float = Field(default=60.0, gt=0, description="cap on one retry delay")
@@ -130,9 +134,31 @@ class Settings(BaseSettings):
     # Input limits
     max_text_chars: int = Field(default=1_000_000, ge=1, description="longest accepted document")
 
+    # Files (PDF, DOCX, HTML, Markdown, text): parsed where they arrive, in separate processes
+    max_file_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1, description="largest file ingested, from a folder or an "
+        "upload; a larger one fails alone (upload: 413)",
+    )
+    parse_timeout_s: float = Field(
+        default=60.0, gt=0, description="time limit to parse one file; a parser over it is stopped "
+        "and that file fails alone",
+    )
+    parse_processes: int = Field(
+        default=1, ge=1, le=64, description="processes parsing files at once, per ingesting process",
+    )
+
     # HTTP API
     api_max_documents: int = Field(default=1000, ge=1, description="documents per ingest request")
     api_max_request_bytes: int = Field(default=10_000_000, ge=1, description="largest request body")
+    api_max_upload_bytes: int = Field(
+        default=200 * 1024 * 1024, ge=1, description="largest file-upload request body (POST "
+        "/v1/collections/{c}/files, all its files together); each file is also held to MAX_FILE_BYTES",
+    )
+    api_max_files: int = Field(default=1000, ge=1, description="files per upload request")
+    upload_dir: Path | None = Field(
+        default=None, description="where uploaded files wait, on the API's own disk, until parsed "
+        "(then deleted); unset = the system's temporary folder",
+    )
     api_key: str | None = Field(
         default=None, description="admin key: every API route needs a key when set (`Authorization: "
         "Bearer KEY` or `X-API-Key: KEY`); required to serve on a non-loopback address",

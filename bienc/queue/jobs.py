@@ -146,6 +146,19 @@ class JobTracker:
         pipe.execute()
         return job_id
 
+    def admit(self, job_id: str, accepted: int, rejected: dict[str, str]) -> None:
+        """Give an open job (created with no documents, as an upload is, before its files are
+        parsed) its `accepted` documents and the `rejected` records that never queue."""
+        key = _PREFIX + job_id
+        pipe = self._redis.pipeline()
+        pipe.hset(key, mapping={"total": accepted + len(rejected), "rejected": len(rejected),
+                                "updated_at": time.time()})
+        if rejected:
+            pipe.hset(key + ":failures", mapping=cast(Any, rejected))
+        self._refresh_ttl(pipe, job_id)
+        pipe.publish(_CHANGES + job_id, "meta")
+        pipe.execute()
+
     def set_total(self, job_id: str, total: int) -> None:
         """How many documents the job counts (a reindex learns it once it has listed them)."""
         self._touch(job_id, {"total": total})

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # numpy: only processes that encode or search need it
 _POINT_NAMESPACE = uuid.UUID("6f1c3a52-8a0e-4d55-9a53-2f1f0b1e7c11")
 _NAMESPACE_BYTES = _POINT_NAMESPACE.bytes
 LEXICAL_VECTOR = "bm25"  # the sparse vector's name; the dense vector is the unnamed default
-HIT_FIELDS = ["doc_id", "chunk", "content_hash", "title", "metadata"]
+HIT_FIELDS = ["doc_id", "chunk", "content_hash", "title", "metadata", "page", "section"]
 TEXT_FIELDS = ["chunk_text", "text"]
 # A document's chunk 0: counting these counts documents. Lexical IDF is computed over them,
 # live points only (each document counts once, a deleted one stops counting at once): the
@@ -99,12 +99,19 @@ class Hit:
     metadata: dict[str, Any]
     chunk: int
     scores: Mapping[str, float] | None = None  # hybrid: each leg's score (absent: not found there)
+    page: int | None = None  # the best chunk's PDF page (1-based), for documents from PDFs
+    section: list[str] | None = None  # the best chunk's heading trail, outermost first
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON form; `page` and `section` only where the document has them (files)."""
         hit = {
             "id": self.doc_id, "score": self.score, "text": self.text, "snippet": self.snippet,
             "title": self.title, "metadata": self.metadata, "chunk": self.chunk,
         }
+        if self.page is not None:
+            hit["page"] = self.page
+        if self.section:
+            hit["section"] = list(self.section)
         if self.scores is not None:
             hit["scores"] = dict(self.scores)
         return hit
@@ -165,6 +172,7 @@ def hits_from(chosen: Sequence[Candidate], payloads: Mapping[tuple[str, int], Ma
             snippet=payload.get("chunk_text", payload.get("text")) if with_text else None,
             title=payload.get("title"), metadata=payload.get("metadata") or {},
             chunk=candidate.chunk, scores=candidate.scores,
+            page=payload.get("page"), section=payload.get("section") or None,
         ))
     return hits
 

@@ -172,10 +172,21 @@ function renderHit(hit, query) {
     title.textContent = hit.title;
     head.append(title);
   }
+  item.append(head);
+  const where = [];
+  if (hit.page != null) where.push(`page ${hit.page}`);
+  if (hit.section && hit.section.length) where.push(hit.section.join(" › "));
+  if (where.length) {
+    // where in its file the passage is: a PDF's page, the headings above it
+    const location = document.createElement("div");
+    location.className = "hit-where";
+    location.textContent = where.join(" · ");
+    item.append(location);
+  }
   const snippet = document.createElement("p");
   snippet.className = "snippet";
   snippet.append(highlighted(hit.snippet || hit.text || "", query));
-  item.append(head, snippet);
+  item.append(snippet);
   if (hit.metadata && Object.keys(hit.metadata).length) {
     const metadata = document.createElement("code");
     metadata.className = "metadata";

@@ -176,3 +176,28 @@ def test_the_page_is_served_without_a_key_and_loads_nothing_from_elsewhere(serve
         assert "http://" not in response.text and "https://" not in response.text
     assert httpx.get(server.url + "/ui/../api.py", timeout=10).status_code == 404
     assert httpx.get(server.url + "/v1/collections", timeout=10).status_code == 401
+
+
+def test_a_hit_from_a_file_shows_its_page_and_section(server: Server, page: Any,
+                                                      tmp_path: Path) -> None:
+    from tests.filemaker import docx_with_headings, pdf_pages
+
+    parts = [("files", (p.name, p.read_bytes())) for p in
+             (pdf_pages(tmp_path / "manual.pdf"), docx_with_headings(tmp_path / "guide.docx"))]
+    with server.client(headers={"X-API-Key": KEY}) as admin:
+        accepted = admin.post("/v1/collections/manuals/files", files=parts)
+        assert accepted.status_code == 202, accepted.text
+        deadline = time.monotonic() + 120
+        while admin.get(f"/v1/jobs/{accepted.json()['job_id']}").json()["state"] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    page.goto(f"{server.url}/ui?c=manuals&q=how+often+is+the+impeller+bearing+greased")
+    _enter_key(page, KEY)
+    page.wait_for_selector("#results li")
+    first = page.locator("#results li").first
+    assert first.locator(".hit-id").inner_text() == "manual.pdf"
+    assert first.locator(".hit-where").inner_text() == "page 3"
+    page.goto(f"{server.url}/ui?c=manuals&q=which+terminal+takes+the+brown+conductor")  # key kept
+    page.wait_for_selector("#results li")
+    first = page.locator("#results li").first
+    assert first.locator(".hit-where").inner_text() == "Electrical \u203a Wiring the terminal block"

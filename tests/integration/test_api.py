@@ -288,6 +288,8 @@ _MATRIX_REQUESTS = {  # one request per operation of the OpenAPI schema, on its 
     ("get", "/healthz"): ("public", {}), ("get", "/readyz"): ("public", {}),
     ("get", "/metrics"): ("public", {}),
     ("post", "/v1/collections/{collection}/documents"): ("admin", {"json": {"documents": SHORT}}),
+    ("post", "/v1/collections/{collection}/files"): (
+        "admin", {"files": [("files", ("notes.md", b"# Notes\nThe capital of Peru is Lima.\n"))]}),
     ("get", "/v1/jobs"): ("read", {}), ("get", "/v1/jobs/{job_id}"): ("read", {}),
     ("post", "/v1/collections/{collection}/search"): ("read", {"json": {"query": "capital"}}),
     ("get", "/v1/collections"): ("read", {}),
@@ -389,7 +391,7 @@ def test_fuzz_never_answers_5xx(server: Server, api: httpx.Client) -> None:
                   existing={"collection": "fuzzed", "doc_id": "paris"})
     print(f"\nfuzz against bienc serve: {report.summary()}")
     assert not report.failures, "\n".join(report.failures[:20])
-    assert len(report.operations()) == 14
+    assert len(report.operations()) == 15
     assert any("search" in op and status == 200 for op, _, status in report.statuses)
     assert any(op.startswith("POST") and status == 202 for op, _, status in report.statuses)
     assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200

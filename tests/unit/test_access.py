@@ -25,6 +25,7 @@ EXPECTED = {
     "GET /docs/oauth2-redirect": Access.PUBLIC, "HEAD /docs/oauth2-redirect": Access.PUBLIC,
     "GET /redoc": Access.PUBLIC, "HEAD /redoc": Access.PUBLIC, "HEAD /openapi.json": Access.PUBLIC,
     "POST /v1/collections/{collection}/documents": Access.ADMIN,
+    "POST /v1/collections/{collection}/files": Access.ADMIN,
     "GET /v1/jobs": Access.READ, "GET /v1/jobs/{job_id}": Access.READ,
     "POST /v1/jobs/{job_id}/cancel": Access.ADMIN,
     "POST /v1/collections/{collection}/reindex": Access.ADMIN,

@@ -51,8 +51,10 @@ def test_folder_documents_are_named_by_relative_path(tmp_path: Path) -> None:
     (tmp_path / "sub" / "c.bin").write_bytes(b"\x00")
     (tmp_path / "bad.txt").write_bytes(b"\xfe\xff")
     items = list(read_path(tmp_path, 1000))
-    assert [getattr(i, "id", None) or i.where for i in items] == ["a.txt", "bad.txt", "sub/b.md"]  # type: ignore[union-attr]
+    assert [getattr(i, "id", None) or i.where for i in items] == [  # type: ignore[union-attr]
+        "a.txt", "bad.txt", "sub/b.md", "sub/c.bin"]
     assert isinstance(items[1], BadRecord) and "UTF-8" in items[1].reason
+    assert isinstance(items[3], BadRecord) and "binary file of unknown type" in items[3].reason
 
 
 def test_unknown_format_is_refused(tmp_path: Path) -> None:

@@ -200,7 +200,7 @@ def routes_reference() -> str:
 
 def _constants() -> list[tuple[str, Any, str]]:
     """(name, value, meaning) of the numbers the design pages quote."""
-    from bienc.api import MAX_QUERIES
+    from bienc.api_requests import MAX_QUERIES
     from bienc.config.settings import MAX_TOP_K, MIN_KEY_CHARS
     from bienc.encoding.encoder import QUERY_WARM_UP_TOKENS, TOKENIZE_WINDOW
     from bienc.ingest.documents import MAX_ID_CHARS
@@ -211,7 +211,7 @@ def _constants() -> list[tuple[str, Any, str]]:
 
     return [
         ("bienc.config.settings.MAX_TOP_K", MAX_TOP_K, "most documents one search returns"),
-        ("bienc.api.MAX_QUERIES", MAX_QUERIES, "most queries in one search request"),
+        ("bienc.api_requests.MAX_QUERIES", MAX_QUERIES, "most queries in one search request"),
         ("bienc.search.searcher.MAX_QUERY_CHARS", MAX_QUERY_CHARS, "longest query, in characters"),
         ("bienc.ingest.documents.MAX_ID_CHARS", MAX_ID_CHARS, "longest document id"),
         ("bienc.config.settings.MIN_KEY_CHARS", MIN_KEY_CHARS, "shortest API key accepted"),

@@ -14,7 +14,9 @@ import schemathesis
 from fastapi.testclient import TestClient
 from qdrant_client import QdrantClient
 
-from bienc.api import create_app, describe_validation_errors, parse_documents
+from bienc.api import create_app
+from bienc.api_errors import describe_validation_errors
+from bienc.api_requests import parse_documents
 from bienc.config.errors import InvalidInputError, StoreUnavailableError
 from bienc.config.settings import Settings
 from bienc.config.topology import Role, decide

@@ -13,8 +13,10 @@ LAYERS = {  # a module may import only from layers below its own
     "ingest": 2, "search": 2, "resources": 2,
     "workers": 3,
     "runtime": 4, "access": 4, "progress": 4,
-    "api": 5, "eval_command": 5,
-    "cli": 6, "reference": 6,
+    "api_errors": 5,
+    "api_requests": 6, "api_limits": 6, "api_metrics": 6, "api_uploads": 6,
+    "api": 7, "eval_command": 7,
+    "cli": 8, "reference": 8,
 }
 
 

@@ -112,7 +112,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     with runtime.serving():
         submission = runtime.ingest(items, collection)
         for bad in submission.rejected[:20]:
-            print(f"skipped {args.path} {bad}", file=sys.stderr)
+            where = path / bad.where if path.is_dir() else f"{args.path} {bad.where}"
+            print(f"not ingested, {where}: {bad.reason}", file=sys.stderr)
         if submission.duplicates:
             print(f"{submission.duplicates} repeated ids: the last occurrence of each was kept",
                   file=sys.stderr)

@@ -153,11 +153,16 @@ def test_a_single_document_file_is_one_document_named_by_its_file(tmp_path: Path
     assert len(items) == 1 and isinstance(items[0], Document) and items[0].id == "manual.pdf"
 
 
-def test_a_parser_over_its_time_limit_is_stopped_and_the_next_file_is_read(tmp_path: Path) -> None:
-    pages = {n: f"Page sentence number {n}." for n in range(1, 400)}
-    big = pdf_pages(tmp_path / "big.pdf", pages)
-    small = tmp_path / "small.md"
+def _slow_and_quick_files(folder: Path) -> tuple[Path, Path]:
+    """A 399-page PDF (long enough to overrun a tiny time limit) and a one-line Markdown file."""
+    big = pdf_pages(folder / "big.pdf", {n: f"Page sentence number {n}." for n in range(1, 400)})
+    small = folder / "small.md"
     small.write_text("# Small\nfine\n")
+    return big, small
+
+
+def test_a_parser_over_its_time_limit_is_stopped_and_the_next_file_is_read(tmp_path: Path) -> None:
+    big, small = _slow_and_quick_files(tmp_path)
     with ParsePool(timeout_s=0.01) as limited:
         result = limited.parse(big, "pdf")
         assert isinstance(result, ParseFailure) and "longer than 0.01 s" in result.reason
@@ -166,10 +171,7 @@ def test_a_parser_over_its_time_limit_is_stopped_and_the_next_file_is_read(tmp_p
 
 
 def test_a_parser_that_dies_fails_its_file_only(tmp_path: Path) -> None:
-    pages = {n: f"Page sentence number {n}." for n in range(1, 400)}
-    big = pdf_pages(tmp_path / "big.pdf", pages)
-    small = tmp_path / "small.md"
-    small.write_text("# Small\nfine\n")
+    big, small = _slow_and_quick_files(tmp_path)
     with ParsePool(timeout_s=60) as dying:
         assert not isinstance(dying.parse(small, "markdown"), ParseFailure)  # started
         pids = {child.pid for child in _children()}

@@ -89,6 +89,16 @@ class ApiState:
         when requests are smaller than a batch, so the limit errs early, never late)."""
         return int(self.probe().llen(INGEST_QUEUE)) * self.settings.ingest_batch_size
 
+    def check_queue_room(self, adding: int) -> None:
+        """429 with Retry-After when `adding` more documents would pass
+        BIENC_MAX_QUEUED_DOCUMENTS."""
+        waiting, limit = self.queued_documents(), self.settings.max_queued_documents
+        if waiting + adding > limit:
+            raise HTTPException(429, f"the ingest queue holds about {waiting} documents; with these "
+                                     f"it would pass the limit of {limit} "
+                                     "(BIENC_MAX_QUEUED_DOCUMENTS). Retry after a while.",
+                                headers={"Retry-After": str(_RETRY_AFTER_S)})
+
     @property
     def live(self) -> Runtime:
         if self.runtime is None:
@@ -282,12 +292,7 @@ def _api_router() -> APIRouter:
         if not body.documents:
             raise InvalidInputError("field 'documents' is empty: give at least one document")
         documents = parse_documents(body.documents, state.settings.max_text_chars)
-        waiting = state.queued_documents()
-        if waiting + len(documents) > state.settings.max_queued_documents:
-            raise HTTPException(429, f"the ingest queue holds about {waiting} documents; with these "
-                                     f"it would pass the limit of {state.settings.max_queued_documents} "
-                                     "(BIENC_MAX_QUEUED_DOCUMENTS). Retry after a while.",
-                                headers={"Retry-After": str(_RETRY_AFTER_S)})
+        state.check_queue_room(len(documents))
         submission = state.live.ingest(documents, collection)
         state.metrics.documents_accepted.inc(submission.accepted)
         return {"job_id": submission.job_id, "accepted": submission.accepted,
@@ -310,12 +315,7 @@ def _api_router() -> APIRouter:
             raise InvalidInputError("send the files as multipart/form-data, one part named "
                                     f"'{UPLOAD_FIELD}' per file (curl -F {UPLOAD_FIELD}=@a.pdf ...)")
         live = state.live
-        waiting = await run_in_threadpool(state.queued_documents)
-        if waiting >= settings.max_queued_documents:
-            raise HTTPException(429, f"the ingest queue holds about {waiting} documents, at the "
-                                     f"limit of {settings.max_queued_documents} "
-                                     "(BIENC_MAX_QUEUED_DOCUMENTS). Retry after a while.",
-                                headers={"Retry-After": str(_RETRY_AFTER_S)})
+        await run_in_threadpool(state.check_queue_room, 1)  # at least one file's document
         staging = await run_in_threadpool(staging_dir, settings.upload_dir)
         try:
             async with request.form(max_files=settings.api_max_files, max_fields=16) as form:

@@ -150,12 +150,12 @@ class Runtime:
         except CollectionNotFoundError:
             return []
         heads = store.first_chunks(collection, ids, fields=["metadata"])
-        gone = [doc_id for doc_id, head in heads.items()
-                if isinstance(meta := head.get("metadata"), dict) and "sha256" in meta
-                and meta.get("path") == doc_id and not (root / doc_id).is_file()]
+        gone = sorted(doc_id for doc_id, head in heads.items()
+                      if isinstance(meta := head.get("metadata"), dict) and "sha256" in meta
+                      and meta.get("path") == doc_id and not (root / doc_id).is_file())
         if gone:
-            self.delete_documents(collection, sorted(gone))
-        return sorted(gone)
+            self.delete_documents(collection, gone)
+        return gone
 
     def wait(self, job_id: str, on_progress: Callable[[JobStatus], None] | None = None,
              timeout_s: float | None = None) -> JobStatus:

@@ -162,6 +162,6 @@ def parse_record(record: Any, max_text_chars: int) -> Document:
 
 
 def stored_document(doc_id: str, head: dict[str, Any]) -> Document:
-    """The document as a collection stores it, from its chunk 0's payload."""
-    return Document(doc_id, head.get("text") or "", head.get("title"), head.get("metadata") or {},
-                    tuple(Section.from_json(s) for s in head.get("sections") or ()))
+    """The document as a collection stores it, from its chunk 0's payload (which holds the
+    fields of a task message, under other keys for the id)."""
+    return Document.from_message({**head, "id": doc_id, "text": head.get("text") or ""})

@@ -216,8 +216,7 @@ def _constants() -> list[tuple[str, Any, str]]:
         ("bienc.ingest.documents.MAX_ID_CHARS", MAX_ID_CHARS, "longest document id"),
         ("bienc.config.settings.MIN_KEY_CHARS", MIN_KEY_CHARS, "shortest API key accepted"),
         ("bienc.search.fusion.DEPTH", fusion.DEPTH,
-         "documents each leg of a hybrid search contributes at least; DBSF's statistics are over "
-         "these"),
+         "documents of each leg a hybrid search fuses into the first tier of its ranking"),
         ("bienc.search.fusion.RRF_K", fusion.RRF_K, "RRF's k: a document scores 1 / (k + rank)"),
         ("bienc.encoding.encoder.QUERY_WARM_UP_TOKENS", QUERY_WARM_UP_TOKENS,
          "query lengths (tokens) a server encodes once at start"),

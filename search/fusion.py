@@ -6,14 +6,26 @@ leg's, which is the one matching the query's meaning).
 
 - Reciprocal rank fusion (`rrf`): a document at rank r (from 1) of a leg gets 1 / (k + r),
   k = 60 (Cormack, Clarke and Buettcher, SIGIR 2009). Ranks only; scores are ignored.
-- Distribution-based score fusion (`dbsf`, as Qdrant defines it): each leg's scores are
-  mapped linearly so that its mean - 3 standard deviations (sample) becomes 0 and its mean
-  + 3 standard deviations becomes 1, then summed. A leg with one document, or whose scores
-  are all equal, gives 0.5. Bruch, Gai and Ingber (ACM TOIS 2023) found such a combination of
-  normalised scores more effective than RRF, whose k it is sensitive to.
-  The mean and deviation are those of the leg's first DEPTH documents, however many it has:
-  a search asking for 1000 documents normalises like one asking for 10, so the top of a
-  ranking does not depend on how many documents a client asks for.
+- Distribution-based score fusion (`dbsf`, after Qdrant's): each leg's scores are divided by
+  6 sample standard deviations of its window, measured from a floor: mean - 3 deviations
+  (the point DBSF maps to 0) or, where it is higher, the score a document the leg did not
+  find is known to have (BM25 of a document sharing no word with the query: 0). A score
+  under the floor contributes 0, as much as not being found: a leg never counts a document
+  it found below one it did not. A leg with one document, or whose scores are all equal,
+  gives 0.5. Bruch, Gai and Ingber (ACM TOIS 2023) found such a combination of normalised
+  scores more effective than RRF, whose k it is sensitive to.
+
+  The window's statistics describe the leg's scores over the same documents as the other
+  leg's: where the lexical leg found fewer documents than the dense leg covers in the window
+  (a small collection, a rare word), the documents it did not find enter its statistics at
+  their known score 0. Without them, a few close BM25 scores would be spread over the whole
+  0..1 range and outweigh a clear difference of meaning.
+
+Tiers: a ranking's first documents never depend on how many were asked for. The first tier
+fuses each leg's first DEPTH documents; a search deeper than DEPTH fetches MAX_TOP_K per leg
+and appends, after the first tier, the fusion of those deeper legs (statistics over their
+whole window) without the documents already ranked. So the top 10 of top_k 10, 100 and 1000
+are the same, and a page at any offset is the slice of a deeper search.
 
 Ties of the fused score are broken by document id (ascending), so that every engine returns
 the same order.
@@ -25,46 +37,73 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
+from bienc.config.settings import MAX_TOP_K
 from bienc.store.interface import Candidate
 
 Fusion = Literal["dbsf", "rrf"]
 FUSIONS: tuple[Fusion, ...] = ("dbsf", "rrf")
 RRF_K = 60
-DEPTH = 100  # documents each leg contributes at least; DBSF's statistics are over these
+DEPTH = 100  # documents of each leg the first tier fuses (and each leg's least fetch)
+ABSENT_SCORES: Mapping[str, float] = {"lexical": 0.0}  # the known score of a document a leg did not find
 
 
-def rrf_contributions(leg: Sequence[Candidate], k: int = RRF_K) -> list[float]:
+def leg_depth(wanted: int) -> int:
+    """Documents to fetch of each leg for a fused ranking of `wanted` documents: the first
+    tier's DEPTH, or MAX_TOP_K for a deeper ranking (a fixed depth, so that deep pages of one
+    query agree with each other)."""
+    return DEPTH if wanted <= DEPTH else max(MAX_TOP_K, wanted)
+
+
+def rrf_contributions(leg: Sequence[Candidate], population: int = 0,
+                      absent: float | None = None, k: int = RRF_K) -> list[float]:
     return [1.0 / (k + rank) for rank in range(1, len(leg) + 1)]
 
 
-def dbsf_contributions(leg: Sequence[Candidate], window: int = DEPTH) -> list[float]:
+def dbsf_contributions(leg: Sequence[Candidate], population: int = 0,
+                       absent: float | None = None) -> list[float]:
+    """Each document's contribution (module docstring). `population`: documents the window
+    covers (its largest leg); a leg that found fewer is padded with `absent` scores, when the
+    score of a document it did not find is known."""
     scores = [float(c.score) for c in leg]
-    head = scores[:window]
-    if len(head) < 2:
+    sample = scores + ([absent] * (population - len(scores)) if absent is not None else [])
+    if len(sample) < 2:
         return [0.5] * len(scores)
-    mean = math.fsum(head) / len(head)
-    spread = 3.0 * math.sqrt(math.fsum((s - mean) ** 2 for s in head) / (len(head) - 1))
-    if spread == 0.0:
+    mean = math.fsum(sample) / len(sample)
+    deviation = math.sqrt(math.fsum((s - mean) ** 2 for s in sample) / (len(sample) - 1))
+    if deviation == 0.0:
         return [0.5] * len(scores)
-    low = mean - spread
-    return [(s - low) / (2.0 * spread) for s in scores]
+    floor = mean - 3.0 * deviation
+    if absent is not None:
+        floor = max(floor, absent)
+    return [max(0.0, s - floor) / (6.0 * deviation) for s in scores]
 
 
-_CONTRIBUTIONS: dict[str, Callable[[Sequence[Candidate]], list[float]]] = {
+_CONTRIBUTIONS: dict[str, Callable[[Sequence[Candidate], int, float | None], list[float]]] = {
     "rrf": rrf_contributions, "dbsf": dbsf_contributions,
 }
 
 
 def fuse(legs: Mapping[str, Sequence[Candidate]], fusion: Fusion) -> list[Candidate]:
     """One ranking of the documents of every leg (in the mapping's order: the first leg
-    names a document's chunk), best first; each result's `scores` holds the leg scores it
-    was found with."""
+    names a document's chunk), best first, in tiers (module docstring); each result's
+    `scores` holds the leg scores it was found with."""
+    first = _fuse_window({name: leg[:DEPTH] for name, leg in legs.items()}, fusion)
+    if all(len(leg) <= DEPTH for leg in legs.values()):
+        return first
+    ranked = {c.doc_id for c in first}
+    deeper = [c for c in _fuse_window(legs, fusion) if c.doc_id not in ranked]
+    return first + deeper
+
+
+def _fuse_window(legs: Mapping[str, Sequence[Candidate]], fusion: Fusion) -> list[Candidate]:
     contributions = _CONTRIBUTIONS[fusion]
+    population = max((len(leg) for leg in legs.values()), default=0)
     fused: dict[str, float] = {}
     chunks: dict[str, int] = {}
     found: dict[str, dict[str, float]] = {}
     for name, leg in legs.items():
-        for candidate, value in zip(leg, contributions(leg), strict=True):
+        for candidate, value in zip(leg, contributions(leg, population, ABSENT_SCORES.get(name)),
+                                    strict=True):
             doc_id = candidate.doc_id
             if doc_id in found and name in found[doc_id]:
                 continue  # a leg lists a document once; keep its best

@@ -5,7 +5,8 @@ Modes:
     dense    cosine of the query's vector to each document's best chunk (score in [-1, 1])
     lexical  BM25 of the query's words over each document's title and text (score >= 0)
     hybrid   both, fused per document (bienc.search.fusion): each leg contributes its best
-             max(top_k, FUSION_DEPTH) documents; the score is the fused one
+             FUSION_DEPTH documents (MAX_TOP_K for a deeper search, fused in a second tier
+             after the first); the score is the fused one
 A request without a mode gets hybrid on a collection with lexical vectors, dense on one
 without. `score_threshold` applies to the score of the mode used.
 """
@@ -22,8 +23,7 @@ from bienc.config.errors import CollectionError, CollectionNotFoundError, Invali
 from bienc.config.settings import MAX_TOP_K
 from bienc.encoding.encoder import Encoder
 from bienc.encoding.lexical import LexicalParams, lexical_encoder
-from bienc.search.fusion import DEPTH as FUSION_DEPTH
-from bienc.search.fusion import FUSIONS, Fusion, fuse
+from bienc.search.fusion import FUSIONS, Fusion, fuse, leg_depth
 from bienc.search.modes import MODES, Mode
 from bienc.store.filters import MetadataFilter
 from bienc.store.interface import Candidate, Hit, SparseVector, Store, resolved
@@ -118,7 +118,7 @@ def rank(store: Store, collection: str, request: SearchRequest, mode: Mode,
         ranked = _lexical(store, collection, sparse, top_k, query_filter)
     else:
         assert vector is not None and sparse is not None
-        depth = max(top_k, FUSION_DEPTH)
+        depth = leg_depth(top_k)
         ranked = fuse({
             "dense": store.dense_candidates(collection, vector, depth, query_filter=query_filter),
             "lexical": _lexical(store, collection, sparse, depth, query_filter),

@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from bienc.search.fusion import fuse
+from bienc.search.fusion import DEPTH, fuse, leg_depth
 from bienc.store.interface import Candidate
 
 
@@ -31,24 +31,73 @@ def test_rrf_sums_one_over_60_plus_rank_per_document() -> None:
     assert by_id["d"].scores == {"lexical": 9.0}
 
 
-def test_dbsf_maps_mean_plus_minus_three_sample_deviations_to_0_and_1() -> None:
+def _normalised(scores: list[float], floor_at: float | None = None) -> list[float]:
+    """DBSF as the module states it, written out: sample statistics, floor, 6 deviations."""
+    mean, deviation = statistics.mean(scores), statistics.stdev(scores)
+    floor = mean - 3 * deviation if floor_at is None else max(mean - 3 * deviation, floor_at)
+    return [max(0.0, s - floor) / (6 * deviation) for s in scores]
+
+
+def test_dbsf_maps_mean_minus_three_sample_deviations_to_0_and_six_deviations_to_1() -> None:
     dense_scores = [0.82, 0.80, 0.61, 0.55]
-    lexical_scores = [20.0, 11.5, 3.0]
+    lexical_scores = [20.0, 11.5, 3.0, 1.0]
     dense = _leg(*zip("wxyz", dense_scores, strict=True))
-    lexical = _leg(*zip("zqr", lexical_scores, strict=True))
-
-    def normalised(scores: list[float]) -> list[float]:
-        mean, deviation = statistics.mean(scores), statistics.stdev(scores)
-        return [(s - (mean - 3 * deviation)) / (6 * deviation) for s in scores]
-
-    want = dict(zip("wxyz", normalised(dense_scores), strict=True))
-    for doc_id, value in zip("zqr", normalised(lexical_scores), strict=True):
+    lexical = _leg(*zip("zqrs", lexical_scores, strict=True))
+    want = dict(zip("wxyz", _normalised(dense_scores), strict=True))
+    for doc_id, value in zip("zqrs", _normalised(lexical_scores, floor_at=0.0), strict=True):
         want[doc_id] = want.get(doc_id, 0.0) + value
     fused = fuse({"dense": dense, "lexical": lexical}, "dbsf")
     assert [c.doc_id for c in fused] == sorted(want, key=lambda d: (-want[d], d))
     for candidate in fused:
         assert candidate.score == pytest.approx(want[candidate.doc_id], rel=1e-12)
-    assert math.isclose(sum(normalised(dense_scores)) / 4, 0.5)  # the mean maps to 0.5
+    assert math.isclose(sum(_normalised(dense_scores)) / 4, 0.5)  # the mean maps to 0.5
+
+
+def test_a_leg_never_contributes_less_than_a_document_it_did_not_find() -> None:
+    """A score under mean - 3 deviations of its leg's window contributes 0, never less: a
+    document found by both legs never ranks under one found by the other leg alone."""
+    dense = _leg(*((f"d{i}", 0.9 - i * 0.001) for i in range(99)), ("x", -0.5))
+    lexical = _leg(("x", 5.0), ("y", 5.0))
+    fused = fuse({"dense": dense, "lexical": lexical}, "dbsf")
+    by_id = {c.doc_id: c for c in fused}
+    assert by_id["x"].score >= by_id["y"].score
+    assert [c.doc_id for c in fused].index("x") < [c.doc_id for c in fused].index("y")  # tie: by id
+    assert min(c.score for c in fused) >= 0.0
+
+
+def test_lexical_documents_not_found_enter_its_statistics_at_score_0() -> None:
+    """The demo's case: three close BM25 scores in a 20-document collection must not outweigh
+    a clear difference of meaning (photosynthesis over mitochondria for "How do plants make
+    energy from light?")."""
+    dense = _leg(("photosynthesis", 0.668), ("mitochondria", 0.487), ("coffee", 0.272),
+                 ("dna", 0.155), *((f"other{i}", 0.09 - i * 0.009) for i in range(16)))
+    lexical = _leg(("mitochondria", 4.395), ("coffee", 3.544), ("photosynthesis", 3.507))
+    fused = fuse({"dense": dense, "lexical": lexical}, "dbsf")
+    assert fused[0].doc_id == "photosynthesis"
+    padded = lexical_scores = [4.395, 3.544, 3.507] + [0.0] * 17
+    by_id = {c.doc_id: c.score for c in fused}
+    dense_part = dict(zip([c.doc_id for c in dense], _normalised([c.score for c in dense]),
+                          strict=True))
+    lexical_part = _normalised(padded, floor_at=0.0)[:3]
+    for doc_id, value in zip(["mitochondria", "coffee", "photosynthesis"], lexical_part, strict=True):
+        assert by_id[doc_id] == pytest.approx(dense_part[doc_id] + value, rel=1e-12)
+    assert lexical_scores[3:] == [0.0] * 17
+
+
+@pytest.mark.parametrize("fusion", ["dbsf", "rrf"])
+def test_the_first_results_do_not_depend_on_how_many_are_asked_for(fusion: str) -> None:
+    """Legs as a search fetches them for top_k 10, 100 (DEPTH each) and 1000 (MAX_TOP_K):
+    the top 100 are the same, and any page is the slice of a deeper ranking."""
+    rng = random.Random(5)
+    dense = _leg(*((f"d{i}", 0.9 - i * 0.0005 + rng.random() * 1e-3) for i in range(1000)))
+    dense.sort(key=lambda c: -c.score)
+    lexical = _leg(*((f"d{rng.randrange(3000)}", 30.0 - i * 0.02) for i in range(1200)))
+    lexical = list({c.doc_id: c for c in reversed(lexical)}.values())[::-1][:1000]
+    assert leg_depth(10) == leg_depth(100) == DEPTH and leg_depth(101) == leg_depth(1000) == 1000
+    shallow = fuse({"dense": dense[:DEPTH], "lexical": lexical[:DEPTH]}, fusion)  # type: ignore[arg-type]
+    deep = fuse({"dense": dense, "lexical": lexical}, fusion)  # type: ignore[arg-type]
+    assert [c.doc_id for c in deep[: len(shallow)]] == [c.doc_id for c in shallow]
+    assert len(deep) > len(shallow) and len({c.doc_id for c in deep}) == len(deep)
 
 
 def test_dbsf_of_a_lone_or_flat_leg_is_one_half_and_an_empty_leg_adds_nothing() -> None:
@@ -65,18 +114,3 @@ def test_ties_break_by_document_id_whatever_the_legs_order() -> None:
     other = fuse({"dense": _leg(("k", 0.5), ("m", 0.4)), "lexical": _leg(("m", 2.0), ("k", 1.0))}, "rrf")
     assert [c.doc_id for c in one] == [c.doc_id for c in other] == ["k", "m"]
     assert one[0].score == one[1].score
-
-
-def test_dbsf_normalises_over_the_first_100_so_the_top_does_not_depend_on_k() -> None:
-    rng = random.Random(3)
-    dense = _leg(*((f"d{i}", 0.9 - i * 0.0007 + rng.random() * 1e-4) for i in range(1000)))
-    lexical = _leg(*((f"d{rng.randrange(2000)}", 30.0 - i * 0.02) for i in range(1000)))
-    lexical = list({c.doc_id: c for c in reversed(lexical)}.values())[::-1]  # one entry a document
-    short = fuse({"dense": dense[:100], "lexical": lexical[:100]}, "dbsf")
-    deep = fuse({"dense": dense, "lexical": lexical}, "dbsf")
-    deep_scores = {c.doc_id: c.score for c in deep}
-    in_both_heads = {c.doc_id for c in dense[:100]} & {c.doc_id for c in lexical[:100]}
-    assert in_both_heads
-    for candidate in short:  # the same contributions from the same first 100 of each leg
-        if candidate.doc_id in in_both_heads:
-            assert deep_scores[candidate.doc_id] == pytest.approx(candidate.score, rel=1e-12)

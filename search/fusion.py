@@ -24,7 +24,8 @@ leg's, which is the one matching the query's meaning).
 Tiers: a ranking's first documents never depend on how many were asked for. The first tier
 fuses each leg's first DEPTH documents; a search deeper than DEPTH fetches MAX_TOP_K per leg
 and appends, after the first tier, the fusion of those deeper legs (statistics over their
-whole window) without the documents already ranked. So the top 10 of top_k 10, 100 and 1000
+whole window) without the documents already ranked, their scores scaled to stay under the
+first tier's last (TIER_MARGIN), so that scores decrease down the list. So the top 10 of top_k 10, 100 and 1000
 are the same, and a page at any offset is the slice of a deeper search.
 
 Ties of the fused score are broken by document id (ascending), so that every engine returns
@@ -34,6 +35,7 @@ the same order.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
@@ -44,6 +46,7 @@ Fusion = Literal["dbsf", "rrf"]
 FUSIONS: tuple[Fusion, ...] = ("dbsf", "rrf")
 RRF_K = 60
 DEPTH = 100  # documents of each leg the first tier fuses (and each leg's least fetch)
+TIER_MARGIN = 0.999  # the second tier's best score, as a share of the first tier's last
 ABSENT_SCORES: Mapping[str, float] = {"lexical": 0.0}  # the known score of a document a leg did not find
 
 
@@ -92,7 +95,11 @@ def fuse(legs: Mapping[str, Sequence[Candidate]], fusion: Fusion) -> list[Candid
         return first
     ranked = {c.doc_id for c in first}
     deeper = [c for c in _fuse_window(legs, fusion) if c.doc_id not in ranked]
-    return first + deeper
+    if not first or not deeper or deeper[0].score <= 0.0:
+        return first + deeper
+    # scores decrease down the whole list: the second tier's are scaled under the first's last
+    scale = first[-1].score / deeper[0].score * TIER_MARGIN
+    return first + [replace(c, score=c.score * scale) for c in deeper]
 
 
 def _fuse_window(legs: Mapping[str, Sequence[Candidate]], fusion: Fusion) -> list[Candidate]:

@@ -98,6 +98,9 @@ def test_the_first_results_do_not_depend_on_how_many_are_asked_for(fusion: str) 
     deep = fuse({"dense": dense, "lexical": lexical}, fusion)  # type: ignore[arg-type]
     assert [c.doc_id for c in deep[: len(shallow)]] == [c.doc_id for c in shallow]
     assert len(deep) > len(shallow) and len({c.doc_id for c in deep}) == len(deep)
+    scores = [c.score for c in deep]  # a client sorting by score keeps the order
+    assert all(a >= b for a, b in zip(scores, scores[1:], strict=False))
+    assert scores[len(shallow) - 1] > scores[len(shallow)]
 
 
 def test_dbsf_of_a_lone_or_flat_leg_is_one_half_and_an_empty_leg_adds_nothing() -> None:

@@ -375,7 +375,7 @@ def _api_router() -> APIRouter:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         results = state.live.search(collection, SearchRequest(
-            queries=queries, top_k=body.top_k, filter=query_filter,
+            queries=queries, top_k=body.top_k, offset=body.offset, filter=query_filter,
             score_threshold=body.score_threshold, with_text=body.with_text, mode=body.mode,
             fusion=body.fusion), timings)
         total = time.perf_counter() - started
@@ -384,7 +384,7 @@ def _api_router() -> APIRouter:
             metrics.encode_seconds.observe(timings["encode"])
         return {
             "results": [[hit.to_dict() for hit in hits] for hits in results.hits],
-            "mode": results.mode,
+            "mode": results.mode, "offset": body.offset,
             **({"fusion": body.fusion} if results.mode == "hybrid" else {}),
             "timings_ms": {name: round(seconds * 1000, 3)
                            for name, seconds in {**timings, "total": total}.items()},

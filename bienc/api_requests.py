@@ -55,8 +55,13 @@ class SearchBody(BaseModel):
     queries: list[str] | None = Field(default=None, min_length=1, max_length=MAX_QUERIES,
                                       description="several queries, encoded in one batch")
     top_k: int = Field(default=10, ge=1, le=MAX_TOP_K, description="documents per query")
+    offset: int = Field(default=0, ge=0, le=MAX_TOP_K - 1, description=(
+        "documents skipped first: the page of top_k after them (offset + top_k at most "
+        f"{MAX_TOP_K})"))
     filter: dict[str, Any] | None = Field(
-        default=None, description="metadata key -> a value or a list of values; every key must match")
+        default=None, description="metadata key -> a value, a list of values, a range "
+        '({"gte": 2020, "lt": 2024}, numbers or ISO-8601 dates) or {"exists": true}; "not" -> a '
+        "filter that must not hold; every key must match (docs/search.md)")
     score_threshold: float | None = Field(
         default=None, description="least score returned, in the mode's terms: a cosine in [-1, 1] "
         "(dense), a BM25 score (lexical), a fused score (hybrid)")

@@ -58,11 +58,11 @@ def _finish_queue(runtime: Runtime) -> None:
         f"finishing {left} batches left in the queue by an earlier process", file=sys.stderr))
 
 
-def _print_hits(query: str, hits: Sequence[Hit]) -> None:
+def _print_hits(query: str, hits: Sequence[Hit], first: int = 1) -> None:
     print(f"\nquery: {query}")
     if not hits:
         print("  (no results)")
-    for rank, hit in enumerate(hits, start=1):
+    for rank, hit in enumerate(hits, start=first):
         text = (hit.snippet or hit.text or "").replace("\n", " ")
         where = ([f"page {hit.page}"] if hit.page is not None else []) + \
             ([" > ".join(hit.section)] if hit.section else [])
@@ -228,7 +228,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
     collection = args.collection or settings.collection
     filters = parse_filter(json.loads(args.filter)) if args.filter else None
-    request = SearchRequest(queries=[args.query], top_k=args.k, filter=filters,
+    request = SearchRequest(queries=[args.query], top_k=args.k, offset=args.offset, filter=filters,
                             score_threshold=args.score_threshold, mode=args.mode,
                             fusion=args.fusion)
     results = _runtime(settings).search(collection, request)
@@ -236,7 +236,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
     else:
-        _print_hits(f"{args.query}  ({results.mode})", hits)
+        _print_hits(f"{args.query}  ({results.mode})", hits, first=args.offset + 1)
     return EXIT_OK
 
 
@@ -426,7 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query")
     search.add_argument("--collection", "-c")
     search.add_argument("-k", type=_top_k, default=10, help="documents to return (1-1000)")
-    search.add_argument("--filter", help='exact-match metadata filter as JSON, e.g. {"lang": "en"}')
+    search.add_argument("--offset", type=_at_least(0), default=0,
+                        help="documents to skip first: the page of k after them (offset + k "
+                             f"at most {MAX_TOP_K})")
+    search.add_argument("--filter", help='metadata filter as JSON, e.g. {"lang": "en", "year": '
+                                         '{"gte": 2020}} (docs/search.md)')
     search.add_argument("--score-threshold", type=float,
                         help="the least score returned, in the mode's own terms (docs/search.md)")
     add_mode_arguments(search)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -20,7 +21,7 @@ from qdrant_client import models as qm
 from bienc.config.errors import CollectionError, CollectionNotFoundError, ConfigError, InvalidInputError
 from bienc.encoding.lexical import LexicalEncoder, LexicalParams
 from bienc.encoding.openvino import calibration_texts
-from bienc.search.searcher import SearchRequest, rank
+from bienc.search.searcher import SearchRequest, rank, validate_request
 from bienc.store.edge import EdgeVectorStore
 from bienc.store.filters import parse_filter
 from bienc.store.interface import ChunkPoint
@@ -627,6 +628,42 @@ def test_sparse_and_fused_rankings_agree_across_engines(tmp_path: Path) -> None:
     finally:
         local.close()
         edge.close()
+
+
+def test_a_page_is_the_slice_of_the_deeper_search_in_every_mode(store: Store) -> None:
+    """offset 10, top_k 10 is results 11-20 of top_k 20 (and so on down to 1000), documents
+    and scores, in each mode and fusion, with and without a filter."""
+    texts = calibration_texts(150)
+    rng = np.random.default_rng(9)
+    chunks = 2  # documents of two chunks: the dense leg groups them
+    vectors = _embedding_like(rng, len(texts) * chunks, rng.normal(size=(8, 32)).astype(np.float32))
+    store.ensure_collection("c", _enc(32, lexical=LexicalParams().record()))
+    heads = [_text_point(f"t{i:03d}", text, vectors[2 * i], LexicalParams(), part=i % 3)
+             for i, text in enumerate(texts)]
+    for head in heads:
+        head.payload["chunks"] = chunks
+    store.upsert("c", heads + [_point(f"t{i:03d}", 1, vectors[2 * i + 1], chunks=chunks, part=i % 3)
+                               for i in range(len(texts))])
+    terms = LexicalEncoder(LexicalParams()).embed_query(" ".join(texts[40].split()[2:8]))
+    vector = vectors[17]
+
+    def page(request: SearchRequest) -> list[tuple[str, Any]]:
+        found = rank(store, "c", request, request.mode, vector, terms)  # type: ignore[arg-type]
+        return [(c.doc_id, pytest.approx(c.score, rel=1e-6)) for c in found]
+
+    for mode, fusion in (("dense", "dbsf"), ("lexical", "dbsf"), ("hybrid", "dbsf"), ("hybrid", "rrf")):
+        for query_filter in (None, parse_filter({"part": {"gte": 1}})):
+            ask = functools.partial(SearchRequest, ["q"], filter=query_filter, mode=mode, fusion=fusion)
+            deep = page(ask(top_k=20))
+            assert len(deep) == 20, (mode, fusion)
+            assert page(ask(top_k=10, offset=10)) == deep[10:20], (mode, fusion, query_filter)
+            assert page(ask(top_k=5, offset=3)) == deep[3:8]
+            everything = page(ask(top_k=1000))
+            assert page(ask(top_k=10, offset=990)) == everything[990:] == []  # past the end
+            tail = len(everything) - 5
+            assert page(ask(top_k=10, offset=tail)) == everything[tail:]
+    with pytest.raises(InvalidInputError, match=r"offset \+ top_k is 1001, over the limit of 1000"):
+        validate_request(SearchRequest(["q"], top_k=10, offset=991))
 
 
 def test_edge_finds_the_best_documents_whatever_their_chunk_counts(tmp_path: Path) -> None:

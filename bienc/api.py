@@ -31,10 +31,12 @@ from bienc.api_limits import BodyLimitMiddleware
 from bienc.api_metrics import Metrics
 from bienc.api_requests import (
     CollectionName,
+    DeleteBody,
     IngestBody,
     PhysicalOrName,
     ReindexBody,
     SearchBody,
+    check_filter,
     check_search,
     parse_documents,
 )
@@ -430,6 +432,25 @@ def _api_router() -> APIRouter:
             raise HTTPException(404, f"document {doc_id!r} is not in collection {collection!r}")
         live.delete_documents(collection, [doc_id])
         return {"id": doc_id, "deleted": True}
+
+    @router.post("/collections/{collection}/delete", status_code=202, tags=["collections"],
+                 dependencies=ADMIN,
+                 responses={200: {"description": 'dry run: {"matched": N}, nothing deleted'}})
+    def delete_matching(collection: CollectionName, body: DeleteBody, request: Request,
+                        response: Response) -> dict[str, Any]:
+        """Delete the documents a metadata filter matches, dense and lexical entries alike, as a
+        job (202; follow it at GET /v1/jobs/{job_id}: `deleted` counts them). With `dry_run`,
+        answer 200 with the number of documents it matches, deleting nothing."""
+        validate_collection_name(collection)
+        query_filter = check_filter(body.filter)
+        if query_filter is None:  # the schema asks for one already
+            raise InvalidInputError("field 'filter' is empty: give the documents' metadata to match")
+        live = _state(request).live
+        if body.dry_run:
+            response.status_code = 200
+            return {"collection": collection, "matched": live.count_matching(collection, query_filter),
+                    "dry_run": True}
+        return {"job_id": live.delete_matching(collection, body.filter), "collection": collection}
 
     return router
 

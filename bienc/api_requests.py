@@ -82,6 +82,17 @@ class SearchBody(BaseModel):
         return [self.query] if self.query is not None else list(self.queries or [])
 
 
+class DeleteBody(BaseModel):
+    """Which documents a delete removes: those a metadata filter matches."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    filter: dict[str, Any] = Field(
+        min_length=1, description="the documents to delete: those this metadata filter matches "
+        "(as a search's filter; required, not empty)")
+    dry_run: bool = Field(default=False, description="true: answer at once with the number of "
+                          "documents the filter matches, and delete nothing")
+
+
 class ReindexBody(BaseModel):
     """What changes in a reindex; anything left out stays as the collection has it."""
 
@@ -145,11 +156,16 @@ def check_search(body: SearchBody) -> tuple[list[str], MetadataFilter | None]:
     for index, query in enumerate(queries):
         if json_problem(query):
             raise InvalidInputError(f"query {index} is not valid Unicode (lone surrogate)")
-    if body.filter is not None:
-        problem = json_problem(body.filter)
+    return queries, check_filter(body.filter)
+
+
+def check_filter(raw: dict[str, Any] | None) -> MetadataFilter | None:
+    """A request's metadata filter, or InvalidInputError naming the key or value at fault."""
+    if raw is not None:
+        problem = json_problem(raw)
         if problem:
             raise InvalidInputError(f"field 'filter' {problem}")
     try:
-        return queries, parse_filter(body.filter)
+        return parse_filter(raw)
     except InvalidInputError as exc:
         raise InvalidInputError(f"field 'filter': {exc}") from exc

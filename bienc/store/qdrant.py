@@ -306,6 +306,7 @@ class VectorStore(StoreBase):
 
     def document_ids(self, name: str, query_filter: MetadataFilter | None = None) -> list[str]:
         """Every document's id (those `query_filter` matches), in the store's order."""
+        self._collection(name)  # CollectionNotFoundError (local mode's scroll: ValueError)
         selector = self._query_filter(name, query_filter, FIRST_CHUNKS)
         ids: list[str] = []
         offset: Any = None

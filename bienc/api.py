@@ -439,8 +439,8 @@ def _api_router() -> APIRouter:
     def delete_matching(collection: CollectionName, body: DeleteBody, request: Request,
                         response: Response) -> dict[str, Any]:
         """Delete the documents a metadata filter matches, dense and lexical entries alike, as a
-        job (202; follow it at GET /v1/jobs/{job_id}: `deleted` counts them). With `dry_run`,
-        answer 200 with the number of documents it matches, deleting nothing."""
+        job (202; GET /v1/jobs/{job_id} counts them as `deleted`), or with `dry_run` count them
+        at once (200, `{"matched": N}`, nothing deleted)."""
         validate_collection_name(collection)
         query_filter = check_filter(body.filter)
         if query_filter is None:  # the schema asks for one already

@@ -1,7 +1,8 @@
 """Filters in Qdrant Edge's terms, and the payload indexes that keep them fast.
 
 Filtering on a payload field without an index reads every candidate's payload (~1.5 us a
-point: 150 ms a query at 100k chunks); with an index it is ~0.1 ms (bench/filters.py).
+point: 150 ms a query at 100k chunks); with an index it is ~0.1 ms (bench/filters.py
+compares the two).
 `doc_id` and `chunk` are indexed on every part. A `metadata.*` key is indexed when it is
 declared (BIENC_INDEXED_FIELDS, with its type: on every part, from the collection's opening)
 or else the first time a search filters on it (keyword, integer or bool from the value it is

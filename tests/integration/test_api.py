@@ -171,7 +171,8 @@ NOTES = [{"id": f"n{i:02d}", "text": f"Field note {i}: the {'penguins' if i % 2 
 
 
 def test_a_page_is_the_slice_of_the_deeper_search_in_every_mode(api: httpx.Client) -> None:
-    _wait_for_job(api, api.post("/v1/collections/pages/documents", json={"documents": NOTES}).json()["job_id"])
+    accepted = api.post("/v1/collections/pages/documents", json={"documents": NOTES})
+    _wait_for_job(api, accepted.json()["job_id"])
     for mode in ("dense", "lexical", "hybrid"):
         for extra in ({}, {"filter": {"year": {"gte": 2004}}}, {"fusion": "rrf"}):
             ask = {"query": "penguins of the southern islands", "mode": mode, "with_text": False, **extra}
@@ -186,7 +187,8 @@ def test_a_page_is_the_slice_of_the_deeper_search_in_every_mode(api: httpx.Clien
 
 
 def test_delete_by_filter_counts_first_then_deletes_as_a_job(api: httpx.Client) -> None:
-    _wait_for_job(api, api.post("/v1/collections/purge/documents", json={"documents": NOTES}).json()["job_id"])
+    accepted = api.post("/v1/collections/purge/documents", json={"documents": NOTES})
+    _wait_for_job(api, accepted.json()["job_id"])
     purge = {"kind": "penguin", "year": {"gte": 2010}, "not": {"seen": {"lt": "2024-03-01"}}}
     # odd i from 11 to 29, without those seen in January or February (i % 12 in (0, 1)): 13, 25
     gone = {f"n{i:02d}" for i in range(11, 30, 2)} - {"n13", "n25"}

@@ -123,15 +123,16 @@ class FieldIndexes:
             shard.update(qe.UpdateOperation.create_field_index(PAYLOAD_PREFIX + key, _SCHEMAS[kind]))
 
     def load(self, parts: Parts) -> None:
-        """Learn the automatic indexes the collection's parts have (the active part's), and
-        give every part the declared ones it lacks."""
+        """Learn the automatic indexes the collection's parts have, and give every part the
+        declared ones it lacks. (An automatic index some parts lack, or have of another type,
+        is made alike on all of them by the first search that needs it.)"""
         kinds = {schema: kind for kind, schema in _SCHEMAS.items()}
-        found = parts.parts[parts.active].shard.info().payload_schema
-        for field_name, info in found.items():
-            key = field_name.removeprefix(PAYLOAD_PREFIX)
-            if field_name.startswith(PAYLOAD_PREFIX) and key not in self.declared \
-                    and info.data_type in kinds:
-                self.auto[key] = kinds[info.data_type]
+        for shard in parts.dense:
+            for field_name, info in shard.info().payload_schema.items():
+                key = field_name.removeprefix(PAYLOAD_PREFIX)
+                if field_name.startswith(PAYLOAD_PREFIX) and key not in self.declared \
+                        and info.data_type in kinds:
+                    self.auto.setdefault(key, kinds[info.data_type])
         for key, kind in self.declared.items():
             parts.ensure_field_index(PAYLOAD_PREFIX + key, _SCHEMAS[kind])
 

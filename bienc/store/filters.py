@@ -17,11 +17,12 @@ Keys are ASCII letters, digits, '_' and '-'; a dot reaches into a nested object
 a boolean (`true` never matches `1`). A field holding a list matches when one of its items
 does. A key named `not` with a string, integer or list value is an ordinary key.
 
-Dates are compared as instants: a bound and a metadata value are read as ISO-8601 date or
-date-time strings (`2024-05-01`, `2024-05-01T10:30`, `2024-05-01 10:30:00.5+02:00`, `...Z`),
-one without an offset taken as UTC; a value that is not such a string never falls in a date
-range. The engines parse the metadata values (RFC 3339 and the forms above); bounds are
-parsed here and handed to them in one form, `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+Dates are compared as instants, one without an offset taken as UTC. The engines read a
+metadata value (Qdrant's parser, the same in each) when it is a string of one of the forms
+`YYYY-MM-DD`, `YYYY-MM-DD[T ]HH:MM`, `YYYY-MM-DD[T ]HH:MM:SS[.fraction]` with an optional `Z`
+or `+HH:MM` offset; any other value never falls in a date range. Bounds are read here (those
+forms, and an offset after `HH:MM` too) and handed to the engines in one form,
+`YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 
 A payload index answers only the conditions of its own type (bienc.store.edge_filters
 measured it on Qdrant Edge: an integer index makes a range skip decimal values and a date
@@ -56,7 +57,8 @@ _KEY = METADATA_KEY
 NOT = "not"
 BOUNDS = ("gte", "gt", "lte", "lt")
 EXISTS = "exists"
-# The date forms Qdrant reads (and no others: Python's own reader also takes 20240501, weeks)
+# A date bound's forms: Qdrant's, and an offset after HH:MM (Python's reader alone would also
+# take 20240501 and weeks)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.(\d{1,9}))?)?"
                    r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?)?")
 PAYLOAD_PREFIX = "metadata."  # where user metadata sits in a point's payload

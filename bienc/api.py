@@ -31,10 +31,12 @@ from bienc.api_limits import BodyLimitMiddleware
 from bienc.api_metrics import Metrics
 from bienc.api_requests import (
     CollectionName,
+    DeleteBody,
     IngestBody,
     PhysicalOrName,
     ReindexBody,
     SearchBody,
+    check_filter,
     check_search,
     parse_documents,
 )
@@ -375,7 +377,7 @@ def _api_router() -> APIRouter:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         results = state.live.search(collection, SearchRequest(
-            queries=queries, top_k=body.top_k, filter=query_filter,
+            queries=queries, top_k=body.top_k, offset=body.offset, filter=query_filter,
             score_threshold=body.score_threshold, with_text=body.with_text, mode=body.mode,
             fusion=body.fusion), timings)
         total = time.perf_counter() - started
@@ -384,7 +386,7 @@ def _api_router() -> APIRouter:
             metrics.encode_seconds.observe(timings["encode"])
         return {
             "results": [[hit.to_dict() for hit in hits] for hits in results.hits],
-            "mode": results.mode,
+            "mode": results.mode, "offset": body.offset,
             **({"fusion": body.fusion} if results.mode == "hybrid" else {}),
             "timings_ms": {name: round(seconds * 1000, 3)
                            for name, seconds in {**timings, "total": total}.items()},
@@ -430,6 +432,25 @@ def _api_router() -> APIRouter:
             raise HTTPException(404, f"document {doc_id!r} is not in collection {collection!r}")
         live.delete_documents(collection, [doc_id])
         return {"id": doc_id, "deleted": True}
+
+    @router.post("/collections/{collection}/delete", status_code=202, tags=["collections"],
+                 dependencies=ADMIN,
+                 responses={200: {"description": 'dry run: {"matched": N}, nothing deleted'}})
+    def delete_matching(collection: CollectionName, body: DeleteBody, request: Request,
+                        response: Response) -> dict[str, Any]:
+        """Delete the documents a metadata filter matches, dense and lexical entries alike, as a
+        job (202; GET /v1/jobs/{job_id} counts them as `deleted`), or with `dry_run` count them
+        at once (200, `{"matched": N}`, nothing deleted)."""
+        validate_collection_name(collection)
+        query_filter = check_filter(body.filter)
+        if query_filter is None:  # the schema asks for one already
+            raise InvalidInputError("field 'filter' is empty: give the documents' metadata to match")
+        live = _state(request).live
+        if body.dry_run:
+            response.status_code = 200
+            return {"collection": collection, "matched": live.count_matching(collection, query_filter),
+                    "dry_run": True}
+        return {"job_id": live.delete_matching(collection, body.filter), "collection": collection}
 
     return router
 

@@ -55,8 +55,13 @@ class SearchBody(BaseModel):
     queries: list[str] | None = Field(default=None, min_length=1, max_length=MAX_QUERIES,
                                       description="several queries, encoded in one batch")
     top_k: int = Field(default=10, ge=1, le=MAX_TOP_K, description="documents per query")
+    offset: int = Field(default=0, ge=0, le=MAX_TOP_K - 1, description=(
+        "documents skipped first: the page of top_k after them (offset + top_k at most "
+        f"{MAX_TOP_K})"))
     filter: dict[str, Any] | None = Field(
-        default=None, description="metadata key -> a value or a list of values; every key must match")
+        default=None, description="metadata key -> a value, a list of values, a range "
+        '({"gte": 2020, "lt": 2024}, numbers or ISO-8601 dates) or {"exists": true}; "not" -> a '
+        "filter that must not hold; every key must match (docs/search.md)")
     score_threshold: float | None = Field(
         default=None, description="least score returned, in the mode's terms: a cosine in [-1, 1] "
         "(dense), a BM25 score (lexical), a fused score (hybrid)")
@@ -75,6 +80,17 @@ class SearchBody(BaseModel):
     @property
     def query_list(self) -> list[str]:
         return [self.query] if self.query is not None else list(self.queries or [])
+
+
+class DeleteBody(BaseModel):
+    """Which documents a delete removes: those a metadata filter matches."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    filter: dict[str, Any] = Field(
+        min_length=1, description="the documents to delete: those this metadata filter matches "
+        "(as a search's filter; required, not empty)")
+    dry_run: bool = Field(default=False, description="true: answer at once with the number of "
+                          "documents the filter matches, and delete nothing")
 
 
 class ReindexBody(BaseModel):
@@ -140,11 +156,16 @@ def check_search(body: SearchBody) -> tuple[list[str], MetadataFilter | None]:
     for index, query in enumerate(queries):
         if json_problem(query):
             raise InvalidInputError(f"query {index} is not valid Unicode (lone surrogate)")
-    if body.filter is not None:
-        problem = json_problem(body.filter)
+    return queries, check_filter(body.filter)
+
+
+def check_filter(raw: dict[str, Any] | None) -> MetadataFilter | None:
+    """A request's metadata filter, or InvalidInputError naming the key or value at fault."""
+    if raw is not None:
+        problem = json_problem(raw)
         if problem:
             raise InvalidInputError(f"field 'filter' {problem}")
     try:
-        return queries, parse_filter(body.filter)
+        return parse_filter(raw)
     except InvalidInputError as exc:
         raise InvalidInputError(f"field 'filter': {exc}") from exc

@@ -58,11 +58,11 @@ def _finish_queue(runtime: Runtime) -> None:
         f"finishing {left} batches left in the queue by an earlier process", file=sys.stderr))
 
 
-def _print_hits(query: str, hits: Sequence[Hit]) -> None:
+def _print_hits(query: str, hits: Sequence[Hit], first: int = 1) -> None:
     print(f"\nquery: {query}")
     if not hits:
         print("  (no results)")
-    for rank, hit in enumerate(hits, start=1):
+    for rank, hit in enumerate(hits, start=first):
         text = (hit.snippet or hit.text or "").replace("\n", " ")
         where = ([f"page {hit.page}"] if hit.page is not None else []) + \
             ([" > ".join(hit.section)] if hit.section else [])
@@ -73,6 +73,9 @@ def _print_hits(query: str, hits: Sequence[Hit]) -> None:
 def _report_job(status: JobStatus, as_json: bool, extra: dict[str, Any] | None = None) -> int:
     if as_json:
         print(json.dumps({**status.to_dict(), **(extra or {})}, indent=2))
+    elif status.kind == "delete":
+        print(f"job {status.job_id}: {status.state}; {status.indexed} deleted, {status.skipped} "
+              f"gone already, {status.queued} left (collection {status.collection!r})")
     else:
         print(f"job {status.job_id}: {status.state}; {status.indexed} indexed, {status.skipped} "
               f"unchanged, {status.failed} failed, {status.queued} queued "
@@ -85,7 +88,7 @@ def _report_job(status: JobStatus, as_json: bool, extra: dict[str, Any] | None =
             print(f"  last error: {status.last_error}")
     if not status.finished:
         return EXIT_OK
-    if status.state in ("failed", "cancelled") and status.kind == "reindex":
+    if status.state in ("failed", "cancelled") and status.kind in ("reindex", "delete"):
         return EXIT_ERROR  # nothing changed
     return EXIT_OK if status.failed == 0 else EXIT_PARTIAL
 
@@ -161,6 +164,32 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
     return _report_job(status, args.json)
 
 
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    raw = json.loads(args.filter)
+    query_filter = parse_filter(raw)
+    if query_filter is None:
+        raise BiencError("--filter is empty: give the metadata of the documents to delete, e.g. "
+                         '\'{"source": "old-site"}\' (to remove every document, drop the collection: '
+                         "DELETE /v1/collections/NAME)")
+    if args.dry_run:
+        matched = _runtime(settings).count_matching(args.collection, query_filter)
+        if args.json:
+            print(json.dumps({"collection": args.collection, "matched": matched, "dry_run": True}))
+        else:
+            print(f"{matched} documents of {args.collection!r} match; dry run: nothing deleted")
+        return EXIT_OK
+    runtime = _runtime(settings, Role.SUBMIT)
+    with runtime.serving():
+        job_id = runtime.delete_matching(args.collection, raw)
+        if not (args.wait or runtime.topology.runs_worker):
+            print(f"job {job_id}: delete from {args.collection!r} queued; follow with "
+                  f"`bienc jobs show {job_id}`")
+            return EXIT_OK
+        status = runtime.wait(job_id)
+        _finish_queue(runtime)
+    return _report_job(status, args.json)
+
+
 def cmd_jobs_cancel(args: argparse.Namespace, settings: Settings) -> int:
     runtime = _runtime(settings, Role.SUBMIT)
     with runtime.serving():
@@ -228,7 +257,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
     collection = args.collection or settings.collection
     filters = parse_filter(json.loads(args.filter)) if args.filter else None
-    request = SearchRequest(queries=[args.query], top_k=args.k, filter=filters,
+    request = SearchRequest(queries=[args.query], top_k=args.k, offset=args.offset, filter=filters,
                             score_threshold=args.score_threshold, mode=args.mode,
                             fusion=args.fusion)
     results = _runtime(settings).search(collection, request)
@@ -236,7 +265,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
     else:
-        _print_hits(f"{args.query}  ({results.mode})", hits)
+        _print_hits(f"{args.query}  ({results.mode})", hits, first=args.offset + 1)
     return EXIT_OK
 
 
@@ -422,11 +451,30 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.add_argument("--json", action="store_true", help="print the final job status as JSON")
     reindex.set_defaults(func=cmd_reindex)
 
+    delete = sub.add_parser(
+        "delete", help="delete the documents of a collection that a metadata filter matches, "
+                       "as a job (or count them: --dry-run)")
+    delete.add_argument("collection")
+    delete.add_argument("--filter", required=True,
+                        help='metadata filter as JSON, as for search: e.g. {"source": "old-site"} '
+                             'or {"year": {"lt": 2015}}')
+    delete.add_argument("--dry-run", action="store_true",
+                        help="print how many documents match, delete nothing")
+    delete.add_argument("--wait", action="store_true",
+                        help="return once every matching document is deleted (always so when "
+                             "embedded)")
+    delete.add_argument("--json", action="store_true", help="print the result as JSON")
+    delete.set_defaults(func=cmd_delete)
+
     search = sub.add_parser("search", help="search a collection")
     search.add_argument("query")
     search.add_argument("--collection", "-c")
     search.add_argument("-k", type=_top_k, default=10, help="documents to return (1-1000)")
-    search.add_argument("--filter", help='exact-match metadata filter as JSON, e.g. {"lang": "en"}')
+    search.add_argument("--offset", type=_at_least(0), default=0,
+                        help="documents to skip first: the page of k after them (offset + k "
+                             f"at most {MAX_TOP_K})")
+    search.add_argument("--filter", help='metadata filter as JSON, e.g. {"lang": "en", "year": '
+                                         '{"gte": 2020}} (docs/search.md)')
     search.add_argument("--score-threshold", type=float,
                         help="the least score returned, in the mode's own terms (docs/search.md)")
     add_mode_arguments(search)

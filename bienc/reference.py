@@ -210,7 +210,7 @@ def _constants() -> list[tuple[str, Any, str]]:
     from bienc.workers import reindexing, tasks
 
     return [
-        ("bienc.config.settings.MAX_TOP_K", MAX_TOP_K, "most documents one search returns"),
+        ("bienc.config.settings.MAX_TOP_K", MAX_TOP_K, "deepest one search reaches: offset + top_k"),
         ("bienc.api_requests.MAX_QUERIES", MAX_QUERIES, "most queries in one search request"),
         ("bienc.search.searcher.MAX_QUERY_CHARS", MAX_QUERY_CHARS, "longest query, in characters"),
         ("bienc.ingest.documents.MAX_ID_CHARS", MAX_ID_CHARS, "longest document id"),

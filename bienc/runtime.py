@@ -24,18 +24,21 @@ from bienc.config.topology import Role, Topology, decide
 from bienc.ingest.producer import Submission, submit, validate_collection_name, wait_for_job
 from bienc.ingest.readers import Item
 from bienc.queue.celery_app import (
+    DELETE_TASK,
     INDEX_BATCH_TASK,
     INGEST_QUEUE,
     REINDEX_FINISH_TASK,
     REINDEX_START_TASK,
     configure_app,
 )
+from bienc.queue.deletes import DeletePlans
 from bienc.queue.jobs import JobStatus
 from bienc.resources import Resources, set_resources
 
 if TYPE_CHECKING:
     from bienc.ingest.files import FileOptions
     from bienc.search.searcher import SearchRequest, SearchResults
+    from bienc.store.filters import MetadataFilter
 
 # Imported where used: the encoder, the task code and the in-process worker bring numpy,
 # torch and Celery's worker, which `bienc ingest` to a shared broker never needs (its start
@@ -258,6 +261,21 @@ class Runtime:
         self.resources.reindexes.cancel(reindex.name)
         if self.resources.reindexes.claim_finish(reindex.name):
             self.app.send_task(REINDEX_FINISH_TASK, args=(job_id, reindex.name), queue=INGEST_QUEUE)
+
+    def count_matching(self, collection: str, query_filter: MetadataFilter) -> int:
+        """How many documents of `collection` the filter matches (a delete's dry run)."""
+        return self.resources.store.count_documents(collection, query_filter)
+
+    def delete_matching(self, collection: str, raw_filter: dict[str, Any]) -> str:
+        """Queue the deletion of the documents the (validated, non-empty) filter matches when
+        a worker takes the job; returns its job id."""
+        validate_collection_name(collection)
+        if self.reads_store:
+            self.resources.store.describe(collection)  # CollectionNotFoundError: nothing to delete
+        job_id = self.resources.jobs.create(collection, 0, {}, kind="delete", open_=True)
+        DeletePlans(self.resources.redis).create(job_id, collection, raw_filter)
+        self.app.send_task(DELETE_TASK, args=(job_id,), queue=INGEST_QUEUE)
+        return job_id
 
     def delete_documents(self, collection: str, doc_ids: list[str], wait_s: float = 10.0) -> None:
         """Delete documents through the collection's name, as a writer of it (a reindex in

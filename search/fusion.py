@@ -25,8 +25,9 @@ Tiers: a ranking's first documents never depend on how many were asked for. The 
 fuses each leg's first DEPTH documents; a search deeper than DEPTH fetches MAX_TOP_K per leg
 and appends, after the first tier, the fusion of those deeper legs (statistics over their
 whole window) without the documents already ranked, their scores scaled to stay under the
-first tier's last (TIER_MARGIN), so that scores decrease down the list. So the top 10 of top_k 10, 100 and 1000
-are the same, and a page at any offset is the slice of a deeper search.
+first tier's last (TIER_MARGIN), so that scores decrease down the list. So the top 10 of
+top_k 10, 100 and 1000 are the same, and a page at any offset is the slice of a deeper
+search.
 
 Ties of the fused score are broken by document id (ascending), so that every engine returns
 the same order.
@@ -35,8 +36,8 @@ the same order.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Literal
 
 from bienc.config.settings import MAX_TOP_K

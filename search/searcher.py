@@ -5,10 +5,14 @@ Modes:
     dense    cosine of the query's vector to each document's best chunk (score in [-1, 1])
     lexical  BM25 of the query's words over each document's title and text (score >= 0)
     hybrid   both, fused per document (bienc.search.fusion): each leg contributes its best
-             FUSION_DEPTH documents (MAX_TOP_K for a deeper search, fused in a second tier
-             after the first); the score is the fused one
+             FUSION_DEPTH documents (MAX_TOP_K for a search deeper than FUSION_DEPTH, fused in
+             a second tier after the first); the score is the fused one
 A request without a mode gets hybrid on a collection with lexical vectors, dense on one
 without. `score_threshold` applies to the score of the mode used.
+
+A page (`offset`) is the slice of the search `offset + top_k` deep: every leg is asked for
+as many documents as a search with that `top_k` asks, so the page at offset 10 of top_k 10
+is results 11-20 of top_k 20, in every mode.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ TIE_MARGIN = 10  # lexical candidates asked for beyond those kept (and a tenth m
 class SearchRequest:
     queries: Sequence[str]
     top_k: int = 10
+    offset: int = 0  # documents skipped: the page of top_k after the first `offset`
     filter: MetadataFilter | None = None  # bienc.store.filters.parse_filter of the request's
     score_threshold: float | None = None
     with_text: bool = True
@@ -64,6 +69,12 @@ def validate_request(request: SearchRequest) -> None:
             raise InvalidInputError(f"query {i} is longer than {MAX_QUERY_CHARS} characters")
     if isinstance(request.top_k, bool) or not 1 <= request.top_k <= MAX_TOP_K:
         raise InvalidInputError(f"top_k must be between 1 and {MAX_TOP_K}, got {request.top_k}")
+    if isinstance(request.offset, bool) or request.offset < 0:
+        raise InvalidInputError(f"offset must be 0 or more, got {request.offset}")
+    if request.offset + request.top_k > MAX_TOP_K:
+        raise InvalidInputError(
+            f"offset + top_k is {request.offset + request.top_k}, over the limit of {MAX_TOP_K} "
+            f"(MAX_TOP_K): a search reaches the {MAX_TOP_K} best documents at most")
     if request.mode is not None and request.mode not in MODES:
         raise InvalidInputError(f"mode {request.mode!r} is unknown: use one of {', '.join(MODES)}")
     if request.fusion not in FUSIONS:
@@ -107,9 +118,9 @@ def _lexical(store: Store, collection: str, sparse: SparseVector, limit: int,
 
 def rank(store: Store, collection: str, request: SearchRequest, mode: Mode,
          vector: np.ndarray | None, sparse: SparseVector | None) -> list[Candidate]:
-    """The documents one query keeps, best first: at most `top_k`, scored at or above the
-    threshold (applied here, the same way on every engine)."""
-    top_k, query_filter = request.top_k, request.filter
+    """The documents one query keeps, best first: at most `top_k` after the first `offset`,
+    scored at or above the threshold (applied here, the same way on every engine)."""
+    top_k, query_filter = request.offset + request.top_k, request.filter
     if mode == "dense":
         assert vector is not None
         ranked = store.dense_candidates(collection, vector, top_k, query_filter=query_filter)
@@ -125,7 +136,7 @@ def rank(store: Store, collection: str, request: SearchRequest, mode: Mode,
         }, request.fusion)[:top_k]
     if request.score_threshold is not None:
         ranked = [c for c in ranked if c.score >= request.score_threshold]
-    return ranked
+    return ranked[request.offset:]
 
 
 def search(store: Store, encoders: Encoder | EncoderFor, collection: str, request: SearchRequest,

@@ -11,7 +11,9 @@ from celery import Task
 from bienc.config.errors import BiencError, StoreUnavailableError
 from bienc.ingest.documents import Document
 from bienc.queue.celery_app import (
+    DELETE_TASK,
     INDEX_BATCH_TASK,
+    INGEST_QUEUE,
     REINDEX_BATCH_TASK,
     REINDEX_FINISH_TASK,
     REINDEX_START_TASK,
@@ -19,7 +21,7 @@ from bienc.queue.celery_app import (
 )
 from bienc.queue.jobs import BatchOutcome
 from bienc.resources import get_resources
-from bienc.workers import reindexing
+from bienc.workers import deleting, reindexing
 from bienc.workers.indexing import index_documents
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,33 @@ def reindex_finish(self: Task, job_id: str, name: str) -> None:
     """Copy what was written meanwhile, switch the name, drop the old collection (or, after a
     failure or a cancel, drop the new one). Idempotent."""
     _reindex_step(self, job_id, name, lambda: reindexing.finish(get_resources(), job_id, name))
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=DELETE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True
+)
+def delete_matching(self: Task, job_id: str) -> None:
+    """Delete the documents a delete job's filter matches, a few seconds' worth at a time (the
+    rest: this task again). Idempotent (bienc.workers.deleting)."""
+    resources = get_resources()
+    try:
+        step = deleting.run(resources, job_id)
+    except StoreUnavailableError as exc:
+        retries = _retry_outage(self, job_id, exc)
+        deleting.abort(resources, job_id, f"store unavailable after {retries} retries: {exc}; "
+                                          "the documents not deleted yet are still there")
+        return
+    except BiencError as exc:  # the collection is gone, a declared index refuses the filter
+        deleting.abort(resources, job_id, str(exc))
+        return
+    except Exception as exc:  # not left open for ever: the job says what went wrong
+        log.exception("delete job %s failed", job_id)
+        deleting.abort(resources, job_id, f"{type(exc).__name__}: {exc}")
+        return
+    if step == "held":
+        raise self.retry(countdown=HOLD_RETRY_S, max_retries=None)
+    if step == "more":
+        app.send_task(DELETE_TASK, args=(job_id,), queue=INGEST_QUEUE)
 
 
 def _reindex_step(task: Task, job_id: str, name: str, step: Any) -> None:

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bienc.config.indexed_fields import IndexType, parse_index_declarations
+
 MAX_TOP_K = 1000
 MIN_KEY_CHARS = 16
 
@@ -99,6 +101,11 @@ class Settings(BaseSettings):
     shard_number: int | None = Field(default=None, ge=1, description="new collections' shards")
     replication_factor: int | None = Field(default=None, ge=1, description="new collections' replicas")
     collection: str = Field(default="documents", description="collection used when none is named")
+    indexed_fields: str = Field(
+        default="", description="metadata fields with a payload index in every collection, as "
+        "KEY:TYPE pairs separated by commas, TYPE one of keyword, integer, float, bool, datetime "
+        "(e.g. 'lang:keyword,year:integer,published:datetime'); a filter's range of the other "
+        "kind on such a field is refused")
 
     # Queue
     broker_url: str | None = Field(
@@ -188,6 +195,12 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis:// or rediss:// URL (job state lives in Redis)")
         return value or None
 
+    @field_validator("indexed_fields")
+    @classmethod
+    def _index_declarations(cls, value: str) -> str:
+        parse_index_declarations(value)
+        return value
+
     @field_validator("qdrant_url")
     @classmethod
     def _empty_url_is_unset(cls, value: str | None) -> str | None:
@@ -233,6 +246,10 @@ class Settings(BaseSettings):
             )
         return self
 
+
+    @property
+    def indexed_field_types(self) -> dict[str, IndexType]:
+        return parse_index_declarations(self.indexed_fields)
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -12,6 +12,7 @@ INDEX_BATCH_TASK = "bienc.index_batch"  # bienc.workers.tasks.index_batch
 REINDEX_START_TASK = "bienc.reindex_start"  # and the tasks beside it
 REINDEX_BATCH_TASK = "bienc.reindex_batch"
 REINDEX_FINISH_TASK = "bienc.reindex_finish"
+DELETE_TASK = "bienc.delete_matching"  # bienc.workers.tasks.delete_matching
 
 app = Celery("bienc", include=["bienc.workers.tasks"])
 app.conf.update(

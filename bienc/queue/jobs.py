@@ -9,9 +9,11 @@ first three are kept while J has documents queued, dead letters or is open, and 
 `ttl_s` after its last change once it has none: a job can always be followed to its end and
 retried. Dead letters never expire; they are replayed or deleted.
 
-A job is an ingest or a reindex (its `kind`). A reindex is open from its start until its
-collection switched (or it failed or was cancelled, its `outcome`): before it knows how many
-documents it copies and after the last one is copied, its counts alone would call it done.
+A job is an ingest, a reindex or a delete (its `kind`). A reindex is open from its start until
+its collection switched (or it failed or was cancelled, its `outcome`): before it knows how many
+documents it copies and after the last one is copied, its counts alone would call it done. A
+delete (by filter) is open until its last batch is recorded; its batches count the documents
+they deleted as indexed (`deleted`) and those already gone as skipped.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import redis
 
 JobState = Literal["queued", "running", "retrying", "completed", "completed_with_errors", "failed",
                    "cancelled"]
-JobKind = Literal["ingest", "reindex"]
+JobKind = Literal["ingest", "reindex", "delete"]
+JOB_KINDS: tuple[JobKind, ...] = ("ingest", "reindex", "delete")
 _PREFIX = "bienc:job:"
 _DEAD_JOBS = "bienc:dead-jobs"
 _RECENT = "bienc:jobs"  # sorted set: job id -> created_at, for listing newest first
@@ -73,6 +76,7 @@ class JobStatus:
             "skipped": self.skipped, "failed": self.failed, "failures": self.failures,
             "created_at": self.created_at, "updated_at": self.updated_at,
             "last_error": self.last_error, "dead_letters": self.dead_letters,
+            **({"deleted": self.indexed} if self.kind == "delete" else {}),
         }
 
 
@@ -345,6 +349,6 @@ class JobTracker:
             updated_at=float(meta["updated_at"]),
             last_error=last_error,
             dead_letters=int(dead),
-            kind="reindex" if meta.get("kind") == "reindex" else "ingest",
+            kind=next((k for k in JOB_KINDS if k == meta.get("kind")), "ingest"),
             open=open_,
         )

@@ -47,10 +47,11 @@ def build(spec: dict[str, Any]) -> None:
         shard = qe.EdgeShard.load(str(copies[0]), config)
     else:
         shard = qe.EdgeShard.create(str(copies[0].with_name(copies[0].name + ".merged")), config)
-        for number, copy in enumerate(copies):
+        for copy in copies:
             source = qe.EdgeShard.load(str(copy), config)
-            if number == 0:  # the parts share their payload indexes
-                for field_name, index in source.info().payload_schema.items():
+            made = shard.info().payload_schema
+            for field_name, index in source.info().payload_schema.items():  # every part's
+                if field_name not in made:
                     shard.update(qe.UpdateOperation.create_field_index(field_name, index.data_type))
             offset: Any = None
             while True:

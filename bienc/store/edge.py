@@ -7,7 +7,8 @@ it holds the lock and answers the interface; the rooms behind it are
     bienc.store.edge_collections  the physical collections' folders, created, opened, removed
     bienc.store.edge_indexer      the builder thread, which runs bienc.store.builder processes
     bienc.store.edge_search       document-level search: adaptive over-fetch, lexical, hits
-    bienc.store.edge_filters      filters in Edge's terms, payload indexes made on first use
+    bienc.store.edge_filters      filters in Edge's terms, payload indexes declared or made on
+                                  first use
 
 Layout. Each physical collection is a folder of Edge shards, its parts (bienc.store.parts)::
 
@@ -60,10 +61,11 @@ from bienc.store import edge_search
 from bienc.store.base import StoreBase, in_use_error
 from bienc.store.edge_aliases import AliasFile
 from bienc.store.edge_collections import Collections, OpenCollection
-from bienc.store.edge_filters import FIRST_CHUNKS_FILTER, documents_filter
+from bienc.store.edge_filters import FIRST_CHUNKS_FILTER, documents_filter, metadata_filter
 from bienc.store.edge_indexer import Indexer
-from bienc.store.filters import MetadataFilter
+from bienc.store.filters import IndexType, MetadataFilter
 from bienc.store.interface import (
+    FIRST_CHUNKS,
     LEXICAL_VECTOR,
     Candidate,
     ChunkPoint,
@@ -85,7 +87,7 @@ class EdgeVectorStore(StoreBase):
 
     def __init__(self, root: Path, *, hnsw_m: int = 16, hnsw_ef_construct: int = 100,
                  search_ef: int = 512, indexing_threshold: int = 10_000, quantization: bool = False,
-                 oversampling: float = 2.0):
+                 oversampling: float = 2.0, indexed_fields: Mapping[str, IndexType] | None = None):
         if min(hnsw_m, hnsw_ef_construct, search_ef, indexing_threshold) < 1:
             raise ConfigError("hnsw_m, hnsw_ef_construct, search_ef and indexing_threshold must be >= 1")
         self._root = Path(root)
@@ -101,7 +103,7 @@ class EdgeVectorStore(StoreBase):
                                for exact in (False, True)}
         self._lock = threading.RLock()
         self._collections = Collections(self._root, self.location, indexing_threshold,
-                                        self._dense_settings)
+                                        self._dense_settings, indexed_fields or {})
         self._root.mkdir(parents=True, exist_ok=True)
         self._lock_file: IO[bytes] | None = self._take_folder_lock()
         self._aliases = AliasFile(self._root)
@@ -282,13 +284,30 @@ class EdgeVectorStore(StoreBase):
         records = parts.retrieve(list(ids), fields if fields is not None else True)
         return {ids[str(r.id)]: r.payload for r in records if r.payload}
 
-    def document_ids(self, name: str) -> list[str]:
-        """Every document's id, in the store's order."""
+    def _documents_filter(self, collection: OpenCollection, query_filter: MetadataFilter | None
+                          ) -> qe.Filter:
+        """The chunk 0 of each document `query_filter` matches (of every one, without)."""
+        if query_filter is None:
+            return FIRST_CHUNKS_FILTER
+        collection.fields.cover(collection.parts, query_filter)
+        return metadata_filter(query_filter, FIRST_CHUNKS)
+
+    def document_ids(self, name: str, query_filter: MetadataFilter | None = None) -> list[str]:
+        """Every document's id (those `query_filter` matches), in the store's order."""
         with self._lock:
-            parts = self._collection(name).parts
-        return [str(r.payload["doc_id"]) for r in parts.scroll(lambda offset: qe.ScrollRequest(
-            offset=offset, limit=1000, filter=FIRST_CHUNKS_FILTER, with_payload=["doc_id"],
-            with_vector=False)) if r.payload]
+            collection = self._collection(name)
+        selector = self._documents_filter(collection, query_filter)
+        return [str(r.payload["doc_id"]) for r in collection.parts.scroll(
+            lambda offset: qe.ScrollRequest(offset=offset, limit=1000, filter=selector,
+                                            with_payload=["doc_id"], with_vector=False))
+                if r.payload]
+
+    def count_documents(self, name: str, query_filter: MetadataFilter | None = None) -> int:
+        """How many documents `query_filter` matches (all of them, without one)."""
+        with self._lock:
+            collection = self._collection(name)
+        selector = self._documents_filter(collection, query_filter)
+        return collection.parts.count(qe.CountRequest(exact=True, filter=selector))
 
     def document_points(self, name: str, doc_ids: Sequence[str]) -> list[ChunkPoint]:
         """Every chunk point of the given documents, with its dense vector and payload (not

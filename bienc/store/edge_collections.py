@@ -10,10 +10,11 @@ next `create` clears. The caller (bienc.store.edge) holds its lock around every 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +23,23 @@ import qdrant_edge as qe
 from bienc.config.errors import CollectionError
 from bienc.store.base import in_use_error
 from bienc.store.builder import dense_config
-from bienc.store.edge_filters import FieldIndexes, create_field_indexes
+from bienc.store.edge_filters import FieldIndexes
+from bienc.store.filters import IndexType
 from bienc.store.interface import LEXICAL_VECTOR
 from bienc.store.parts import Parts
 from bienc.store.record import CollectionEncoding, invalid_name, is_collection_name
 
+log = logging.getLogger(__name__)
 META_FILE = "collection.json"
 
 
 class OpenCollection:
     """An open collection's parts and what this process knows about it."""
 
-    def __init__(self, parts: Parts, encoding: CollectionEncoding):
+    def __init__(self, parts: Parts, encoding: CollectionEncoding, fields: FieldIndexes):
         self.parts = parts
         self.encoding = encoding
-        self.fields = FieldIndexes(set(parts.parts[parts.active].shard.info().payload_schema))
+        self.fields = fields
         # chunks a search needed per distinct document, by the size of the request (a
         # running estimate: the first fetch of the next search of about that size)
         self.chunks_per_document: dict[int, float] = {}
@@ -47,8 +50,10 @@ class Collections:
     `dense_settings` gives bienc.store.builder.dense_config's arguments for an encoding."""
 
     def __init__(self, root: Path, location: str, indexing_threshold: int,
-                 dense_settings: Callable[[CollectionEncoding], dict[str, Any]]):
+                 dense_settings: Callable[[CollectionEncoding], dict[str, Any]],
+                 indexed_fields: Mapping[str, IndexType]):
         self._root = root
+        self._indexed_fields = dict(indexed_fields)
         self._location = location
         self._indexing_threshold = indexing_threshold
         self._dense_settings = dense_settings
@@ -78,10 +83,15 @@ class Collections:
         lexical = qe.EdgeConfig(sparse_vectors={
             LEXICAL_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}) \
             if encoding.lexical is not None else None
+        fields = FieldIndexes(self._indexed_fields)
         parts = self._edge("open the collection", Parts, folder,
                            lambda: dense_config(**settings, indexing=False), lexical,
-                           self._indexing_threshold, create_field_indexes)
-        collection = OpenCollection(parts, encoding)
+                           self._indexing_threshold, fields.create_on)
+        try:
+            fields.load(parts)
+        except Exception as exc:  # filtering still works, only slower
+            log.warning("could not index the declared fields of %s: %s", physical, exc)
+        collection = OpenCollection(parts, encoding, fields)
         self.open[physical] = collection
         return collection, True
 

@@ -24,7 +24,7 @@ import numpy as np
 import qdrant_edge as qe
 
 from bienc.store.edge_collections import OpenCollection
-from bienc.store.edge_filters import edge_filter
+from bienc.store.edge_filters import edge_filter, metadata_filter
 from bienc.store.filters import MetadataFilter
 from bienc.store.interface import (
     HIT_FIELDS,
@@ -56,7 +56,7 @@ def _filter_of(collection: OpenCollection, query_filter: MetadataFilter | None) 
     if query_filter is None:
         return None
     collection.fields.cover(collection.parts, query_filter)
-    return edge_filter(query_filter.conditions())
+    return metadata_filter(query_filter)
 
 
 def dense_candidates(collection: OpenCollection, vector: np.ndarray, limit: int,

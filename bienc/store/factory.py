@@ -20,6 +20,7 @@ def open_store(settings: Settings) -> Store:
         "hnsw_m": settings.hnsw_m, "hnsw_ef_construct": settings.hnsw_ef_construct,
         "search_ef": settings.hnsw_ef, "quantization": settings.quantization == "int8",
         "oversampling": settings.quantization_oversampling,
+        "indexed_fields": settings.indexed_field_types,
     }
     if kind == "edge":
         from bienc.store.edge import EdgeVectorStore

@@ -243,6 +243,25 @@ class Parts:
             if lexical and self.lexical is not None:
                 self.lexical.update(operation)
 
+    def ensure_field_index(self, field_name: str, schema: qe.PayloadSchemaType) -> None:
+        """A payload index of type `schema` on `field_name` in every part that lacks one of
+        that type (and in the lexical part)."""
+        with self.write_lock:
+            for part in list(self.parts.values()):
+                if not _has_index(part.shard, field_name, schema):
+                    self._apply(part, qe.UpdateOperation.create_field_index(field_name, schema))
+            if self.lexical is not None and not _has_index(self.lexical, field_name, schema):
+                self.lexical.update(qe.UpdateOperation.create_field_index(field_name, schema))
+
+    def drop_field_index(self, field_name: str) -> None:
+        """No payload index on `field_name` in any part."""
+        with self.write_lock:
+            for part in list(self.parts.values()):
+                if field_name in part.shard.info().payload_schema:
+                    self._apply(part, qe.UpdateOperation.delete_field_index(field_name))
+            if self.lexical is not None and field_name in self.lexical.info().payload_schema:
+                self.lexical.update(qe.UpdateOperation.delete_field_index(field_name))
+
     # Reads
 
     @property
@@ -374,3 +393,8 @@ class Parts:
             shutil.rmtree(copy, ignore_errors=True)
         self.job = None
 
+
+
+def _has_index(shard: qe.EdgeShard, field_name: str, schema: qe.PayloadSchemaType) -> bool:
+    info = shard.info().payload_schema.get(field_name)
+    return info is not None and info.data_type == schema

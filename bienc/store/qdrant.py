@@ -18,7 +18,17 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from bienc.config.errors import CollectionNotFoundError, StoreUnavailableError
 from bienc.store.base import StoreBase
-from bienc.store.filters import Condition, MetadataFilter, conditions
+from bienc.store.filters import (
+    PAYLOAD_PREFIX,
+    Condition,
+    FieldRange,
+    IndexType,
+    MetadataFilter,
+    Scalar,
+    check_declared,
+    conditions,
+    translate,
+)
 from bienc.store.interface import (
     FIRST_CHUNKS,
     HIT_FIELDS,
@@ -38,11 +48,38 @@ from bienc.store.interface import (
 from bienc.store.record import CollectionEncoding, physical_name, split_physical
 
 
+class _ClientBuilder:
+    """bienc.store.filters.FilterBuilder for qdrant-client."""
+
+    def equals(self, key: str, value: Scalar) -> qm.FieldCondition:
+        return qm.FieldCondition(key=key, match=qm.MatchValue(value=value))
+
+    def equals_any(self, key: str, values: list[Scalar]) -> qm.FieldCondition:
+        return qm.FieldCondition(key=key, match=qm.MatchAny(any=values))  # type: ignore[arg-type]
+
+    def within(self, key: str, bounds: FieldRange) -> qm.FieldCondition:
+        if bounds.dates:
+            return qm.FieldCondition(key=key, range=qm.DatetimeRange(**bounds.bounds()))
+        return qm.FieldCondition(key=key, range=qm.Range(**bounds.bounds()))
+
+    def empty(self, key: str) -> qm.IsEmptyCondition:
+        return qm.IsEmptyCondition(is_empty=qm.PayloadField(key=key))
+
+    def all_of(self, must: list[Any], must_not: list[Any]) -> qm.Filter:
+        return qm.Filter(must=must or None, must_not=must_not or None)
+
+
+_BUILDER = _ClientBuilder()
+_SCHEMAS: dict[IndexType, qm.PayloadSchemaType] = {
+    "keyword": qm.PayloadSchemaType.KEYWORD, "integer": qm.PayloadSchemaType.INTEGER,
+    "float": qm.PayloadSchemaType.FLOAT, "bool": qm.PayloadSchemaType.BOOL,
+    "datetime": qm.PayloadSchemaType.DATETIME,
+}
+
+
 def _filter(of: Sequence[Condition]) -> qm.Filter:
     """Conditions in qdrant-client's terms (bienc.store.filters.conditions)."""
-    return qm.Filter(must=conditions(  # type: ignore[arg-type]
-        of, lambda key, value: qm.FieldCondition(key=key, match=qm.MatchValue(value=value)),
-        lambda key, values: qm.FieldCondition(key=key, match=qm.MatchAny(any=values))))  # type: ignore[arg-type]
+    return qm.Filter(must=conditions(of, _BUILDER.equals, _BUILDER.equals_any))  # type: ignore[arg-type]
 
 
 _FIRST_CHUNKS = _filter(FIRST_CHUNKS)
@@ -63,8 +100,10 @@ class VectorStore(StoreBase):
                  shard_number: int | None = None,
                  replication_factor: int | None = None, hnsw_m: int = 16,
                  hnsw_ef_construct: int = 100, search_ef: int = 128, quantization: bool = False,
-                 oversampling: float = 2.0):
+                 oversampling: float = 2.0, indexed_fields: Mapping[str, IndexType] | None = None):
         self._client = client
+        self._declared = dict(indexed_fields or {})
+        self._indexed: set[str] = set()  # collections given the declared indexes, by name
         self.location = location
         self._remote = remote
         self._hnsw = qm.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct)
@@ -168,6 +207,31 @@ class VectorStore(StoreBase):
                                        ("chunk", qm.PayloadSchemaType.INTEGER)):
                 self._call("create_payload_index", self._client.create_payload_index,
                            name, field_name, field_schema=schema)
+            self._index_declared(name)
+
+    def _index_declared(self, name: str) -> None:
+        """Give a server's collection the declared payload indexes (BIENC_INDEXED_FIELDS) it
+        lacks or has of another type; once per collection name and process."""
+        if not self._remote or not self._declared or name in self._indexed:
+            return
+        schema = self._collection(name).payload_schema or {}
+        for key, kind in self._declared.items():
+            field_name, wanted = PAYLOAD_PREFIX + key, _SCHEMAS[kind]
+            held = schema.get(field_name)
+            if held is None or held.data_type != wanted:
+                self._call("create_payload_index", self._client.create_payload_index, name,
+                           field_name, field_schema=wanted, wait=True)
+        self._indexed.add(name)
+
+    def _query_filter(self, name: str, query_filter: MetadataFilter | None,
+                      also: Sequence[Condition] = ()) -> qm.Filter | None:
+        """A request's filter in qdrant-client's terms, with bienc's conditions `also`; refuses a
+        condition a declared index would answer wrongly (as the Edge store does)."""
+        if query_filter is None:
+            return _filter(also) if also else None
+        check_declared(query_filter, self._declared)
+        self._index_declared(name)
+        return translate(query_filter, _BUILDER, also)
 
     def describe(self, name: str) -> CollectionEncoding:
         """What `name` records; CollectionNotFoundError if it does not exist."""
@@ -240,17 +304,26 @@ class VectorStore(StoreBase):
                              with_vectors=False)
         return {r.payload["doc_id"]: r.payload for r in records if r.payload}
 
-    def document_ids(self, name: str) -> list[str]:
-        """Every document's id, in the store's order."""
+    def document_ids(self, name: str, query_filter: MetadataFilter | None = None) -> list[str]:
+        """Every document's id (those `query_filter` matches), in the store's order."""
+        self._collection(name)  # CollectionNotFoundError (local mode's scroll: ValueError)
+        selector = self._query_filter(name, query_filter, FIRST_CHUNKS)
         ids: list[str] = []
         offset: Any = None
         while True:
             records, offset = self._call("scroll", self._client.scroll, name,
-                                         scroll_filter=_FIRST_CHUNKS, limit=1000, offset=offset,
+                                         scroll_filter=selector, limit=1000, offset=offset,
                                          with_payload=["doc_id"], with_vectors=False)
             ids.extend(str(r.payload["doc_id"]) for r in records if r.payload)
             if offset is None:
                 return ids
+
+    def count_documents(self, name: str, query_filter: MetadataFilter | None = None) -> int:
+        """How many documents `query_filter` matches (all of them, without one)."""
+        self._collection(name)
+        selector = self._query_filter(name, query_filter, FIRST_CHUNKS)
+        return int(self._call("count", self._client.count, name, count_filter=selector,
+                              exact=True).count)
 
     def document_points(self, name: str, doc_ids: Sequence[str]) -> list[ChunkPoint]:
         """Every chunk point of the given documents, with its dense vector and payload (not
@@ -306,7 +379,7 @@ class VectorStore(StoreBase):
         every point: the reference for recall."""
         result = self._call("query_points_groups", self._client.query_points_groups, name,
             query=np.asarray(vector, dtype=np.float32).tolist(), group_by="doc_id", limit=limit,
-            group_size=1, query_filter=qdrant_filter(query_filter),
+            group_size=1, query_filter=self._query_filter(name, query_filter),
             score_threshold=score_threshold, with_payload=["doc_id", "chunk"],
             search_params=self._search_params[exact],
         )
@@ -320,7 +393,8 @@ class VectorStore(StoreBase):
         try:
             result = self._call("query_points", self._client.query_points, name,
                 query=qm.SparseVector(indices=list(query.indices), values=list(query.values)),
-                using=LEXICAL_VECTOR, limit=max(1, limit), query_filter=qdrant_filter(query_filter),
+                using=LEXICAL_VECTOR, limit=max(1, limit),
+                query_filter=self._query_filter(name, query_filter),
                 score_threshold=score_threshold, with_payload=["doc_id"],
                 search_params=_IDF_OVER_DOCUMENTS,
             )
@@ -352,7 +426,3 @@ def _vector(point: ChunkPoint) -> Any:
     return {"": dense, LEXICAL_VECTOR: qm.SparseVector(indices=list(point.sparse.indices),
                                                       values=list(point.sparse.values))}
 
-
-def qdrant_filter(query_filter: MetadataFilter | None) -> qm.Filter | None:
-    """A search's filter in qdrant-client's terms."""
-    return _filter(query_filter.conditions()) if query_filter is not None else None

@@ -300,7 +300,9 @@ function renderJob(job) {
   bar.setAttribute("aria-label", `job ${job.job_id} progress`);
   const counts = document.createElement("div");
   counts.className = "meta";
-  counts.textContent = `${job.indexed} indexed, ${job.skipped} unchanged, ${job.failed} failed, `
+  counts.textContent = (job.kind === "delete"
+    ? `${job.deleted} deleted, ${job.skipped} gone already, `
+    : `${job.indexed} indexed, ${job.skipped} unchanged, ${job.failed} failed, `)
     + `${job.queued} queued of ${job.total} · ${job.job_id}`;
   item.append(head, bar, counts);
   if (job.last_error) {

@@ -116,8 +116,8 @@ def _wait_for_job(api: httpx.Client, job_id: str, timeout_s: float = 180) -> dic
         response = api.get(f"/v1/jobs/{job_id}")
         assert response.status_code == 200, response.text
         status: dict[str, Any] = response.json()
-        if status["queued"] == 0:
-            return status
+        if status["queued"] == 0 and status["state"] not in ("queued", "running", "retrying"):
+            return status  # (an open job, as a delete's, has nothing queued before it plans)
         assert time.monotonic() < deadline, status
         time.sleep(0.2)
 
@@ -162,6 +162,64 @@ def test_ingest_search_get_and_delete(api: httpx.Client, long_document: dict[str
     assert api.delete("/v1/collections/geo").status_code == 200
     assert api.get("/v1/collections/geo").status_code == 404
     assert api.delete("/v1/collections/geo").status_code == 404
+
+
+NOTES = [{"id": f"n{i:02d}", "text": f"Field note {i}: the {'penguins' if i % 2 else 'volcanoes'} "
+          f"of the southern islands, season {i}.",
+          "metadata": {"kind": "penguin" if i % 2 else "volcano", "year": 2000 + i,
+                       "seen": f"2024-{1 + i % 12:02d}-15T12:00:00Z"}} for i in range(30)]
+
+
+def test_a_page_is_the_slice_of_the_deeper_search_in_every_mode(api: httpx.Client) -> None:
+    accepted = api.post("/v1/collections/pages/documents", json={"documents": NOTES})
+    _wait_for_job(api, accepted.json()["job_id"])
+    for mode in ("dense", "lexical", "hybrid"):
+        for extra in ({}, {"filter": {"year": {"gte": 2004}}}, {"fusion": "rrf"}):
+            ask = {"query": "penguins of the southern islands", "mode": mode, "with_text": False, **extra}
+            deep = api.post("/v1/collections/pages/search", json={**ask, "top_k": 20}).json()
+            page = api.post("/v1/collections/pages/search", json={**ask, "top_k": 10, "offset": 10})
+            assert page.status_code == 200 and page.json()["offset"] == 10
+            want = [(h["id"], pytest.approx(h["score"], rel=1e-6)) for h in deep["results"][0][10:20]]
+            assert [(h["id"], h["score"]) for h in page.json()["results"][0]] == want, (mode, extra)
+    too_deep = api.post("/v1/collections/pages/search", json={"query": "x", "top_k": 10, "offset": 991})
+    assert too_deep.status_code == 422
+    assert "offset + top_k is 1001, over the limit of 1000" in too_deep.json()["detail"]
+
+
+def test_delete_by_filter_counts_first_then_deletes_as_a_job(api: httpx.Client) -> None:
+    accepted = api.post("/v1/collections/purge/documents", json={"documents": NOTES})
+    _wait_for_job(api, accepted.json()["job_id"])
+    purge = {"kind": "penguin", "year": {"gte": 2010}, "not": {"seen": {"lt": "2024-03-01"}}}
+    # odd i from 11 to 29, without those seen in January or February (i % 12 in (0, 1)): 13, 25
+    gone = {f"n{i:02d}" for i in range(11, 30, 2)} - {"n13", "n25"}
+    dry = api.post("/v1/collections/purge/delete", json={"filter": purge, "dry_run": True})
+    assert dry.status_code == 200, dry.text
+    assert dry.json() == {"collection": "purge", "matched": len(gone), "dry_run": True}
+    assert api.get("/v1/collections/purge").json()["documents"] == 30  # nothing deleted
+
+    accepted = api.post("/v1/collections/purge/delete", json={"filter": purge})
+    assert accepted.status_code == 202, accepted.text
+    status = _wait_for_job(api, accepted.json()["job_id"])
+    assert (status["kind"], status["state"], status["deleted"], status["total"]) == \
+        ("delete", "completed", len(gone), len(gone))
+    info = api.get("/v1/collections/purge").json()
+    assert (info["documents"], info["points"]) == (30 - len(gone), 30 - len(gone))
+    for mode in ("lexical", "dense"):
+        hits = api.post("/v1/collections/purge/search", json={
+            "query": "penguins of the southern islands", "mode": mode, "top_k": 30,
+            "filter": {"kind": "penguin"}, "with_text": False}).json()["results"][0]
+        assert {h["id"] for h in hits} == {f"n{i:02d}" for i in range(1, 30, 2)} - gone, mode
+    again = api.post("/v1/collections/purge/delete", json={"filter": purge, "dry_run": True})
+    assert again.json()["matched"] == 0
+
+    for body, named in (({"filter": {"year": {"gtt": 1}}}, "field 'filter': filter 'year': unknown operator"),
+                        ({"filter": {}}, "filter"), ({"filter": {"a": 1}, "dryrun": True}, "dryrun"),
+                        ({"dry_run": True}, "filter")):
+        refused = api.post("/v1/collections/purge/delete", json=body)
+        assert refused.status_code == 422 and named in refused.json()["detail"], refused.text
+    for dry_run in (True, False):
+        missing = api.post("/v1/collections/nowhere/delete", json={"filter": {"a": 1}, "dry_run": dry_run})
+        assert missing.status_code == 404, missing.text
 
 
 def test_each_bad_request_gets_its_code(server: Server, api: httpx.Client) -> None:
@@ -297,6 +355,8 @@ _MATRIX_REQUESTS = {  # one request per operation of the OpenAPI schema, on its 
     ("get", "/v1/collections/{collection}/documents/{doc_id}"): ("read", {}),
     ("post", "/v1/collections/{collection}/reindex"): ("admin", {"json": {"chunk_tokens": 64}}),
     ("post", "/v1/jobs/{job_id}/cancel"): ("admin", {}),
+    ("post", "/v1/collections/{collection}/delete"): (
+        "admin", {"json": {"filter": {"group": "none of them"}}}),
     ("delete", "/v1/collections/{collection}/documents/{doc_id}"): ("admin", {}),
     ("delete", "/v1/collections/{collection}"): ("admin", {}),
 }
@@ -391,7 +451,7 @@ def test_fuzz_never_answers_5xx(server: Server, api: httpx.Client) -> None:
                   existing={"collection": "fuzzed", "doc_id": "paris"})
     print(f"\nfuzz against bienc serve: {report.summary()}")
     assert not report.failures, "\n".join(report.failures[:20])
-    assert len(report.operations()) == 15
+    assert len(report.operations()) == 16
     assert any("search" in op and status == 200 for op, _, status in report.statuses)
     assert any(op.startswith("POST") and status == 202 for op, _, status in report.statuses)
     assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200

@@ -196,7 +196,9 @@ def test_search_ranks_and_reports_timings(client: TestClient, runtime: Runtime) 
          "field 'mode': Input should be 'dense', 'lexical' or 'hybrid'"),
         ({"query": "a", "mode": "hybrid", "fusion": "max"},
          "field 'fusion': Input should be 'dbsf' or 'rrf'"),
-        ({"query": "a", "filter": {"n": {"gt": 1}}}, "filter 'n'"),
+        ({"query": "a", "filter": {"n": {"gt": "soon"}}}, "field 'filter': filter 'n': 'soon' is not a date"),
+        ({"query": "a", "top_k": 10, "offset": 995},
+         "offset + top_k is 1005, over the limit of 1000 (MAX_TOP_K)"),
         ({"query": "x" * 10_001}, "longer than"),
     ],
 )
@@ -349,7 +351,7 @@ def test_fuzz_in_process_never_answers_5xx(runtime: Runtime) -> None:
                       existing={"collection": "s", "doc_id": "a"})
     print(f"\nin-process fuzz: {report.summary()}")
     assert not report.failures, "\n".join(report.failures[:20])
-    assert len(report.operations()) == 15
+    assert len(report.operations()) == 16
     assert any(op.startswith("POST") and status == 202 for op, _, status in report.statuses)
     assert any("search" in op and status == 200 for op, _, status in report.statuses)
 

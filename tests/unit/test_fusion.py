@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import statistics
@@ -99,7 +100,7 @@ def test_the_first_results_do_not_depend_on_how_many_are_asked_for(fusion: str) 
     assert [c.doc_id for c in deep[: len(shallow)]] == [c.doc_id for c in shallow]
     assert len(deep) > len(shallow) and len({c.doc_id for c in deep}) == len(deep)
     scores = [c.score for c in deep]  # a client sorting by score keeps the order
-    assert all(a >= b for a, b in zip(scores, scores[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(scores))
     assert scores[len(shallow) - 1] > scores[len(shallow)]
 
 

@@ -2,11 +2,21 @@
 engines, is in test_store_congruence.py."""
 
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from bienc.config.errors import InvalidInputError
-from bienc.store.filters import FieldMatch, parse_filter
+from bienc.config.indexed_fields import parse_index_declarations
+from bienc.store.filters import (
+    FieldExists,
+    FieldMatch,
+    FieldRange,
+    MetadataFilter,
+    check_declared,
+    iso_bound,
+    parse_filter,
+)
 from bienc.store.interface import point_id
 
 
@@ -25,6 +35,73 @@ def test_a_filter_is_one_match_per_key_and_a_list_is_any_of() -> None:
     assert parsed.matches == (FieldMatch("lang", ("en", "fr")), FieldMatch("year", (2020,)),
                               FieldMatch("open", (True,)), FieldMatch("source.site", ("x",)))
     assert parsed.matches[3].payload_key == "metadata.source.site"
+
+
+def test_ranges_exists_and_not_extend_the_same_object() -> None:
+    parsed = parse_filter({"year": {"gte": 2019, "lt": 2021.5}, "lang": {"exists": False},
+                           "when": {"gt": "2024-05-01T10:30+02:00", "lte": "2024-06-01"},
+                           "not": [{"lang": "de"}, {"not": {"src": ["a", "b"]}}],
+                           "tags": {"exists": True}})
+    assert parsed == MetadataFilter(
+        (FieldRange("year", gte=2019.0, lt=2021.5), FieldExists("lang", False),
+         FieldRange("when", gt=datetime(2024, 5, 1, 10, 30, tzinfo=timezone(timedelta(hours=2))),
+                    lte=datetime(2024, 6, 1, tzinfo=UTC)),
+         FieldExists("tags", True)),
+        (MetadataFilter((FieldMatch("lang", ("de",)),)),
+         MetadataFilter((), (MetadataFilter((FieldMatch("src", ("a", "b")),)),))))
+    assert [c.key for c in parsed.clauses()] == ["year", "lang", "when", "tags", "lang", "src"]
+    when = parsed.matches[2]
+    assert isinstance(when, FieldRange) and when.dates and when.gt is not None
+    assert iso_bound(when.gt) == "2024-05-01T08:30:00.000000Z"  # the one form engines are given
+    # `not` with a value (not an object) is a key like any other, as it always was
+    assert parse_filter({"not": "x"}) == MetadataFilter((FieldMatch("not", ("x",)),))
+    assert parse_filter({"not": [1, 2]}) == MetadataFilter((FieldMatch("not", (1, 2)),))
+    fraction = parse_filter({"t": {"gte": "2024-05-01T00:00:00.123456789Z"}})
+    assert fraction is not None and fraction.matches[0] == FieldRange(
+        "t", gte=datetime(2024, 5, 1, 0, 0, 0, 123456, tzinfo=UTC))
+
+
+def test_a_declared_index_refuses_a_range_of_the_other_kind() -> None:
+    declared = parse_index_declarations(" year:integer, when:DateTime,lang:keyword ,")
+    assert declared == {"year": "integer", "when": "datetime", "lang": "keyword"}
+    for fine in ({"year": {"gte": 2.5}}, {"when": {"lt": "2024-01-01"}}, {"lang": {"gte": 1}},
+                 {"year": "x"}, {"when": {"exists": True}}, {"other": {"gte": "2024-01-01"}}):
+        check_declared(parse_filter(fine), declared)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="filter 'year': a range of dates, but the field "
+                                                "is indexed as integer"):
+        check_declared(parse_filter({"not": {"year": {"gte": "2024-01-01"}}}), declared)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="filter 'when': a range of numbers"):
+        check_declared(parse_filter({"when": {"gte": 0}}), declared)  # type: ignore[arg-type]
+    for bad, named in (("year", "'year'"), ("year:text", "'year:text'"), ("a b:keyword", "'a b:keyword'")):
+        with pytest.raises(ValueError, match=named):
+            parse_index_declarations(bad)
+
+
+@pytest.mark.parametrize(("bad", "named"), [
+    ({"year": {"gtee": 1}}, "filter 'year': unknown operator 'gtee'"),
+    ({"year": {}}, "filter 'year': an empty object"),
+    ({"year": {"gte": True}}, "filter 'year': bound 'gte' must be a number"),
+    ({"year": {"gte": [1]}}, "filter 'year': bound 'gte'"),
+    ({"year": {"gte": float("nan")}}, "filter 'year': bound 'gte' must be a finite number"),
+    ({"year": {"gte": 2**64}}, "64-bit"),
+    ({"year": {"gte": 1, "lt": "2024-01-01"}},
+     "filter 'year': a range's bounds are all numbers or all dates"),
+    ({"when": {"gte": "yesterday"}}, "filter 'when': 'yesterday' is not a date"),
+    ({"when": {"gte": "20240101"}}, "filter 'when': '20240101' is not a date"),
+    ({"when": {"gte": "2024-02-30"}}, "filter 'when': '2024-02-30' is not a date"),
+    ({"lang": {"exists": "yes"}}, "filter 'lang': exists must be true or false"),
+    ({"lang": {"exists": True, "gte": 1}}, "filter 'lang': give either exists or a range"),
+    ({"not": {}}, "filter (inside 'not') must be a non-empty object"),
+    ({"not": [{"a": 1}, 2]}, "filter 'not': give a filter object"),
+    ({"not": {"bad key": 1}}, "filter key 'bad key' (inside 'not') is invalid"),
+    ({"not": {"year": {"lt": "x"}}}, "filter 'year': 'x' is not a date"),
+    ({"not": {"not": {"not": {"not": {"not": {"a": 1}}}}}}, "nested more than 4 deep"),
+    ({"not": [{f"k{i}": i} for i in range(17)]}, "more than 16 conditions"),
+])
+def test_a_bad_operator_bound_or_negation_is_named(bad: dict[str, object], named: str) -> None:
+    with pytest.raises(InvalidInputError) as raised:
+        parse_filter(bad)
+    assert named in str(raised.value)
 
 
 @pytest.mark.parametrize(("bad", "named"), [

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -20,7 +21,7 @@ from qdrant_client import models as qm
 from bienc.config.errors import CollectionError, CollectionNotFoundError, ConfigError, InvalidInputError
 from bienc.encoding.lexical import LexicalEncoder, LexicalParams
 from bienc.encoding.openvino import calibration_texts
-from bienc.search.searcher import SearchRequest, rank
+from bienc.search.searcher import SearchRequest, rank, validate_request
 from bienc.store.edge import EdgeVectorStore
 from bienc.store.filters import parse_filter
 from bienc.store.interface import ChunkPoint
@@ -206,6 +207,112 @@ def test_metadata_filter_exact_and_list_match_and_threshold(store: Store) -> Non
     assert [h.doc_id for h in store.search("c", _unit(1, 0, 0), 10, score_threshold=0.99)] == ["en", "fr"]
     with pytest.raises(InvalidInputError, match="filter 'lang'"):
         parse_filter({"lang": {"nested": 1}})
+
+
+_RANGED: dict[str, dict[str, object]] = {  # metadata of every kind a range, not or exists meets
+    "int3": {"x": 3, "when": "2024-05-01", "lang": "en"},
+    "dec3.5": {"x": 3.5, "when": "2024-05-01T10:00:00Z", "lang": "fr"},
+    "int4": {"x": 4, "when": "2024-05-01T10:00:00+02:00", "lang": None},  # 08:00 UTC
+    "bool": {"x": True, "when": "2024-05-01 10:00", "lang": []},  # no offset: UTC
+    "text5": {"x": "5", "when": "2024-05-01T23:59:59.999999999", "lang": ["en", "de"]},
+    "list": {"x": [1, 7], "when": ["2023-12-31", "2025-01-01T00:00:00Z"]},
+    "null": {"x": None, "when": 1714521600, "nested": {"year": 2021}},  # a number is no date
+    "bare": {"nested": {"year": 2019}},
+}
+_RANGE_CASES: list[tuple[dict[str, Any], set[str]]] = [
+    ({"x": {"gte": 3.2}}, {"dec3.5", "int4", "list"}),  # one item of a list is enough
+    ({"x": {"gte": 3, "lt": 4}}, {"int3", "dec3.5"}),
+    ({"x": {"gt": 3, "lte": 4}}, {"dec3.5", "int4"}),
+    ({"x": {"lt": 2}}, {"list"}),  # neither a boolean nor a numeric string is a number
+    ({"when": {"gte": "2024-05-01T09:00:00Z"}}, {"dec3.5", "bool", "text5", "list"}),
+    ({"when": {"gte": "2024-05-01T09:00:00+01:00", "lt": "2024-05-02"}}, {"dec3.5", "int4", "bool", "text5"}),
+    ({"when": {"lt": "2024-05-01T00:00:00.000001Z"}}, {"int3", "list"}),
+    ({"when": {"lte": "2024-05-01"}}, {"int3", "list"}),
+    ({"lang": {"exists": True}}, {"int3", "dec3.5", "text5"}),
+    ({"lang": {"exists": False}}, {"int4", "bool", "list", "null", "bare"}),
+    ({"nested.year": {"gt": 2020}}, {"null"}),
+    ({"not": {"lang": "en"}}, {"dec3.5", "int4", "bool", "list", "null", "bare"}),
+    ({"not": {"x": {"gte": 3}, "lang": {"exists": True}}},
+     {"int4", "bool", "text5", "list", "null", "bare"}),
+    ({"not": [{"x": 3}, {"x": 4}], "lang": {"exists": False}}, {"bool", "list", "null", "bare"}),
+    ({"not": {"not": {"x": {"lt": 4}}}}, {"int3", "dec3.5", "list"}),
+    ({"x": {"gte": 3}, "not": {"when": {"gte": "2024-05-01T09:00Z"}}}, {"int3", "int4"}),
+]
+
+
+def test_range_not_and_exists_filters_agree_across_engines(store: Store) -> None:
+    store.ensure_collection("c", _enc(3))
+    store.upsert("c", [_point(doc, 0, _unit(1, i / 10, 0), **meta)
+                       for i, (doc, meta) in enumerate(_RANGED.items())])
+    for round_no in range(2):  # the second time over the payload indexes the first made (Edge)
+        for raw, want in _RANGE_CASES:
+            query_filter = parse_filter(raw)
+            hits = store.search("c", _unit(1, 0, 0), 20, query_filter=query_filter)
+            assert {h.doc_id for h in hits} == want, (round_no, raw)
+            assert store.count_documents("c", query_filter) == len(want), raw
+            assert sorted(store.document_ids("c", query_filter)) == sorted(want), raw
+    assert store.count_documents("c") == len(_RANGED)
+
+
+def test_a_field_filtered_in_ways_no_one_index_serves_loses_its_index(tmp_path: Path) -> None:
+    """Edge: an integer index (made by an equality filter) would hide 3.5 from a range, and a
+    datetime index would match dates to a number range; each is dropped before such a search."""
+    edge = EdgeVectorStore(tmp_path / "edge")
+    try:
+        edge.ensure_collection("c", _enc(3))
+        edge.upsert("c", [_point(doc, 0, _unit(1, i / 10, 0), **meta)
+                          for i, (doc, meta) in enumerate(_RANGED.items())])
+        fields = edge._collection("c").fields
+
+        def found(raw: dict[str, Any]) -> set[str]:
+            return {h.doc_id for h in edge.search("c", _unit(1, 0, 0), 20, query_filter=parse_filter(raw))}
+
+        assert found({"x": 3}) == {"int3"} and fields.auto["x"] == "integer"
+        assert found({"x": {"gte": 3.2}}) == {"dec3.5", "int4", "list"}
+        assert "x" not in fields.auto and "x" in fields.unindexed
+        assert found({"when": {"gte": "2024-05-01T09:00:00Z"}}) == {"dec3.5", "bool", "text5", "list"}
+        assert fields.auto["when"] == "datetime"
+        assert found({"when": {"gte": 0}}) == {"null"}  # as without an index: a number, no date
+        assert "when" in fields.unindexed
+        assert found({"lang": "en"}) == {"int3", "text5"} and fields.auto["lang"] == "keyword"
+        assert found({"lang": {"gte": 0}}) == set() and fields.auto["lang"] == "keyword"  # served
+    finally:
+        edge.close()
+
+
+def test_declared_indexes_are_on_every_part_and_refuse_a_range_of_the_other_kind(tmp_path: Path) -> None:
+    declared: dict[str, Any] = {"year": "integer", "when": "datetime", "lang": "keyword"}
+    edge = EdgeVectorStore(tmp_path / "edge", indexing_threshold=200, indexed_fields=declared)
+    local = VectorStore(QdrantClient(location=":memory:"), ":memory:", remote=False,
+                        indexed_fields=declared)
+    rng = np.random.default_rng(4)
+    points = [_point(f"d{i}", 0, rng.normal(size=3).astype(np.float32), year=2000 + i % 30,
+                     when=f"2024-01-{1 + i % 28:02d}") for i in range(700)]
+    try:
+        for store in (edge, local):
+            store.ensure_collection("c", _enc(3))
+            for start in range(0, len(points), 100):
+                store.upsert("c", points[start:start + 100])
+            for raw, want in (({"year": {"gte": 2025}}, sum(i % 30 >= 25 for i in range(700))),
+                              ({"when": {"lt": "2024-01-02"}}, 25), ({"year": 2001}, 24)):
+                assert store.count_documents("c", parse_filter(raw)) == want, raw
+            for raw in ({"year": {"gte": "2024-01-01"}}, {"when": {"gte": 3}}):
+                key = next(iter(raw))
+                with pytest.raises(InvalidInputError, match=f"filter '{key}': a range of .* indexed as"):
+                    store.search("c", _unit(1, 0, 0), 5, query_filter=parse_filter(raw))
+        edge.wait_indexed("c")
+        parts = edge._collection("c").parts
+        shards = [p.shard for p in parts.parts.values()] + [parts.lexical] * (parts.lexical is not None)
+        assert len(parts.parts) >= 2
+        for shard in shards:
+            schema = shard.info().payload_schema
+            assert {f: schema[f].data_type for f in ("metadata.year", "metadata.when", "metadata.lang")} == {
+                "metadata.year": qe.PayloadSchemaType.Integer,
+                "metadata.when": qe.PayloadSchemaType.Datetime,
+                "metadata.lang": qe.PayloadSchemaType.Keyword}
+    finally:
+        edge.close()
+        local.close()
 
 
 def test_top_k_1000_returns_1000_distinct_documents(store: Store) -> None:
@@ -521,6 +628,42 @@ def test_sparse_and_fused_rankings_agree_across_engines(tmp_path: Path) -> None:
     finally:
         local.close()
         edge.close()
+
+
+def test_a_page_is_the_slice_of_the_deeper_search_in_every_mode(store: Store) -> None:
+    """offset 10, top_k 10 is results 11-20 of top_k 20 (and so on down to 1000), documents
+    and scores, in each mode and fusion, with and without a filter."""
+    texts = calibration_texts(150)
+    rng = np.random.default_rng(9)
+    chunks = 2  # documents of two chunks: the dense leg groups them
+    vectors = _embedding_like(rng, len(texts) * chunks, rng.normal(size=(8, 32)).astype(np.float32))
+    store.ensure_collection("c", _enc(32, lexical=LexicalParams().record()))
+    heads = [_text_point(f"t{i:03d}", text, vectors[2 * i], LexicalParams(), part=i % 3)
+             for i, text in enumerate(texts)]
+    for head in heads:
+        head.payload["chunks"] = chunks
+    store.upsert("c", heads + [_point(f"t{i:03d}", 1, vectors[2 * i + 1], chunks=chunks, part=i % 3)
+                               for i in range(len(texts))])
+    terms = LexicalEncoder(LexicalParams()).embed_query(" ".join(texts[40].split()[2:8]))
+    vector = vectors[17]
+
+    def page(request: SearchRequest) -> list[tuple[str, Any]]:
+        found = rank(store, "c", request, request.mode, vector, terms)  # type: ignore[arg-type]
+        return [(c.doc_id, pytest.approx(c.score, rel=1e-6)) for c in found]
+
+    for mode, fusion in (("dense", "dbsf"), ("lexical", "dbsf"), ("hybrid", "dbsf"), ("hybrid", "rrf")):
+        for query_filter in (None, parse_filter({"part": {"gte": 1}})):
+            ask = functools.partial(SearchRequest, ["q"], filter=query_filter, mode=mode, fusion=fusion)
+            deep = page(ask(top_k=20))
+            assert len(deep) == 20, (mode, fusion)
+            assert page(ask(top_k=10, offset=10)) == deep[10:20], (mode, fusion, query_filter)
+            assert page(ask(top_k=5, offset=3)) == deep[3:8]
+            everything = page(ask(top_k=1000))
+            assert page(ask(top_k=10, offset=990)) == everything[990:] == []  # past the end
+            tail = len(everything) - 5
+            assert page(ask(top_k=10, offset=tail)) == everything[tail:]
+    with pytest.raises(InvalidInputError, match=r"offset \+ top_k is 1001, over the limit of 1000"):
+        validate_request(SearchRequest(["q"], top_k=10, offset=991))
 
 
 def test_edge_finds_the_best_documents_whatever_their_chunk_counts(tmp_path: Path) -> None:

@@ -14,9 +14,7 @@ import json
 import logging
 from typing import Any
 
-from celery import Task
-
-from bienc.queue.celery_app import WEBHOOK_TASK, app
+from bienc.queue.celery_app import WEBHOOK_QUEUE, WEBHOOK_TASK, app
 from bienc.queue.jobs import JobStatus
 from bienc.queue.webhooks import WebhookError, deliver
 from bienc.resources import get_resources
@@ -33,11 +31,14 @@ def webhook_body(status: JobStatus) -> bytes:
 
 
 @app.task(  # type: ignore[untyped-decorator]
-    name=WEBHOOK_TASK, bind=True, acks_late=True, reject_on_worker_lost=True
+    name=WEBHOOK_TASK, acks_late=True, reject_on_worker_lost=True
 )
-def deliver_webhook(self: Task, job_id: str, round_: int) -> None:
+def deliver_webhook(job_id: str, round_: int) -> None:
     """One attempt to deliver a finished job's webhook; the next one is queued with a delay
-    while attempts remain (BIENC_WEBHOOK_MAX_ATTEMPTS)."""
+    while attempts remain (BIENC_WEBHOOK_MAX_ATTEMPTS). It is sent through this module's
+    app, configured for the broker, as a new message (Task.retry would send it through the
+    task's own app, which a worker thread of the embedded runtime does not configure), before
+    this one is acknowledged."""
     resources = get_resources()
     settings, jobs = resources.settings, resources.jobs
     url = jobs.webhook_url(job_id, round_)
@@ -62,5 +63,6 @@ def deliver_webhook(self: Task, job_id: str, round_: int) -> None:
             return
         jobs.note_webhook(job_id, round_, "retrying", error)
         delay = retry_delay_s(attempt - 1, settings.webhook_backoff_s, settings.webhook_backoff_max_s)
-        raise self.retry(countdown=delay, max_retries=None) from exc
+        app.send_task(WEBHOOK_TASK, args=(job_id, round_), queue=WEBHOOK_QUEUE, countdown=delay)
+        return
     jobs.note_webhook(job_id, round_, "delivered")

@@ -151,7 +151,7 @@ class _Attempt:
                 sock.connect(address)
             except OSError as exc:
                 sock.close()
-                failures.append(f"{address[0]}: {exc}")
+                failures.append(f"{address[0]} port {target.port}: {exc}")
                 continue
             if target.scheme == "https":
                 sock = ssl.create_default_context().wrap_socket(sock, server_hostname=target.host)

@@ -266,8 +266,9 @@ class Settings(BaseSettings):
                 f"BIENC_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must exceed "
                 f"BIENC_RETRY_BACKOFF_MAX_S ({self.retry_backoff_max_s})"
             )
-        # so is a webhook waiting for its next attempt
-        if self.visibility_timeout_s <= self.webhook_backoff_max_s + self.webhook_timeout_s:
+        # so is a webhook waiting for its next attempt, where webhooks are on
+        if self.webhook_allowed_hosts.strip() and \
+                self.visibility_timeout_s <= self.webhook_backoff_max_s + self.webhook_timeout_s:
             raise ValueError(
                 f"BIENC_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must exceed "
                 f"BIENC_WEBHOOK_BACKOFF_MAX_S + BIENC_WEBHOOK_TIMEOUT_S "

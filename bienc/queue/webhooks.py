@@ -204,7 +204,7 @@ def deliver(settings: Settings, url: str, body: bytes, delivery_id: str) -> int:
     thread = threading.Thread(target=attempt.run, name="bienc-webhook", daemon=True)
     thread.start()
     thread.join(settings.webhook_timeout_s)
-    if thread.is_alive():
+    if thread.is_alive() or isinstance(attempt.error, TimeoutError):  # a socket's own timeout
         attempt.stop()
         raise WebhookError(f"no answer within {settings.webhook_timeout_s:g} s "
                            "(BIENC_WEBHOOK_TIMEOUT_S)")

@@ -77,6 +77,8 @@ def test_the_secret_is_long_enough_and_the_waits_fit_the_visibility_timeout() ->
         _settings(webhook_secret="short")
     with pytest.raises(ValidationError, match="BIENC_WEBHOOK_BACKOFF_MAX_S"):
         _settings(visibility_timeout_s=100, webhook_backoff_max_s=96.0)  # + the 5 s timeout
+    off = Settings(_env_file=None, visibility_timeout_s=5, retry_backoff_max_s=1)  # type: ignore[call-arg]
+    assert off.webhook_host_list == []  # webhooks off: no relation to keep
 
 
 def test_a_delivery_is_signed_as_the_documentation_says() -> None:

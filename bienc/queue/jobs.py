@@ -193,7 +193,7 @@ return 1
 class JobTracker:
     """Creates jobs and records their progress. Every write is idempotent per batch.
 
-    `notify`: called once each time a job with a callback URL ends (JobTracker's docstring);
+    `notify`: called once each time a job with a callback URL ends (the module's docstring);
     without it, no webhook is claimed by this tracker's writes."""
 
     def __init__(self, client: redis.Redis, ttl_s: int, notify: Notify | None = None):

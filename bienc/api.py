@@ -40,7 +40,14 @@ from bienc.api_requests import (
     check_search,
     parse_documents,
 )
-from bienc.api_uploads import UPLOAD_FIELD, UPLOAD_SCHEMA, checked_uploads, stage_upload, staging_dir
+from bienc.api_uploads import (
+    CALLBACK_FIELD,
+    UPLOAD_FIELD,
+    UPLOAD_SCHEMA,
+    checked_uploads,
+    stage_upload,
+    staging_dir,
+)
 from bienc.config.errors import (
     BiencError,
     InvalidInputError,
@@ -54,6 +61,7 @@ from bienc.ingest.producer import validate_collection_name
 from bienc.ingest.sandbox import ParsePool
 from bienc.queue.broker import redis_url
 from bienc.queue.celery_app import INGEST_QUEUE
+from bienc.queue.webhooks import check_callback_url
 from bienc.resources import settle_heap
 from bienc.runtime import Runtime, build_runtime
 from bienc.search.searcher import SearchRequest
@@ -295,7 +303,7 @@ def _api_router() -> APIRouter:
             raise InvalidInputError("field 'documents' is empty: give at least one document")
         documents = parse_documents(body.documents, state.settings.max_text_chars)
         state.check_queue_room(len(documents))
-        submission = state.live.ingest(documents, collection)
+        submission = state.live.ingest(documents, collection, callback_url=body.callback_url)
         state.metrics.documents_accepted.inc(submission.accepted)
         return {"job_id": submission.job_id, "accepted": submission.accepted,
                 "duplicates": submission.duplicates}
@@ -322,13 +330,15 @@ def _api_router() -> APIRouter:
         try:
             async with request.form(max_files=settings.api_max_files, max_fields=16) as form:
                 uploads = checked_uploads(form.multi_items(), settings.max_file_bytes)
+                callback = form.get(CALLBACK_FIELD)  # text: a file part of that name is refused above
+                callback_url = None if callback is None else check_callback_url(settings, str(callback))
                 staged = [await run_in_threadpool(stage_upload, upload, staging, number)
                           for number, upload in enumerate(uploads)]
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        job_id = await run_in_threadpool(live.resources.jobs.create, collection, 0, {},
-                                         "ingest", True)
+        job_id = await run_in_threadpool(live.resources.jobs.create, collection, 0, {}, "ingest",
+                                         True, callback_url=callback_url)
         background.add_task(state.ingest_uploads, job_id, collection, staged, staging)
         return {"job_id": job_id, "files": len(staged)}
 
@@ -363,7 +373,9 @@ def _api_router() -> APIRouter:
         """Rebuild a collection from its stored text with another model or chunking (or with
         lexical vectors added), while it serves; follow the job at GET /v1/jobs/{job_id}."""
         validate_collection_name(collection)
-        job_id = _state(request).live.reindex(collection, body.model_dump(exclude_none=True))
+        job_id = _state(request).live.reindex(
+            collection, body.model_dump(exclude_none=True, exclude={"callback_url"}),
+            callback_url=body.callback_url)
         return {"job_id": job_id, "collection": collection}
 
     @router.post("/collections/{collection}/search", tags=["search"], dependencies=READ)
@@ -450,7 +462,8 @@ def _api_router() -> APIRouter:
             response.status_code = 200
             return {"collection": collection, "matched": live.count_matching(collection, query_filter),
                     "dry_run": True}
-        return {"job_id": live.delete_matching(collection, body.filter), "collection": collection}
+        return {"job_id": live.delete_matching(collection, body.filter, body.callback_url),
+                "collection": collection}
 
     return router
 

@@ -13,6 +13,7 @@ from bienc.config.errors import (
 )
 from bienc.config.settings import MAX_TOP_K
 from bienc.ingest.documents import MAX_ID_CHARS, Document, RecordError, json_problem, parse_record
+from bienc.queue.webhooks import MAX_URL_CHARS
 from bienc.search.fusion import Fusion
 from bienc.search.modes import Mode
 from bienc.store.filters import MetadataFilter, parse_filter
@@ -38,7 +39,16 @@ _DOCUMENT_SCHEMA: dict[str, Any] = {
 }
 
 
-class IngestBody(BaseModel):
+class JobCallback(BaseModel):
+    """A field of every request that starts a job: where its final status is POSTed."""
+
+    callback_url: str | None = Field(
+        default=None, min_length=1, max_length=MAX_URL_CHARS,
+        description="http(s) URL on a host of BIENC_WEBHOOK_ALLOWED_HOSTS: the job's final status "
+                    "is POSTed there, signed (X-Bienc-Signature), once it ends")
+
+
+class IngestBody(JobCallback):
     """Documents to queue. Each is checked on its own, with the rules of a file's records, so
     that an error names its index and field (`documents[3]: field 'text' is empty`)."""
 
@@ -82,7 +92,7 @@ class SearchBody(BaseModel):
         return [self.query] if self.query is not None else list(self.queries or [])
 
 
-class DeleteBody(BaseModel):
+class DeleteBody(JobCallback):
     """Which documents a delete removes: those a metadata filter matches."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -93,7 +103,7 @@ class DeleteBody(BaseModel):
                           "documents the filter matches, and delete nothing")
 
 
-class ReindexBody(BaseModel):
+class ReindexBody(JobCallback):
     """What changes in a reindex; anything left out stays as the collection has it."""
 
     model_config = ConfigDict(extra="forbid", strict=True)

@@ -20,13 +20,15 @@ from bienc.ingest.documents import MAX_ID_CHARS, json_problem
 from bienc.ingest.files import FileEntry
 
 UPLOAD_FIELD = "files"
+CALLBACK_FIELD = "callback_url"  # optional text part: the job's webhook (bienc.queue.webhooks)
 
 
 UPLOAD_SCHEMA: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {
         "type": "object", "required": [UPLOAD_FIELD],
         "properties": {UPLOAD_FIELD: {"type": "array", "items": {"type": "string",
-                                                                  "format": "binary"}}}}}}}}
+                                                                  "format": "binary"}},
+                       CALLBACK_FIELD: {"type": "string", "description": "the job's webhook URL"}}}}}}}
 
 
 def staging_dir(parent: Any) -> str:

@@ -28,6 +28,7 @@ from bienc.ingest.formats import READABLE
 from bienc.ingest.readers import read_path
 from bienc.progress import progress_printer
 from bienc.queue.jobs import JobStatus
+from bienc.queue.webhooks import check_callback_url
 from bienc.resources import Resources, close_resources, settle_heap
 from bienc.search.fusion import FUSIONS
 from bienc.search.modes import MODES
@@ -86,6 +87,10 @@ def _report_job(status: JobStatus, as_json: bool, extra: dict[str, Any] | None =
             print(f"  ... and {len(status.failures) - 20} more (bienc jobs show {status.job_id} --json)")
         if status.last_error:
             print(f"  last error: {status.last_error}")
+        hook = status.webhook
+        if hook is not None:
+            print(f"  webhook {hook.url}: {hook.state} ({hook.attempts} attempts)"
+                  + (f"; last error: {hook.last_error}" if hook.last_error else ""))
     if not status.finished:
         return EXIT_OK
     if status.state in ("failed", "cancelled") and status.kind in ("reindex", "delete"):
@@ -93,8 +98,26 @@ def _report_job(status: JobStatus, as_json: bool, extra: dict[str, Any] | None =
     return EXIT_OK if status.failed == 0 else EXIT_PARTIAL
 
 
+def _callback_url(args: argparse.Namespace, settings: Settings) -> str | None:
+    """--callback-url, checked before anything is read or queued."""
+    if args.callback_url is None:
+        return None
+    return check_callback_url(settings, args.callback_url, "--callback-url")
+
+
+def _after_job(runtime: Runtime, status: JobStatus) -> JobStatus:
+    """Where this process is the worker, stay until the job's webhook is delivered or has
+    failed (its attempts are bounded), then until the queue is empty."""
+    if status.webhook is not None and runtime.topology.runs_worker:
+        print(f"delivering the webhook to {status.webhook.url}", file=sys.stderr)
+        status = runtime.wait_for_webhook(status.job_id) or status
+    _finish_queue(runtime)
+    return status
+
+
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     collection = args.collection or settings.collection
+    callback_url = _callback_url(args, settings)
     path = Path(args.path)
     if (args.include or args.exclude or args.sync) and not path.is_dir():
         raise BiencError("--include, --exclude and --sync apply to a folder; "
@@ -113,7 +136,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     else:
         items = read_path(path, settings.max_text_chars, options)
     with runtime.serving():
-        submission = runtime.ingest(items, collection)
+        submission = runtime.ingest(items, collection, callback_url=callback_url)
         for bad in submission.rejected[:20]:
             where = path / bad.where if path.is_dir() else f"{args.path} {bad.where}"
             print(f"not ingested, {where}: {bad.reason}", file=sys.stderr)
@@ -137,7 +160,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             status = runtime.wait(submission.job_id, on_progress=update)
         finally:
             bar.close()
-        _finish_queue(runtime)
+        status = _after_job(runtime, status)
     return _report_job(status, args.json, {"removed": removed} if args.sync else None)
 
 
@@ -146,9 +169,10 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
                "chunk_overlap": args.chunk_overlap, "lexical": args.lexical,
                "keep_old": args.keep_old or None}
     options = {k: v for k, v in options.items() if v is not None}
+    callback_url = _callback_url(args, settings)
     runtime = _runtime(settings, Role.SUBMIT)
     with runtime.serving():
-        job_id = runtime.reindex(args.collection, options)
+        job_id = runtime.reindex(args.collection, options, callback_url=callback_url)
         if not (args.wait or runtime.topology.runs_worker):
             print(f"job {job_id}: reindex of {args.collection!r} queued; follow with "
                   f"`bienc jobs show {job_id}`")
@@ -160,11 +184,12 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
             status = runtime.wait(job_id, on_progress=update)
         finally:
             bar.close()
-        _finish_queue(runtime)
+        status = _after_job(runtime, status)
     return _report_job(status, args.json)
 
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    callback_url = _callback_url(args, settings)
     raw = json.loads(args.filter)
     query_filter = parse_filter(raw)
     if query_filter is None:
@@ -180,13 +205,12 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     runtime = _runtime(settings, Role.SUBMIT)
     with runtime.serving():
-        job_id = runtime.delete_matching(args.collection, raw)
+        job_id = runtime.delete_matching(args.collection, raw, callback_url=callback_url)
         if not (args.wait or runtime.topology.runs_worker):
             print(f"job {job_id}: delete from {args.collection!r} queued; follow with "
                   f"`bienc jobs show {job_id}`")
             return EXIT_OK
-        status = runtime.wait(job_id)
-        _finish_queue(runtime)
+        status = _after_job(runtime, runtime.wait(job_id))
     return _report_job(status, args.json)
 
 
@@ -199,7 +223,7 @@ def cmd_jobs_cancel(args: argparse.Namespace, settings: Settings) -> int:
         if not runtime.topology.runs_worker:
             return EXIT_OK
         status = runtime.wait(args.job_id)
-        _finish_queue(runtime)
+        status = _after_job(runtime, status)
     return _report_job(status, False) if status.state != "cancelled" else EXIT_OK
 
 
@@ -225,7 +249,7 @@ def cmd_jobs_retry(args: argparse.Namespace, settings: Settings) -> int:
         if not (batches and (args.wait or runtime.topology.runs_worker)):
             return EXIT_OK
         status = runtime.wait(args.job_id)
-        _finish_queue(runtime)
+        status = _after_job(runtime, status)
     return _report_job(status, args.json)
 
 
@@ -297,7 +321,7 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     decide(settings, Role.WORKER)  # refuses settings where this worker would serve nobody
-    from bienc.queue.celery_app import INGEST_QUEUE, configure_app
+    from bienc.queue.celery_app import WORKER_QUEUES, configure_app
     from bienc.resources import set_resources
 
     resources = Resources(settings)
@@ -308,7 +332,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     app = configure_app(settings)
     concurrency = args.concurrency or settings.worker_concurrency
     pool = "solo" if concurrency == 1 else "threads"
-    app.worker_main(["worker", "-Q", INGEST_QUEUE, "--pool", pool, "--concurrency",
+    app.worker_main(["worker", "-Q", ",".join(WORKER_QUEUES), "--pool", pool, "--concurrency",
                      str(concurrency), "--loglevel", args.loglevel, "--without-gossip",
                      "--without-mingle"])
     return EXIT_OK
@@ -384,6 +408,12 @@ def add_mode_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how hybrid mode fuses its legs: dbsf (default) or rrf")
 
 
+def add_callback_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--callback-url", metavar="URL",
+                        help="POST the job's final status to URL once it ends, signed with "
+                             "BIENC_WEBHOOK_SECRET; its host must be in BIENC_WEBHOOK_ALLOWED_HOSTS")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bienc", description="Bi-encoder retrieval service.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -409,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--wait", action="store_true",
                         help="return once every document is indexed (always so when embedded)")
     ingest.add_argument("--json", action="store_true", help="print the final job status as JSON")
+    add_callback_argument(ingest)
     ingest.set_defaults(func=cmd_ingest)
 
     jobs = sub.add_parser("jobs", help="ingest jobs: status, dead letters, replay")
@@ -449,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.add_argument("--wait", action="store_true",
                          help="return once the name has switched (always so when embedded)")
     reindex.add_argument("--json", action="store_true", help="print the final job status as JSON")
+    add_callback_argument(reindex)
     reindex.set_defaults(func=cmd_reindex)
 
     delete = sub.add_parser(
@@ -464,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="return once every matching document is deleted (always so when "
                              "embedded)")
     delete.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_callback_argument(delete)
     delete.set_defaults(func=cmd_delete)
 
     search = sub.add_parser("search", help="search a collection")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections import OrderedDict
+from functools import partial
 from typing import TYPE_CHECKING
 
 import redis
@@ -20,6 +21,7 @@ from bienc.encoding.plan import model_identity
 from bienc.queue.broker import redis_url
 from bienc.queue.jobs import JobTracker
 from bienc.queue.reindex import ReindexRegistry
+from bienc.queue.webhooks import queue_delivery
 from bienc.store.factory import open_store
 from bienc.store.interface import Store
 from bienc.store.record import Chunking, CollectionEncoding, check_model
@@ -125,7 +127,9 @@ class Resources:
 
     @property
     def jobs(self) -> JobTracker:
-        return JobTracker(self.redis, self.settings.job_ttl_s)
+        """The job tracker; a job with a callback URL has its webhook queued as it ends."""
+        return JobTracker(self.redis, self.settings.job_ttl_s,
+                          notify=partial(queue_delivery, self.settings))
 
     @property
     def reindexes(self) -> ReindexRegistry:

@@ -29,10 +29,12 @@ from bienc.queue.celery_app import (
     INGEST_QUEUE,
     REINDEX_FINISH_TASK,
     REINDEX_START_TASK,
+    WEBHOOK_QUEUE,
     configure_app,
 )
 from bienc.queue.deletes import DeletePlans
 from bienc.queue.jobs import JobStatus
+from bienc.queue.webhooks import check_callback_url
 from bienc.resources import Resources, set_resources
 
 if TYPE_CHECKING:
@@ -89,13 +91,16 @@ class Runtime:
         self.app.send_task(INDEX_BATCH_TASK, args=(job_id, collection, batch_no, documents),
                            queue=INGEST_QUEUE)
 
-    def ingest(self, items: Iterable[Item], collection: str, job_id: str | None = None
-               ) -> Submission:
-        """Accept documents for `collection` (into the open job `job_id`, else a new one).
-        Where this process encodes anyway, a new collection is created first (with the
-        settings' encoding) and the collection's model loaded, so that one that cannot load
-        here is refused before anything is queued."""
+    def ingest(self, items: Iterable[Item], collection: str, job_id: str | None = None,
+               callback_url: str | None = None) -> Submission:
+        """Accept documents for `collection` (into the open job `job_id`, else a new one, whose
+        final status is POSTed to `callback_url` when given). Where this process encodes
+        anyway, a new collection is created first (with the settings' encoding) and the
+        collection's model loaded, so that one that cannot load here is refused before
+        anything is queued."""
         validate_collection_name(collection)
+        if callback_url is not None:
+            check_callback_url(self.settings, callback_url)
         if self.topology.runs_worker or self.resources.has_encoder:
             try:
                 try:
@@ -108,7 +113,8 @@ class Runtime:
                 log.warning("%s; accepting anyway, workers retry", exc)
         return submit(items, collection, jobs=self.resources.jobs, enqueue=self.enqueue,
                       batch_size=self.settings.ingest_batch_size,
-                      batch_chars=self.settings.ingest_batch_chars, job_id=job_id)
+                      batch_chars=self.settings.ingest_batch_chars, job_id=job_id,
+                      callback_url=callback_url)
 
     @property
     def reads_store(self) -> bool:
@@ -165,14 +171,32 @@ class Runtime:
         return wait_for_job(self.resources.jobs, job_id, on_progress=on_progress,
                             timeout_s=timeout_s)
 
+    def wait_for_webhook(self, job_id: str, timeout_s: float | None = None) -> JobStatus | None:
+        """The status of the ended job `job_id` once its webhook is delivered or has failed
+        (its attempts are bounded); at once when it has none. For a process that runs the
+        worker and leaves when its job ends (the embedded `bienc ingest`): its worker makes
+        the attempts. None for an unknown job; TimeoutError after `timeout_s`."""
+        jobs = self.resources.jobs
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with jobs.changes(job_id) as changed:
+            while True:
+                status = jobs.get(job_id)
+                if status is None or status.webhook is None \
+                        or status.webhook.state in ("delivered", "failed"):
+                    return status
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"the webhook of job {job_id} is still {status.webhook.state}")
+                changed(1.0)
+
     def queued_batches(self) -> int:
-        """Batches waiting in the queue or in a worker's hands (delivered, unacknowledged)."""
+        """Batches (and webhook deliveries) waiting in the queues or in a worker's hands
+        (delivered, unacknowledged, a delivery's next attempt included)."""
         client = self.resources.redis
         pipe = client.pipeline()
         pipe.llen(INGEST_QUEUE)
+        pipe.llen(WEBHOOK_QUEUE)
         pipe.hlen(_UNACKED_KEY)
-        waiting, unacked = pipe.execute()
-        return int(waiting) + int(unacked)
+        return sum(int(n) for n in pipe.execute())
 
     def finish_queue(self, on_wait: Callable[[int], None] | None = None,
                      poll_s: float = 0.2) -> None:
@@ -231,10 +255,14 @@ class Runtime:
         if not self.resources.store.delete_collection(collection):
             raise CollectionNotFoundError(f"collection {collection!r} does not exist")
 
-    def reindex(self, collection: str, options: dict[str, Any]) -> str:
+    def reindex(self, collection: str, options: dict[str, Any], callback_url: str | None = None
+                ) -> str:
         """Queue a reindex of `collection` (options: model, chunk_tokens, chunk_overlap,
-        lexical, keep_old); returns its job id. CollectionError (409) while another runs."""
+        lexical, keep_old); returns its job id, whose final status is POSTed to `callback_url`
+        when given. CollectionError (409) while another runs."""
         validate_collection_name(collection)
+        if callback_url is not None:
+            check_callback_url(self.settings, callback_url)
         if self.topology.runs_worker or not self.topology.embedded_store or self.resources.has_store:
             self.resources.store.describe(collection)  # CollectionNotFoundError: nothing to rebuild
         registry, jobs = self.resources.reindexes, self.resources.jobs
@@ -242,7 +270,7 @@ class Runtime:
         if running is not None:
             raise CollectionError(f"a reindex of {collection!r} is running (job {running.job_id}); "
                                   f"wait for it, or cancel it with `bienc jobs cancel {running.job_id}`")
-        job_id = jobs.create(collection, 0, {}, kind="reindex", open_=True)
+        job_id = jobs.create(collection, 0, {}, kind="reindex", open_=True, callback_url=callback_url)
         if not registry.begin(collection, job_id, options):
             jobs.close(job_id, "failed", "another reindex of this collection started first")
             raise CollectionError(f"a reindex of {collection!r} is running")
@@ -266,13 +294,18 @@ class Runtime:
         """How many documents of `collection` the filter matches (a delete's dry run)."""
         return self.resources.store.count_documents(collection, query_filter)
 
-    def delete_matching(self, collection: str, raw_filter: dict[str, Any]) -> str:
+    def delete_matching(self, collection: str, raw_filter: dict[str, Any],
+                        callback_url: str | None = None) -> str:
         """Queue the deletion of the documents the (validated, non-empty) filter matches when
-        a worker takes the job; returns its job id."""
+        a worker takes the job (its final status is POSTed to `callback_url` when given);
+        returns its job id."""
         validate_collection_name(collection)
+        if callback_url is not None:
+            check_callback_url(self.settings, callback_url)
         if self.reads_store:
             self.resources.store.describe(collection)  # CollectionNotFoundError: nothing to delete
-        job_id = self.resources.jobs.create(collection, 0, {}, kind="delete", open_=True)
+        job_id = self.resources.jobs.create(collection, 0, {}, kind="delete", open_=True,
+                                            callback_url=callback_url)
         DeletePlans(self.resources.redis).create(job_id, collection, raw_filter)
         self.app.send_task(DELETE_TASK, args=(job_id,), queue=INGEST_QUEUE)
         return job_id

@@ -96,14 +96,16 @@ UNCHANGED_BATCH = -1  # the job's record of files not parsed again (no task has 
 
 
 def submit(items: Iterable[Item], collection: str, *, jobs: JobTracker, enqueue: Enqueue,
-           batch_size: int, batch_chars: int | None = None, job_id: str | None = None) -> Submission:
+           batch_size: int, batch_chars: int | None = None, job_id: str | None = None,
+           callback_url: str | None = None) -> Submission:
     """Register a job for `items` and enqueue its batches; returns once all are queued.
 
     Bad records are part of the job as failures named by their line (or file), and do not
     stop the rest; unchanged files count as skipped. If the broker fails part-way, the batches
     not queued are marked failed on the job (so its counts stay true) and the error
     propagates. `job_id`: an open job (JobTracker.create(open_=True)) that these items fill
-    and that is closed once they are queued, instead of a new one.
+    and that is closed once they are queued, instead of a new one. `callback_url`: the new
+    job's webhook (bienc.queue.webhooks), checked by the caller.
     """
     validate_collection_name(collection)
     found = collect(items)
@@ -111,7 +113,7 @@ def submit(items: Iterable[Item], collection: str, *, jobs: JobTracker, enqueue:
     rejected = {r.where: r.reason for r in found.bad}
     total = len(documents) + len(found.unchanged)
     if job_id is None:
-        job_id = jobs.create(collection, total, rejected)
+        job_id = jobs.create(collection, total, rejected, callback_url=callback_url)
     else:
         jobs.admit(job_id, total, rejected)
     if found.unchanged:

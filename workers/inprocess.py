@@ -9,6 +9,8 @@ from celery import Celery
 from celery.worker import WorkController
 from celery.worker import state as worker_state
 
+from bienc.queue.celery_app import WORKER_QUEUES
+
 
 class _ReadyWorkController(WorkController):  # type: ignore[misc]
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -35,7 +37,8 @@ class InProcessWorker:
 
     def __enter__(self) -> InProcessWorker:
         self._controller = _ReadyWorkController(
-            app=self._app, pool="solo", concurrency=1, hostname=f"bienc-inprocess@{id(self)}",
+            app=self._app, queues=list(WORKER_QUEUES), pool="solo", concurrency=1,
+            hostname=f"bienc-inprocess@{id(self)}",
             without_heartbeat=True, without_mingle=True, without_gossip=True, loglevel="WARNING",
         )
         self._thread = threading.Thread(target=self._controller.start, name="bienc-worker", daemon=True)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bienc.config.indexed_fields import IndexType, parse_index_declarations
 
 MAX_TOP_K = 1000
 MIN_KEY_CHARS = 16
+# an entry of BIENC_WEBHOOK_ALLOWED_HOSTS: host, host:port, an IPv6 address, [v6], [v6]:port
+_HOST_ENTRY = re.compile(r"[A-Za-z0-9._-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
+                         r"|[0-9A-Fa-f]*:[0-9A-Fa-f]*:[0-9A-Fa-f:.]*")
 
 
 class Settings(BaseSettings):
@@ -176,6 +180,27 @@ class Settings(BaseSettings):
     allow_anonymous: bool = Field(
         default=False, description="serve without a key on a non-loopback address (logged at start)"
     )
+    # Job webhooks (bienc.queue.webhooks): a job may name a callback_url, POSTed when it ends
+    webhook_allowed_hosts: str = Field(
+        default="", description="comma-separated hosts (`host` or `host:port`) a job's callback_url "
+        "may name; empty = webhooks disabled (a callback_url is refused with 422)",
+    )
+    webhook_secret: str | None = Field(
+        default=None, description="key of the HMAC-SHA256 signature on every webhook "
+        "(X-Bienc-Signature); required for webhooks, at least 16 characters",
+    )
+    webhook_max_attempts: int = Field(
+        default=5, ge=1, le=100, description="deliveries tried per finished job before the webhook "
+        "is recorded as failed on it",
+    )
+    webhook_backoff_s: float = Field(default=2.0, gt=0, description="wait before the second "
+                                     "delivery attempt, doubled each attempt")
+    webhook_backoff_max_s: float = Field(default=60.0, gt=0, description="cap on one wait between "
+                                         "delivery attempts")
+    webhook_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="time one delivery attempt may take, connecting and "
+        "answering included (it holds a worker meanwhile)",
+    )
     cors_origins: str = Field(
         default="", description="comma-separated origins whose pages may call the API from a browser "
         "('*' = any); empty = none. Keys travel in headers, never as credentials (cookies)",
@@ -206,18 +231,28 @@ class Settings(BaseSettings):
     def _empty_url_is_unset(cls, value: str | None) -> str | None:
         return value or None
 
-    @field_validator("api_key", "read_api_key")
+    @field_validator("api_key", "read_api_key", "webhook_secret")
     @classmethod
-    def _long_enough_key(cls, value: str | None) -> str | None:
+    def _long_enough_key(cls, value: str | None, info: ValidationInfo) -> str | None:
         # the message never repeats the key: it ends up in logs
+        what = "a webhook secret" if info.field_name == "webhook_secret" else "an API key"
         if value and len(value) < MIN_KEY_CHARS:
             raise ValueError(
-                f"an API key needs at least {MIN_KEY_CHARS} characters; make one with "
+                f"{what} needs at least {MIN_KEY_CHARS} characters; make one with "
                 "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
             )
         if value is not None and (value != value.strip() or not value.isprintable()):
-            raise ValueError("an API key cannot hold spaces at its ends or control characters")
+            raise ValueError(f"{what} cannot hold spaces at its ends or control characters")
         return value or None
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _host_entries(cls, value: str) -> str:
+        for entry in (e.strip() for e in value.split(",")):
+            if entry and not _HOST_ENTRY.fullmatch(entry):
+                raise ValueError(f"{entry[:100]!r} is not a host, host:port, [IPv6] or [IPv6]:port "
+                                 "(no scheme, no path, no wildcard)")
+        return value
 
     @model_validator(mode="after")
     def _read_key_beside_admin_key(self) -> Settings:
@@ -244,12 +279,24 @@ class Settings(BaseSettings):
                 f"BIENC_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must exceed "
                 f"BIENC_RETRY_BACKOFF_MAX_S ({self.retry_backoff_max_s})"
             )
+        # so is a webhook waiting for its next attempt, where webhooks are on
+        if self.webhook_allowed_hosts.strip() and \
+                self.visibility_timeout_s <= self.webhook_backoff_max_s + self.webhook_timeout_s:
+            raise ValueError(
+                f"BIENC_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must exceed "
+                f"BIENC_WEBHOOK_BACKOFF_MAX_S + BIENC_WEBHOOK_TIMEOUT_S "
+                f"({self.webhook_backoff_max_s + self.webhook_timeout_s})"
+            )
         return self
 
 
     @property
     def indexed_field_types(self) -> dict[str, IndexType]:
         return parse_index_declarations(self.indexed_fields)
+
+    @property
+    def webhook_host_list(self) -> list[str]:
+        return [host.strip().lower() for host in self.webhook_allowed_hosts.split(",") if host.strip()]
 
     @property
     def cors_origin_list(self) -> list[str]:

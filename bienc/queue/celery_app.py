@@ -13,8 +13,13 @@ REINDEX_START_TASK = "bienc.reindex_start"  # and the tasks beside it
 REINDEX_BATCH_TASK = "bienc.reindex_batch"
 REINDEX_FINISH_TASK = "bienc.reindex_finish"
 DELETE_TASK = "bienc.delete_matching"  # bienc.workers.tasks.delete_matching
+# Webhooks have a queue of their own, so that a job's webhook never waits behind the batches
+# of ingests queued after it ended; every worker consumes both.
+WEBHOOK_QUEUE = "bienc.webhooks"
+WEBHOOK_TASK = "bienc.deliver_webhook"  # bienc.workers.webhooks.deliver_webhook
+WORKER_QUEUES = (INGEST_QUEUE, WEBHOOK_QUEUE)
 
-app = Celery("bienc", include=["bienc.workers.tasks"])
+app = Celery("bienc", include=["bienc.workers.tasks", "bienc.workers.webhooks"])
 app.conf.update(
     task_serializer="json",
     accept_content=["json"],

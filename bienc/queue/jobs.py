@@ -14,11 +14,18 @@ its collection switched (or it failed or was cancelled, its `outcome`): before i
 documents it copies and after the last one is copied, its counts alone would call it done. A
 delete (by filter) is open until its last batch is recorded; its batches count the documents
 they deleted as indexed (`deleted`) and those already gone as skipped.
+
+A job may name a callback URL (its webhook, bienc.queue.webhooks). Every write that can end a
+job also claims, in the same step, the webhook's delivery once the job is in a final state;
+the one write that claims it hands the job to `notify` (which queues the delivery). Fields
+`hook_*` of the meta record the delivery: its round (a job reopened by a dead-letter replay
+ends again, and is delivered again), state, attempts and last error.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +43,10 @@ _PREFIX = "bienc:job:"
 _DEAD_JOBS = "bienc:dead-jobs"
 _RECENT = "bienc:jobs"  # sorted set: job id -> created_at, for listing newest first
 _CHANGES = "bienc:job-changed:"  # pub/sub channel per job (JobTracker.changes)
+log = logging.getLogger(__name__)
+WebhookState = Literal["waiting", "pending", "retrying", "delivered", "failed"]
+# notify(job_id, round): queue the delivery of a job's webhook, claimed as it ended
+Notify = Callable[[str, int], None]
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,23 @@ class BatchOutcome:
     indexed: int = 0
     skipped: int = 0
     failures: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """Where a job's final status is POSTed, and how that went: `waiting` (the job has not
+    ended), `pending` (queued), `retrying` (an attempt failed, another follows), `delivered`,
+    or `failed` (attempts spent, or refused by the worker's settings)."""
+
+    url: str
+    state: WebhookState
+    attempts: int
+    last_error: str | None
+    updated_at: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "state": self.state, "attempts": self.attempts,
+                "last_error": self.last_error, "updated_at": self.updated_at}
 
 
 @dataclass(frozen=True)
@@ -64,6 +92,7 @@ class JobStatus:
     dead_letters: int = 0
     kind: JobKind = "ingest"
     open: bool = False  # work beyond the documents' counts remains (a reindex's switch)
+    webhook: WebhookDelivery | None = None
 
     @property
     def finished(self) -> bool:
@@ -77,6 +106,7 @@ class JobStatus:
             "created_at": self.created_at, "updated_at": self.updated_at,
             "last_error": self.last_error, "dead_letters": self.dead_letters,
             **({"deleted": self.indexed} if self.kind == "delete" else {}),
+            "webhook": self.webhook.to_dict() if self.webhook is not None else None,
         }
 
 
@@ -118,22 +148,93 @@ return keep and 1 or 0
 """
 
 
-class JobTracker:
-    """Creates jobs and records their progress. Every write is idempotent per batch."""
+# Beside a write that may end a job: claim its webhook once it is in a final state (an outcome,
+# or closed with every document counted), unless claimed already for this end. Returns the
+# delivery's round, or 0. KEYS: meta, batches. ARGV: now.
+_CLAIM_WEBHOOK = """
+if redis.call('HEXISTS', KEYS[1], 'callback_url') == 0
+    or redis.call('HEXISTS', KEYS[1], 'hook_state') == 1 then
+  return 0
+end
+if redis.call('HEXISTS', KEYS[1], 'outcome') == 0 then
+  if redis.call('HGET', KEYS[1], 'open') == '1' then return 0 end
+  local done = tonumber(redis.call('HGET', KEYS[1], 'rejected') or '0')
+  for _, raw in ipairs(redis.call('HVALS', KEYS[2])) do
+    local batch = cjson.decode(raw)
+    done = done + batch.indexed + batch.skipped + batch.failed
+  end
+  if done < tonumber(redis.call('HGET', KEYS[1], 'total') or '0') then return 0 end
+end
+redis.call('HSET', KEYS[1], 'hook_state', 'pending', 'hook_attempts', 0, 'hook_at', ARGV[1])
+redis.call('HDEL', KEYS[1], 'hook_error')
+return redis.call('HINCRBY', KEYS[1], 'hook_round', 1)
+"""
+# The next attempt of a delivery: counts it and returns its number, or 0 when the delivery is
+# over or another round replaced it. KEYS: meta. ARGV: round, now.
+_START_ATTEMPT = """
+local state = redis.call('HGET', KEYS[1], 'hook_state')
+if redis.call('HGET', KEYS[1], 'hook_round') ~= ARGV[1] or not state
+    or state == 'delivered' or state == 'failed' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'hook_at', ARGV[2])
+return redis.call('HINCRBY', KEYS[1], 'hook_attempts', 1)
+"""
+# Record how a delivery stands, if its round is still the job's. KEYS: meta.
+# ARGV: round, state, error ('' for none), now.
+_NOTE_WEBHOOK = """
+if redis.call('HGET', KEYS[1], 'hook_round') ~= ARGV[1]
+    or redis.call('HEXISTS', KEYS[1], 'hook_state') == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'hook_state', ARGV[2], 'hook_at', ARGV[4])
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], 'hook_error')
+else redis.call('HSET', KEYS[1], 'hook_error', ARGV[3]) end
+return 1
+"""
 
-    def __init__(self, client: redis.Redis, ttl_s: int):
+
+class JobTracker:
+    """Creates jobs and records their progress. Every write is idempotent per batch.
+
+    `notify`: called once each time a job with a callback URL ends (the module's docstring);
+    without it, no webhook is claimed by this tracker's writes."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int, notify: Notify | None = None):
         self._redis = client
         self._ttl_s = ttl_s
+        self._notify = notify
 
     def _refresh_ttl(self, pipe: Any, job_id: str) -> None:
         key = _PREFIX + job_id
         pipe.eval(_REFRESH_TTL, 4, key, key + ":batches", key + ":failures", key + ":dead",
                   self._ttl_s)
 
+    def _execute(self, pipe: Any, job_id: str) -> list[Any]:
+        """Run a pipeline of writes to a job, claiming the job's webhook in the same step
+        when they end it; the claim's winner queues the delivery."""
+        if self._notify is None:
+            return cast(list[Any], pipe.execute())
+        key = _PREFIX + job_id
+        pipe.eval(_CLAIM_WEBHOOK, 2, key, key + ":batches", time.time())
+        results = cast(list[Any], pipe.execute())
+        if results[-1]:
+            round_ = int(results[-1])
+            try:
+                self._notify(job_id, round_)
+            except Exception as exc:  # the job's own writes are done; only its webhook fails
+                log.exception("the webhook of job %s could not be queued", job_id)
+                self.note_webhook(job_id, round_, "failed",
+                                  f"could not be queued: {type(exc).__name__}: {exc}"[:500])
+        return results[:-1]
+
     def create(self, collection: str, accepted: int, rejected: dict[str, str],
-               kind: JobKind = "ingest", open_: bool = False) -> str:
+               kind: JobKind = "ingest", open_: bool = False,
+               callback_url: str | None = None) -> str:
         """Register a job of `accepted` documents plus `rejected` records that never queue;
-        `open_`: it stays open until `close()`, whatever its counts."""
+        `open_`: it stays open until `close()`, whatever its counts; `callback_url`: where its
+        final status is POSTed once it ends (checked by the caller:
+        bienc.queue.webhooks.check_callback_url)."""
         job_id = uuid.uuid4().hex
         now = time.time()
         key = _PREFIX + job_id
@@ -141,13 +242,13 @@ class JobTracker:
         pipe.hset(key, mapping={
             "collection": collection, "total": accepted + len(rejected),
             "rejected": len(rejected), "created_at": now, "updated_at": now, "kind": kind,
-            "open": int(open_),
+            "open": int(open_), **({"callback_url": callback_url} if callback_url else {}),
         })
         if rejected:
             pipe.hset(key + ":failures", mapping=cast(Any, rejected))
         self._refresh_ttl(pipe, job_id)
         pipe.zadd(_RECENT, {job_id: now})
-        pipe.execute()
+        self._execute(pipe, job_id)
         return job_id
 
     def admit(self, job_id: str, accepted: int, rejected: dict[str, str]) -> None:
@@ -180,7 +281,7 @@ class JobTracker:
         pipe.hset(key, mapping=cast(Any, {**fields, "updated_at": time.time()}))
         self._refresh_ttl(pipe, job_id)
         pipe.publish(_CHANGES + job_id, "meta")
-        pipe.execute()
+        self._execute(pipe, job_id)
 
     def recent(self, offset: int = 0, limit: int = 20) -> tuple[list[JobStatus], int]:
         """Jobs newest first, `limit` from `offset`, and how many there are. Jobs whose record
@@ -220,7 +321,7 @@ class JobTracker:
         pipe.hdel(key, "last_error")
         self._refresh_ttl(pipe, job_id)
         pipe.publish(_CHANGES + job_id, batch_no)
-        pipe.execute()
+        self._execute(pipe, job_id)
 
     def dead_letter(self, job_id: str, batch_no: int, collection: str,
                     documents: list[dict[str, Any]], reason: str) -> None:
@@ -249,6 +350,7 @@ class JobTracker:
         pipe.hdel(key + ":batches", str(batch_no))
         if doc_ids:
             pipe.hdel(key + ":failures", *doc_ids)
+        pipe.hdel(key, "hook_state", "hook_attempts", "hook_error", "hook_at")  # it will end again
         pipe.hset(key, "updated_at", time.time())
         self._refresh_ttl(pipe, job_id)
         pipe.publish(_CHANGES + job_id, batch_no)
@@ -276,6 +378,30 @@ class JobTracker:
         pipe.execute()
         if not self._redis.exists(key):
             self._redis.srem(_DEAD_JOBS, job_id)
+
+    def webhook_url(self, job_id: str, round_: int) -> str | None:
+        """The callback URL of job `job_id` while its delivery `round_` is the current one and
+        not over; else None (nothing left to deliver)."""
+        raw: list[Any] = self._redis.hmget(_PREFIX + job_id, "callback_url", "hook_round",  # type: ignore[assignment]
+                                           "hook_state")
+        url, current, state = (v.decode() if isinstance(v, bytes) else v for v in raw)
+        if url is None or current is None or int(current) != round_ \
+                or state in (None, "delivered", "failed"):
+            return None
+        return str(url)
+
+    def start_webhook_attempt(self, job_id: str, round_: int) -> int:
+        """Count one more attempt of delivery `round_`; returns its number, or 0 when the
+        delivery is over (delivered, failed, or replaced by a later round)."""
+        return int(self._redis.eval(_START_ATTEMPT, 1, _PREFIX + job_id, round_, time.time()))
+
+    def note_webhook(self, job_id: str, round_: int, state: WebhookState,
+                     error: str | None = None) -> None:
+        """Record how delivery `round_` of the job's webhook stands (ignored once another
+        round replaced it)."""
+        self._redis.eval(_NOTE_WEBHOOK, 1, _PREFIX + job_id, round_, state, error or "",
+                         time.time())
+        self._redis.publish(_CHANGES + job_id, "webhook")
 
     def note_retry(self, job_id: str, error: str) -> None:
         """Show a transient error on the job while its batch waits to be retried."""
@@ -334,6 +460,13 @@ class JobTracker:
         total = int(meta["total"])
         last_error = meta.get("reason") or meta.get("last_error")
         open_ = meta.get("open") == "1"
+        webhook = None
+        if "callback_url" in meta:
+            at = meta.get("hook_at")
+            webhook = WebhookDelivery(
+                url=meta["callback_url"], state=cast(WebhookState, meta.get("hook_state", "waiting")),
+                attempts=int(meta.get("hook_attempts", 0)), last_error=meta.get("hook_error"),
+                updated_at=float(at) if at else None)
         return JobStatus(
             job_id=job_id,
             collection=meta["collection"],
@@ -351,4 +484,5 @@ class JobTracker:
             dead_letters=int(dead),
             kind=next((k for k in JOB_KINDS if k == meta.get("kind")), "ingest"),
             open=open_,
+            webhook=webhook,
         )

@@ -50,7 +50,8 @@ from bienc.store.record import Chunking
 from bienc.workers.indexing import chunk_documents
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scifact import run_config  # a sibling script
+from ceiling import cpu_class, encoder_flops, gemm_rate  # sibling scripts
+from scifact import run_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "scifact"
@@ -168,8 +169,10 @@ def main() -> None:
     qids = list(qrels)
     default_backend = choose_backend("auto", "cpu")
     default = f"{default_backend}/{choose_dtype('auto', 'cpu', default_backend)}"
-    print(f"{len(docs)} SciFact documents; bienc's default encoder here: {default}; "
-          f"{os.cpu_count()} CPUs", flush=True)
+    print(f"{len(docs)} SciFact documents; bienc's default encoder here: {default}", flush=True)
+    print(cpu_class(), flush=True)
+    ceilings: dict[str, float] = {}
+    measure_ceilings(ceilings)
 
     # (1) the seed's way
     from sentence_transformers import SentenceTransformer
@@ -195,6 +198,7 @@ def main() -> None:
         print(f"(1) seed nDCG@10 {seed_ndcg:.4f}", flush=True)
 
     rows: list[dict[str, object]] = []
+    work: dict[Chunking, float] = {}  # FLOP per document of each configuration
     for cap in [int(c) for c in args.sweep_batch_tokens.split(",") if c]:
         encoder = load_encoder(Settings(max_batch_tokens=cap))
         for config_name, (_, params) in configs:
@@ -215,6 +219,8 @@ def main() -> None:
             name, dtype = backend.split("/")
             encoder = load_encoder(Settings(backend=name, dtype=dtype))
             rate, chunked, vectors = time_encoder(encoder, docs, params)
+            if params not in work:
+                work[params] = flop_per_document(encoder, chunked)
             if reference is None and backend == "torch/float32":
                 reference = vectors
             cosines = (vectors * reference).sum(axis=1) if reference is not None \
@@ -225,7 +231,8 @@ def main() -> None:
                 query_vectors = encoder.encode_queries([queries[q] for q in qids])
                 ndcg = ndcg_exact(docs, owners, vectors, query_vectors, qids, qrels)
             rows.append({"config": config_name, "what": f"(2) encoder {backend}", "docs/s": rate,
-                         "(2)/(1)": rate / seed_rates[0], "cos": cosines, "ndcg": ndcg})
+                         "(2)/(1)": rate / seed_rates[0], "cos": cosines, "ndcg": ndcg,
+                         "flop": work[params], "dtype": dtype})
             print(_row(rows[-1]), flush=True)
             if backend == default:
                 default_encoder = encoder
@@ -278,6 +285,10 @@ def main() -> None:
 
     while len(seed_rates) < args.seed_rounds:
         seed_round()
+    measure_ceilings(ceilings)  # again at the end: the best of both counts
+    for row in rows:
+        if isinstance(row.get("flop"), float):
+            row["share"] = float(row["docs/s"]) * float(row["flop"]) / ceilings[str(row["dtype"])]  # type: ignore[arg-type]
     seed_rate = float(np.mean(seed_rates))
     for row in rows:  # the ratios to (1) again, against the mean of its rounds
         for key in ("(2)/(1)", "(3)/(1)"):
@@ -285,13 +296,34 @@ def main() -> None:
                 row[key] = float(row["docs/s"]) / seed_rate  # type: ignore[arg-type]
     print(f"\n(1) seed rounds: {', '.join(f'{r:.1f}' for r in seed_rates)} docs/s; the ratios "
           f"below divide by their mean, {seed_rate:.1f}")
-    print("\n| configuration | what | docs/s | (2)/(1) | (3)/(1) | (3)/(2) | cos vs fp32 mean / min "
-          "| nDCG@10 | search p50/p99 ms (K=1000) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| both | (1) seed ST.encode fp32 | {seed_rate:.1f} | 1.00 | | | 1 / 1 | "
-          f"{_fmt(seed_ndcg)} | |")
+    print("GEMM ceilings (the best of the start's and the end's): "
+          + ", ".join(f"{p} {r / 1e9:.0f} GFLOP/s" for p, r in ceilings.items()))
+    for params, flop in work.items():
+        print(f"work of {params}: {flop / 1e9:.2f} GFLOP per document")
+    print("\n| configuration | what | docs/s | (2)/(1) | (3)/(1) | (3)/(2) | share of its precision's "
+          "GEMM ceiling | cos vs fp32 mean / min | nDCG@10 | search p50/p99 ms (K=1000) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| both | (1) seed ST.encode fp32 | {seed_rate:.1f} | 1.00 | | | "
+          f"{seed_rate * next(iter(work.values()), 0.0) / ceilings['float32']:.0%} (first config) "
+          f"| 1 / 1 | {_fmt(seed_ndcg)} | |")
     for row in rows:
         print(_row(row, markdown=True))
+
+
+def measure_ceilings(best: dict[str, float]) -> None:
+    """The GEMM ceiling of each precision on these cores (bench/ceiling.py), kept at the best
+    of this and earlier measurements, printed."""
+    for precision in ("float32", "bfloat16", "int8"):
+        rate = gemm_rate(precision)
+        best[precision] = max(best.get(precision, 0.0), rate)
+        print(f"GEMM ceiling {precision}: {rate / 1e9:.0f} GFLOP/s", flush=True)
+
+
+def flop_per_document(encoder: Encoder, chunked: list[list[Chunk]]) -> float:
+    """The encoder's useful work per document (bench/ceiling.py's count): every chunk's own
+    tokens, with attention over its own length, padding not counted."""
+    lengths = encoder.token_lengths([c.text for chunks in chunked for c in chunks])
+    return sum(encoder_flops(n, width=n) for n in lengths) / len(chunked)
 
 
 def end_to_end(name: str, env: dict[str, str], docs: list[Document], full: bool) -> dict[str, float]:
@@ -327,7 +359,8 @@ def _row(row: dict[str, object], markdown: bool = False) -> str:
               for k in ("(2)/(1)", "(3)/(1)", "(3)/(2)")]
     search = row.get("search")
     search_text = f"{search[0]:.1f} / {search[1]:.1f}" if isinstance(search, tuple) else ""
-    cells = [str(row["config"]), str(row["what"]), f"{row['docs/s']:.1f}", *ratios, cos_text,
+    share = f"{row['share']:.0%}" if isinstance(row.get("share"), float) else ""
+    cells = [str(row["config"]), str(row["what"]), f"{row['docs/s']:.1f}", *ratios, share, cos_text,
              _fmt(row.get("ndcg")), search_text]
     return ("| " + " | ".join(cells) + " |") if markdown else "  ".join(c for c in cells if c)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -182,26 +183,45 @@ class Encoder:
     def encode_stream(self, texts: Sequence[str]) -> Iterator[tuple[list[int], np.ndarray]]:
         """Encode `texts` forward batch by forward batch, longest texts first: yields the
         indices of a batch's texts and their unit vectors, so that a caller can use the first
-        vectors while the rest are computed. Concurrent callers take turns batch by batch."""
+        vectors while the rest are computed. A runner that runs several batches at once
+        (OpenVINO's streams) gets the next batches while the first one runs; concurrent
+        callers take turns batch by batch."""
         texts = list(texts)
         if not texts:
             return
         with self._tokenizer_lock:
             self.calls += 1
-        for start in range(0, len(texts), TOKENIZE_WINDOW):
-            # a generator: its first step tokenises the window (the tokenizer takes one
-            # caller at a time), the next ones cut its tensors batch by batch
-            batches = self._batches(texts[start : start + TOKENIZE_WINDOW])
-            while True:
-                with self._tokenizer_lock:
-                    planned = next(batches, None)
-                if planned is None:
-                    break
-                rows, features = planned
-                with self._runner_lock:
-                    vectors = self._runner(features)
+        depth = getattr(self._runner, "depth", 1)
+        running: deque[tuple[list[int], Callable[[], np.ndarray]]] = deque()
+        try:
+            for start in range(0, len(texts), TOKENIZE_WINDOW):
+                # a generator: its first step tokenises the window (the tokenizer takes one
+                # caller at a time), the next ones cut its tensors batch by batch
+                batches = self._batches(texts[start : start + TOKENIZE_WINDOW])
+                while True:
+                    with self._tokenizer_lock:
+                        planned = next(batches, None)
+                    if planned is None:
+                        break
+                    if len(running) >= depth:
+                        rows, result = running.popleft()
+                        yield rows, _unit_rows(result())
+                    running.append(([start + i for i in planned[0]], self._start(planned[1])))
+            while running:
+                rows, result = running.popleft()
                 # a new array: the caller may keep it while the next batch runs
-                yield [start + i for i in rows], _unit_rows(vectors)
+                yield rows, _unit_rows(result())
+        finally:
+            for _, result in running:  # a caller that stopped early: hand the requests back
+                result()
+
+    def _start(self, features: Mapping[str, Any]) -> Callable[[], np.ndarray]:
+        start = getattr(self._runner, "start", None)
+        if start is not None:  # runs batches side by side, hands out its requests itself
+            return start(features)  # type: ignore[no-any-return]
+        with self._runner_lock:
+            vectors = self._runner(features)
+        return lambda: vectors
 
     def _batches(self, texts: list[str]) -> Iterator[tuple[list[int], Mapping[str, Any]]]:
         """Forward batches of `texts` (plan_batches) with their model inputs. The texts are

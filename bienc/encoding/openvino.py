@@ -168,11 +168,10 @@ class OpenVINORunner:
 
     Documents run under the THROUGHPUT hint: OpenVINO splits the cores into streams (two on
     two cores, one thread each) and `start` keeps one batch in flight per stream, so that no
-    core waits for the other at each layer's synchronisation point. Measured on a 2-core AMD
-    EPYC with AVX-512 VNNI, int8, 1,000 SciFact documents in one 256-token window: 2 streams
-    encode 1.16x as many documents per second as one request on 2 threads
-    (`python bench/encoder_levers.py`). Queries run on a `twin` under the LATENCY hint: one
-    request on every core, the shortest time for one batch.
+    core waits for the other at each layer's synchronisation point (docs/performance.md,
+    "Streams": `python bench/encoder_levers.py` compares it with one request on every core).
+    Queries run on a `twin` under the LATENCY hint: one request on every core, the shortest
+    time for one batch.
 
     `avoid_widths`: batch widths (tokens) run one padding column wider. Measured with the
     int8 graph (OpenVINO 2026.4, bf16 inference hint) on an Intel Xeon with AMX: every text

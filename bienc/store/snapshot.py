@@ -195,8 +195,13 @@ def read(source: Path, folder: Path) -> Manifest:
     if MANIFEST not in names or MANIFEST_SUM not in names:
         raise refused(f"{source.name} lacks {MANIFEST_SUM if MANIFEST in names else MANIFEST} "
                       "(truncated, or not a bienc snapshot): checksum not verified")
-    recorded = (folder / MANIFEST_SUM).read_text(errors="replace").strip()
-    if _sha256(folder / MANIFEST) != recorded:
+    if source.stat().st_size % tarfile.RECORDSIZE or names[-1] != MANIFEST_SUM:
+        # a tar file is whole records; what is cut from its end, its zero blocks included, is
+        # missed by tarfile, which takes a short header for the end of the archive
+        raise refused(f"{source.name} is truncated (it does not end as a bienc snapshot ends): "
+                      "its checksums cannot be verified")
+    recorded = (folder / MANIFEST_SUM).read_bytes()
+    if f"{_sha256(folder / MANIFEST)}\n".encode() != recorded:
         raise refused(f"checksum mismatch on {MANIFEST} in {source.name}: the file was changed "
                       "or damaged")
     manifest = _manifest(folder / MANIFEST, source.name)
@@ -208,6 +213,13 @@ def read(source: Path, folder: Path) -> Manifest:
                 _sha256(folder / member) != expected.get("sha256"):
             raise refused(f"checksum mismatch on {member} in {source.name}: the file is "
                           "truncated, or was changed or damaged")
+    if manifest.kind == "points":
+        dimension = manifest.encoding.dimension
+        expected = manifest.points * dimension * _VECTOR.itemsize
+        if (folder / VECTORS).stat().st_size != expected:
+            raise refused(f"{VECTORS} holds {(folder / VECTORS).stat().st_size} bytes, not the "
+                          f"{expected} of {manifest.points} {dimension}-d vectors the manifest "
+                          "says (checksums hold: it was made or rewritten wrongly)")
     return manifest
 
 
@@ -230,13 +242,9 @@ def _manifest(path: Path, shown: str) -> Manifest:
 
 
 def points(folder: Path, manifest: Manifest, batch: int = 256) -> Iterator[list[ChunkPoint]]:
-    """The points of an unpacked "points" snapshot, `batch` at a time, checked as they come
-    (InvalidInputError naming the line)."""
+    """The points of a "points" snapshot that `read` unpacked, `batch` at a time, checked as
+    they come (InvalidInputError naming the line)."""
     dimension = manifest.encoding.dimension
-    expected = manifest.points * dimension * _VECTOR.itemsize
-    if (folder / VECTORS).stat().st_size != expected:
-        raise refused(f"{VECTORS} holds {(folder / VECTORS).stat().st_size} bytes, not the "
-                      f"{expected} of {manifest.points} {dimension}-d vectors")
     vectors = np.memmap(folder / VECTORS, dtype=_VECTOR, mode="r", shape=(manifest.points, dimension)) \
         if manifest.points else np.empty((0, dimension), dtype=_VECTOR)
     found: list[ChunkPoint] = []

@@ -31,24 +31,46 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from bienc.config.errors import CollectionError, InvalidInputError, StoreUnavailableError
 from bienc.ingest.producer import validate_collection_name
 from bienc.store import snapshot
-from bienc.store.interface import resolved
+from bienc.store.interface import Store, resolved
 from bienc.store.record import CollectionEncoding, next_generation, physical_name
 
 if TYPE_CHECKING:
     from bienc.resources import Resources
 
 log = logging.getLogger(__name__)
-HOLD_TTL_S = 30.0  # a hold lapses this long after its holder stops renewing it (it died)
+HOLD_TTL_S = 30.0  # a hold or a restore's lease lapses this long after its holder dies
 WRITERS_POLL_S = 0.05
 MAX_EXPORT_PAGE = 1000
 _RESTORING = "bienc:restoring:"
+
+
+@contextlib.contextmanager
+def _renewed(renew: Callable[[], Any], what: str) -> Iterator[None]:
+    """Call `renew` every third of HOLD_TTL_S while inside (a lease that lapses unless its
+    holder, alive, renews it)."""
+    done = threading.Event()
+
+    def run() -> None:
+        while not done.wait(HOLD_TTL_S / 3):
+            try:
+                renew()
+            except Exception:  # Redis away: the lease lapses
+                log.exception("renewing %s failed", what)
+
+    renewer = threading.Thread(target=run, name="bienc-lease", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        renewer.join()
 
 
 @contextlib.contextmanager
@@ -62,25 +84,13 @@ def writes_held(resources: Resources, name: str, hold: bool) -> Iterator[None]:
     registry = resources.reindexes
     holder = uuid.uuid4().hex
     since = registry.hold(name, holder, HOLD_TTL_S)
-    done = threading.Event()
-
-    def renew() -> None:
-        while not done.wait(HOLD_TTL_S / 3):
-            try:
-                registry.hold(name, holder, HOLD_TTL_S)
-            except Exception:  # Redis away: the hold lapses, and the snapshot may see writes
-                log.exception("renewing the hold on %r failed", name)
-
-    renewer = threading.Thread(target=renew, name="bienc-hold", daemon=True)
-    renewer.start()
     try:
-        # writers registered at `since` or before (one at the same microsecond included)
-        while registry.writers_before(name, since + 1e-6):
-            time.sleep(WRITERS_POLL_S)
-        yield
+        with _renewed(lambda: registry.hold(name, holder, HOLD_TTL_S), f"the hold on {name!r}"):
+            # writers registered at `since` or before (one at the same microsecond included)
+            while registry.writers_before(name, since + 1e-6):
+                time.sleep(WRITERS_POLL_S)
+            yield
     finally:
-        done.set()
-        renewer.join()
         registry.release(name, holder)
 
 
@@ -138,10 +148,13 @@ def _check_model(resources: Resources, name: str, encoding: CollectionEncoding) 
 def _restoring(resources: Resources, name: str) -> Iterator[None]:
     """One restore of a name at a time (a second is a 409)."""
     key, token = _RESTORING + name, uuid.uuid4().hex
-    if not resources.redis.set(key, token, nx=True, ex=24 * 3600):
+    lease_ms = int(HOLD_TTL_S * 1000)
+    if not resources.redis.set(key, token, nx=True, px=lease_ms):
         raise CollectionError(f"a restore into {name!r} is running; wait for it to end")
     try:
-        yield
+        with _renewed(lambda: resources.redis.set(key, token, xx=True, px=lease_ms),
+                      f"the restore lease of {name!r}"):
+            yield
     finally:
         if resources.redis.get(key) == token.encode():
             resources.redis.delete(key)
@@ -184,7 +197,7 @@ def restore(resources: Resources, source: Path, as_name: str | None = None, *, h
     return {**manifest.summary(), "collection": name, "physical": physical}
 
 
-def _fill(store: Any, physical: str, folder: Path, manifest: snapshot.Manifest) -> None:
+def _fill(store: Store, physical: str, folder: Path, manifest: snapshot.Manifest) -> None:
     """Make new physical collection `physical` hold the snapshot's points, and check it does."""
     if manifest.kind == "qdrant":
         checksum = str(manifest.files[snapshot.QDRANT]["sha256"])

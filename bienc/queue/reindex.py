@@ -64,7 +64,7 @@ return redis.call('HGET', KEYS[1], 'phase')
 # string). KEYS: holds. ARGV: holder, seconds.
 _HOLD = _NOW + """
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-return tostring(now)
+return string.format('%.6f', now)
 """
 # Change the phase; returns when (as a string). KEYS: state. ARGV: phase.
 _SET_PHASE = _NOW + """

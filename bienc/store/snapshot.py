@@ -215,10 +215,10 @@ def read(source: Path, folder: Path) -> Manifest:
                           "truncated, or was changed or damaged")
     if manifest.kind == "points":
         dimension = manifest.encoding.dimension
-        expected = manifest.points * dimension * _VECTOR.itemsize
-        if (folder / VECTORS).stat().st_size != expected:
+        size = manifest.points * dimension * _VECTOR.itemsize
+        if (folder / VECTORS).stat().st_size != size:
             raise refused(f"{VECTORS} holds {(folder / VECTORS).stat().st_size} bytes, not the "
-                          f"{expected} of {manifest.points} {dimension}-d vectors the manifest "
+                          f"{size} of {manifest.points} {dimension}-d vectors the manifest "
                           "says (checksums hold: it was made or rewritten wrongly)")
     return manifest
 

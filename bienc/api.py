@@ -68,7 +68,7 @@ SNAPSHOT_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
     "description": "the snapshot file", "content": {SNAPSHOT_TYPE: {"schema": {
         "type": "string", "format": "binary"}}}}}
 RESTORE_SCHEMA: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    SNAPSHOT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}}
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 # The application
 

@@ -310,6 +310,7 @@ class VectorStore(StoreBase):
         mode as of one moment (the engine's lock is held throughout); a server goes on
         taking writes meanwhile, so its callers hold the writers first (bienc.snapshots)."""
         with self._lock:
+            self._collection(name)  # CollectionNotFoundError
             offset: Any = None
             while True:
                 records, offset = self._call("scroll", self._client.scroll, name, limit=1024,
@@ -323,6 +324,7 @@ class VectorStore(StoreBase):
         """Chunk 0's payload of up to `limit` documents in the order of their point ids,
         from point id `after` on (None: the first); and the point id the next page starts
         at (None: this was the last)."""
+        self._collection(name)  # CollectionNotFoundError
         records, offset = self._call("scroll", self._client.scroll, name,
                                      scroll_filter=_FIRST_CHUNKS, limit=limit, offset=after,
                                      with_payload=True, with_vectors=False)

@@ -288,7 +288,7 @@ def test_snapshots_taken_during_ingests_hold_whole_batches_at_one_version(
 
     # the last snapshot restores, over HTTP, under another name; an export pages through it
     restored = api.post("/v1/snapshots/restore", params={"as": "copy"}, content=taken[-1],
-                        headers={"content-type": "application/x-tar"})
+                        headers={"content-type": "application/octet-stream"})
     assert restored.status_code == 200, restored.text
     live, copy = api.get("/v1/collections/live").json(), api.get("/v1/collections/copy").json()
     assert (copy["documents"], copy["points"]) == (live["documents"], live["points"])

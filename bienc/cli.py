@@ -311,6 +311,10 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             exported += len(documents)
             if cursor is None:
                 break
+        out.flush()
+    except BrokenPipeError:  # the reader stopped early (`bienc export NAME | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     finally:
         if out is not sys.stdout:
             out.close()

@@ -16,12 +16,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources as package_files
+from pathlib import Path
 from typing import Annotated, Any, cast
 
 import redis
 from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
@@ -65,11 +66,19 @@ from bienc.queue.webhooks import check_callback_url
 from bienc.resources import settle_heap
 from bienc.runtime import Runtime, build_runtime
 from bienc.search.searcher import SearchRequest
+from bienc.snapshots import MAX_EXPORT_PAGE
+from bienc.store.snapshot import SUFFIX as SNAPSHOT_SUFFIX
 
 log = logging.getLogger(__name__)
 MAX_JOBS_OFFSET = 1_000_000_000  # Redis takes 64-bit offsets; a page beyond this is empty anyway
 _RETRY_AFTER_S = 30
 _PROBE_TIMEOUT_S = 2.0
+SNAPSHOT_TYPE = "application/x-tar"
+SNAPSHOT_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
+    "description": "the snapshot file", "content": {SNAPSHOT_TYPE: {"schema": {
+        "type": "string", "format": "binary"}}}}}
+RESTORE_SCHEMA: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 # The application
 
@@ -422,6 +431,60 @@ def _api_router() -> APIRouter:
         validate_collection_name(collection, physical=True)
         _state(request).live.delete_collection(collection)
         return {"collection": collection, "deleted": True}
+
+    @router.get("/collections/{collection}/documents", tags=["collections"], dependencies=READ)
+    def export_documents(collection: PhysicalOrName, request: Request,
+                         cursor: Annotated[str | None, Query(
+                             max_length=64, description="the `next_cursor` of the previous page; "
+                                                        "none for the first")] = None,
+                         limit: Annotated[int, Query(ge=1, le=MAX_EXPORT_PAGE)] = 100
+                         ) -> dict[str, Any]:
+        """Every document of a collection (id, title, text, metadata), a page at a time in a
+        stable order: pass each page's `next_cursor` back as `cursor` until it is null."""
+        documents, after = _state(request).live.export_page(collection, cursor, limit)
+        return {"documents": documents, "next_cursor": after}
+
+    @router.post("/collections/{collection}/snapshot", tags=["collections"], dependencies=ADMIN,
+                 response_class=FileResponse, responses=SNAPSHOT_RESPONSE)
+    def create_snapshot(collection: PhysicalOrName, request: Request,
+                        background: BackgroundTasks, portable: bool = False) -> FileResponse:
+        """A consistent snapshot of a collection, taken while it serves, answered as a tar file
+        (its points and recorded encoding, each part under a sha256); `portable`: the points
+        even on a Qdrant server, whose own snapshot is taken otherwise."""
+        state = _state(request)
+        folder = Path(staging_dir(state.settings.upload_dir))
+        try:
+            path = folder / f"{collection}{SNAPSHOT_SUFFIX}"
+            with path.open("wb") as out:
+                summary = state.live.snapshot(collection, out, portable, work=folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        background.add_task(shutil.rmtree, folder, True)
+        return FileResponse(path, media_type=SNAPSHOT_TYPE, filename=path.name, headers={
+            "X-Bienc-Documents": str(summary["documents"]), "X-Bienc-Points": str(summary["points"])})
+
+    @router.post("/snapshots/restore", tags=["collections"], dependencies=ADMIN,
+                 openapi_extra=RESTORE_SCHEMA)
+    async def restore_snapshot(request: Request, as_name: Annotated[str | None, Query(
+            alias="as", max_length=255, description="the collection to restore into (default: "
+                                                    "the snapshot's); one of that name is replaced")]
+                               = None) -> dict[str, Any]:
+        """Restore a snapshot sent as the request body into a new physical collection, then
+        switch the name to it; a truncated or altered file is refused (422, checksum) and a
+        snapshot of a model this bienc cannot use too (409), with nothing changed. The body is
+        held to BIENC_API_MAX_UPLOAD_BYTES."""
+        state = _state(request)
+        live = state.live
+        folder = await run_in_threadpool(staging_dir, state.settings.upload_dir)
+        try:
+            path = Path(folder) / f"upload{SNAPSHOT_SUFFIX}"
+            with path.open("wb") as out:
+                async for block in request.stream():
+                    out.write(block)
+            return await run_in_threadpool(live.restore, path, as_name, Path(folder))
+        finally:
+            await run_in_threadpool(shutil.rmtree, folder, True)
 
     @router.get("/collections/{collection}/documents/{doc_id}", tags=["collections"],
                 dependencies=READ)

@@ -8,7 +8,7 @@ from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-UPLOAD_PATH = re.compile(r"/v1/collections/[^/]+/files")
+UPLOAD_PATH = re.compile(r"/v1/collections/[^/]+/files|/v1/snapshots/restore")
 
 
 class BodyLimitMiddleware:
@@ -21,9 +21,9 @@ class BodyLimitMiddleware:
     413. Up to `drain_bytes` are dropped that way; a client announcing `Expect: 100-continue`
     (curl does) has sent nothing yet and is answered at once.
 
-    File uploads (POST .../files) are held to `upload_max_bytes` instead and are not read
-    here: the route streams them to disk, and a body that outgrows the limit while it streams
-    is refused there (413) by the same count.
+    File uploads (POST .../files, and a snapshot to restore) are held to `upload_max_bytes`
+    instead and are not read here: the route streams them to disk, and a body that outgrows
+    the limit while it streams is refused there (413) by the same count.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, drain_bytes: int = 64 * 1024 * 1024,
@@ -41,8 +41,8 @@ class BodyLimitMiddleware:
         actual = f"request body is {size} bytes" if size is not None else "request body is larger"
         if upload:
             return (f"{actual}, over the upload limit of {self.upload_max_bytes} bytes (setting "
-                    "api_max_upload_bytes, BIENC_API_MAX_UPLOAD_BYTES); send the files in several "
-                    "requests")
+                    "api_max_upload_bytes, BIENC_API_MAX_UPLOAD_BYTES); send files in several "
+                    "requests, or restore a large snapshot with `bienc snapshot restore`")
         return (f"{actual}, over the limit of {self.max_bytes} bytes "
                 "(setting api_max_request_bytes, BIENC_API_MAX_REQUEST_BYTES)")
 

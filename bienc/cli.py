@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from importlib import resources as package_files
 from pathlib import Path
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from bienc.store.interface import Hit
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 3
+EXPORT_PAGE = 500  # documents read from the store at a time by `bienc export`
 DEMO_COLLECTION = "demo"
 DEMO_QUERIES = (
     "Where is the Eiffel Tower located?",
@@ -319,6 +321,60 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_snapshot_create(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = _runtime(settings)
+    if args.out == "-":
+        summary = runtime.snapshot(args.collection, sys.stdout.buffer, args.portable)
+        shown = "standard output"
+    else:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        out = Path(args.out or f"{args.collection}-{stamp}.bienc.tar")
+        partial = out.with_name(f".{out.name}.partial")
+        try:  # written aside and renamed: a failed snapshot leaves no file that looks whole
+            with partial.open("wb") as stream:
+                summary = runtime.snapshot(args.collection, stream, args.portable, work=out.parent)
+            os.replace(partial, out)
+        finally:
+            partial.unlink(missing_ok=True)
+        shown = f"{out} ({out.stat().st_size / 1e6:.1f} MB)"
+    print(f"snapshot of {args.collection!r}: {summary['documents']} documents, {summary['points']} "
+          f"points ({summary['kind']}) -> {shown}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_snapshot_restore(args: argparse.Namespace, settings: Settings) -> int:
+    source = Path(args.file)
+    if not source.is_file():
+        raise BiencError(f"{args.file}: no such file")
+    restored = _runtime(settings).restore(source, args.as_name)
+    print(f"restored {restored['collection']!r} from {args.file}: {restored['documents']} "
+          f"documents, {restored['points']} points (now {restored['physical']})", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = _runtime(settings)
+    out = sys.stdout if args.out in (None, "-") else open(args.out, "w", encoding="utf-8")  # noqa: SIM115
+    cursor: str | None = None
+    exported = 0
+    try:
+        while True:
+            documents, cursor = runtime.export_page(args.collection, cursor, EXPORT_PAGE)
+            out.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in documents)
+            exported += len(documents)
+            if cursor is None:
+                break
+        out.flush()
+    except BrokenPipeError:  # the reader stopped early (`bienc export NAME | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(f"exported {exported} documents of {args.collection!r}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     decide(settings, Role.WORKER)  # refuses settings where this worker would serve nobody
     from bienc.queue.celery_app import WORKER_QUEUES, configure_app
@@ -513,6 +569,32 @@ def build_parser() -> argparse.ArgumentParser:
     add_mode_arguments(search)
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=cmd_search)
+
+    snapshot = sub.add_parser("snapshot", help="snapshots of collections: create, restore")
+    snapshot_sub = snapshot.add_subparsers(dest="snapshot_command", required=True)
+    create = snapshot_sub.add_parser(
+        "create", help="write a consistent snapshot of a collection, taken while it serves")
+    create.add_argument("collection")
+    create.add_argument("--out", metavar="FILE",
+                        help="where to write it (default NAME-TIME.bienc.tar here; - for "
+                             "standard output)")
+    create.add_argument("--portable", action="store_true",
+                        help="on a Qdrant server, the points instead of Qdrant's own snapshot, "
+                             "so that any engine can restore it")
+    create.set_defaults(func=cmd_snapshot_create)
+    restore = snapshot_sub.add_parser(
+        "restore", help="restore a snapshot into a new collection, then switch the name to it")
+    restore.add_argument("file")
+    restore.add_argument("--as", dest="as_name", metavar="NAME",
+                         help="the collection to restore into (default: the snapshot's); one of "
+                              "that name is replaced")
+    restore.set_defaults(func=cmd_snapshot_restore)
+
+    export = sub.add_parser("export", help="every document of a collection as JSONL records "
+                                           "(id, title, text, metadata), ready to ingest")
+    export.add_argument("collection")
+    export.add_argument("--out", metavar="FILE", help="write to FILE (default standard output)")
+    export.set_defaults(func=cmd_export)
 
     worker = sub.add_parser("worker", help="run a Celery worker for BIENC_BROKER_URL")
     worker.add_argument("--concurrency", type=int)

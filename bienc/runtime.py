@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from celery import Celery
 
@@ -310,6 +310,35 @@ class Runtime:
         self.app.send_task(DELETE_TASK, args=(job_id,), queue=INGEST_QUEUE)
         return job_id
 
+    @property
+    def others_write(self) -> bool:
+        """Whether something else may write the store while this process reads it: this
+        process's own worker, or other processes sharing a Qdrant server."""
+        return self.topology.runs_worker or not self.topology.embedded_store
+
+    def snapshot(self, collection: str, out: IO[bytes], portable: bool = False,
+                 work: Path | None = None) -> dict[str, Any]:
+        """Write a consistent snapshot of `collection` to `out` (bienc.snapshots)."""
+        from bienc import snapshots
+
+        return snapshots.create(self.resources, collection, out, hold=self.others_write,
+                                portable=portable, work=work)
+
+    def restore(self, source: Path, as_name: str | None = None,
+                work: Path | None = None) -> dict[str, Any]:
+        """Restore snapshot file `source` as `as_name` (default: its own name)."""
+        from bienc import snapshots
+
+        return snapshots.restore(self.resources, source, as_name, hold=self.others_write,
+                                 work=work)
+
+    def export_page(self, collection: str, cursor: str | None, limit: int
+                    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of `collection`'s documents and the next page's cursor (bienc.snapshots)."""
+        from bienc import snapshots
+
+        return snapshots.export_page(self.resources, collection, cursor, limit)
+
     def delete_documents(self, collection: str, doc_ids: list[str], wait_s: float = 10.0) -> None:
         """Delete documents through the collection's name, as a writer of it (a reindex in
         progress sees the deletion; while it switches, this waits up to `wait_s`)."""
@@ -326,7 +355,8 @@ class Runtime:
                     return
             if time.monotonic() > deadline:
                 raise StoreUnavailableError(f"collection {collection!r} is switching to its "
-                                            "reindexed collection; retry in a few seconds")
+                                            "reindexed or restored collection, or a snapshot of "
+                                            "it is being taken; retry in a few seconds")
             time.sleep(0.1)
 
 

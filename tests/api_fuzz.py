@@ -76,7 +76,7 @@ def _run_pass(operation: Any, name: str, mode: GenerationMode, path_parameters: 
             problem = f"status {response.status_code}: {response.text[:300]}"
         elif elapsed > timeout_s:
             problem = f"took {elapsed:.1f} s"
-        elif not content_type.startswith(("application/json", "text/plain")):
+        elif not content_type.startswith(("application/json", "text/plain", "application/x-tar")):
             problem = f"content type {content_type!r}"
         if problem:
             report.failures.append(f"{operation.label} ({name}) {problem}; path "

@@ -36,9 +36,6 @@ class InProcessWorker:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> InProcessWorker:
-        # A task that retries (self.retry) sends its next try through the default app: with
-        # a fresh, unconfigured one, that message went to a broker nobody reads and was lost.
-        self._app.set_default()
         self._controller = _ReadyWorkController(
             app=self._app, queues=list(WORKER_QUEUES), pool="solo", concurrency=1,
             hostname=f"bienc-inprocess@{id(self)}",

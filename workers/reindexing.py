@@ -30,6 +30,7 @@ from bienc.ingest.documents import stored_document
 from bienc.queue.celery_app import INGEST_QUEUE, REINDEX_BATCH_TASK, REINDEX_FINISH_TASK, app
 from bienc.queue.jobs import BatchOutcome
 from bienc.queue.reindex import Reindex
+from bienc.store import record
 from bienc.store.interface import ChunkPoint
 from bienc.store.record import Chunking, CollectionEncoding, physical_name, split_physical
 from bienc.workers.indexing import encoding_of, index_documents, index_hash
@@ -103,9 +104,7 @@ def same_vectors(source: CollectionEncoding, target: CollectionEncoding) -> bool
 
 
 def next_generation(resources: Resources, name: str) -> int:
-    generations = [split[1] for p in resources.store.list_physical()
-                   if (split := split_physical(p)) is not None and split[0] == name]
-    return max(generations, default=0) + 1
+    return record.next_generation(name, resources.store.list_physical())
 
 
 def _send(task: str, *args: Any) -> None:

@@ -4,9 +4,10 @@ record progress."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task
+from celery.exceptions import Ignore
 
 from bienc.config.errors import BiencError, StoreUnavailableError
 from bienc.ingest.documents import Document
@@ -45,7 +46,7 @@ def index_batch(self: Task, job_id: str, collection: str, batch_no: int,
     try:
         with resources.reindexes.writing(collection) as write:
             if write.hold:
-                raise self.retry(countdown=HOLD_RETRY_S, max_retries=None)
+                _try_again_shortly(self)
             try:
                 recorded, encoder = reindexing.collection_encoder(resources, collection)
                 outcome = index_documents(docs, collection, encoder, resources.store, recorded,
@@ -132,6 +133,17 @@ def _reindex_step(task: Task, job_id: str, name: str, step: Any) -> None:
         reindexing.abort(resources, job_id, name, "failed", str(exc))
 
 
+def _try_again_shortly(task: Task) -> NoReturn:
+    """Send the task again, as it is, HOLD_RETRY_S from now, and end this run (its message is
+    acknowledged once the new one is sent). Not a Celery retry: a write is held as long as a
+    reindex's switch or a snapshot lasts, so the tries are not bounded, and they leave the
+    count of retries, which bounds store outages, as it was."""
+    request = task.request
+    task.apply_async(args=request.args, kwargs=request.kwargs, countdown=HOLD_RETRY_S,
+                     retries=request.retries or 0, queue=INGEST_QUEUE)
+    raise Ignore()
+
+
 def _retry_outage(task: Task, job_id: str, exc: StoreUnavailableError) -> int:
     """Retry `task` after a store outage with capped exponential backoff (raises Celery's
     Retry) while retries remain; once they are spent, returns how many there were."""
@@ -141,7 +153,7 @@ def _retry_outage(task: Task, job_id: str, exc: StoreUnavailableError) -> int:
     if retries < settings.task_max_retries:
         resources.jobs.note_retry(job_id, str(exc)[:500])
         delay = retry_delay_s(retries, settings.retry_backoff_s, settings.retry_backoff_max_s)
-        raise task.retry(exc=exc, countdown=delay) from exc
+        raise task.retry(exc=exc, countdown=delay, max_retries=settings.task_max_retries) from exc
     return int(retries)
 
 

@@ -162,8 +162,9 @@ class Settings(BaseSettings):
     api_max_documents: int = Field(default=1000, ge=1, description="documents per ingest request")
     api_max_request_bytes: int = Field(default=10_000_000, ge=1, description="largest request body")
     api_max_upload_bytes: int = Field(
-        default=200 * 1024 * 1024, ge=1, description="largest file-upload request body (POST "
-        "/v1/collections/{c}/files, all its files together); each file is also held to MAX_FILE_BYTES",
+        default=200 * 1024 * 1024, ge=1, description="largest upload request body: POST "
+        "/v1/collections/{c}/files, all its files together (each file is also held to "
+        "MAX_FILE_BYTES), or a snapshot sent to POST /v1/snapshots/restore",
     )
     api_max_files: int = Field(default=1000, ge=1, description="files per upload request")
     upload_dir: Path | None = Field(

@@ -38,6 +38,12 @@ app.conf.update(
 def configure_app(settings: Settings) -> Celery:
     """Point the app at the configured broker (starting the embedded Redis if none is set)."""
     app.conf.broker_url = celery_broker_url(redis_url(settings))
+    # The process's one app is the default one: a task that retries itself (a write held by
+    # a reindex or a snapshot, a store outage) sends its retry through the app it resolves,
+    # which, in a thread that never chose one (the in-process worker's), is the default app;
+    # left unconfigured, that one publishes to amqp://localhost, fails, and the batch is
+    # rejected for good.
+    app.set_default()
     app.conf.worker_concurrency = settings.worker_concurrency
     # A batch unacknowledged for this long is handed to another worker (a dead worker's
     # batches come back this way); it must exceed the longest batch and retry wait.

@@ -19,9 +19,15 @@ that a phase change can wait for the writers that started before it (the start w
 those that could not know of the reindex; the fence, for those still copying). A writer
 older than the broker's visibility timeout is taken for dead (its batch is redelivered).
 
+Holds. A snapshot, and a restore at its switch, hold the writers of N the way the fence does,
+without a reindex: while `bienc:holds:N` has a live hold, writers hold their batches, and the
+holder waits for the writers that started before it (bienc.snapshots). A hold expires unless
+renewed, so a holder that dies releases it.
+
 Keys: `bienc:reindex:N` (hash: job, phase, source, target, options, batch counters),
 `:batches` (batch number -> the document ids to copy), `:dirty` (set of document ids),
-`bienc:writers:N` (sorted set: writer -> start time), and `bienc:reindex-job:J` -> N.
+`bienc:writers:N` (sorted set: writer -> start time), `bienc:holds:N` (sorted set: holder ->
+expiry time), and `bienc:reindex-job:J` -> N.
 """
 
 from __future__ import annotations
@@ -38,16 +44,27 @@ import redis
 _PREFIX = "bienc:reindex:"
 _BY_JOB = "bienc:reindex-job:"
 _WRITERS = "bienc:writers:"
+_HOLDS = "bienc:holds:"
 Phase = Literal["copy", "fence"]
 
 # Times are Redis's own clock, so that processes on several machines agree on an order.
 _NOW = "local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6\n"
-# Register a writer, then say the phase (nil: no reindex); one step, so that a phase change
-# and the writers registered before it are seen in one order. KEYS: state, writers.
-# ARGV: writer.
+# Register a writer, then say the phase (nil: no reindex; 'held': a live hold); one step, so
+# that a phase change or a hold and the writers registered before it are seen in one order.
+# KEYS: state, writers, holds. ARGV: writer.
 _ENTER = _NOW + """
 redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+if redis.call('ZCARD', KEYS[3]) > 0 then
+  return 'held'
+end
 return redis.call('HGET', KEYS[1], 'phase')
+"""
+# Hold a name's writers until ARGV[2] seconds from now (again: renew); returns when (as a
+# string). KEYS: holds. ARGV: holder, seconds.
+_HOLD = _NOW + """
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return string.format('%.6f', now)
 """
 # Change the phase; returns when (as a string). KEYS: state. ARGV: phase.
 _SET_PHASE = _NOW + """
@@ -82,7 +99,7 @@ class Reindex:
 class Write:
     """How a writer of a collection goes about it (ReindexRegistry.writing)."""
 
-    hold: bool  # a reindex is switching: hold the write and retry it shortly
+    hold: bool  # a reindex is switching, or a snapshot is taken: hold the write, retry shortly
     mark: bool  # a reindex is copying: record what is written as dirty
 
     def __bool__(self) -> bool:
@@ -176,10 +193,10 @@ class ReindexRegistry:
         writer is registered while inside, and told how to write (the module's docstring)."""
         writers = _WRITERS + name
         token = uuid.uuid4().hex
-        raw = self._redis.eval(_ENTER, 2, _PREFIX + name, writers, token)
+        raw = self._redis.eval(_ENTER, 3, _PREFIX + name, writers, _HOLDS + name, token)
         phase = _text(raw) if raw is not None else None
         try:
-            yield Write(hold=phase == "fence", mark=phase == "copy")
+            yield Write(hold=phase in ("fence", "held"), mark=phase == "copy")
         finally:
             self._redis.zrem(writers, token)
 
@@ -194,6 +211,14 @@ class ReindexRegistry:
     def fence(self, name: str) -> float:
         """Enter the fence; returns when it began."""
         return float(self._redis.eval(_SET_PHASE, 1, _PREFIX + name, "fence"))
+
+    def hold(self, name: str, holder: str, ttl_s: float) -> float:
+        """Hold the writers of `name` for `ttl_s` seconds (again: renew the hold); returns when
+        the hold began, for writers_before."""
+        return float(self._redis.eval(_HOLD, 1, _HOLDS + name, holder, repr(ttl_s)))
+
+    def release(self, name: str, holder: str) -> None:
+        self._redis.zrem(_HOLDS + name, holder)
 
     def writers_before(self, name: str, since: float) -> int:
         """Writers of `name` still in flight that started before `since` (and are younger

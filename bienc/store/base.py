@@ -7,9 +7,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bienc.config.errors import ConfigError
+from bienc.config.errors import CollectionError, ConfigError
 from bienc.store.filters import MetadataFilter
 from bienc.store.interface import Candidate, Hit, SparseVector, resolved
 
@@ -74,6 +75,19 @@ class StoreBase(ABC):
         with self._lock:
             self._collection(name)
             return self.first_chunks(name, [doc_id]).get(doc_id)
+
+    def server_snapshot(self, physical: str, into: Path) -> bool:
+        """Write the engine's own snapshot of `physical` to `into` and return True, where the
+        engine is a Qdrant server whose snapshot holds the whole collection; else False (the
+        caller reads the points instead: read_points)."""
+        return False
+
+    def restore_server_snapshot(self, physical: str, source: Path, checksum: str) -> None:
+        """Recover physical collection `physical` from a server's own snapshot file."""
+        raise CollectionError(
+            f"this snapshot is a Qdrant server's own, and the store at {self.location} is not a "
+            "Qdrant server: restore it into a bienc that uses one (BIENC_QDRANT_URL), or take a "
+            "portable snapshot there (`bienc snapshot create NAME --portable`)")
 
     def lexical_candidates(self, name: str, query: SparseVector, limit: int, *,
                            query_filter: MetadataFilter | None = None,

@@ -49,7 +49,7 @@ import fcntl
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -351,6 +351,42 @@ class EdgeVectorStore(StoreBase):
         with self._lock:
             parts = self._collection(name).parts
         parts.update_all(qe.UpdateOperation.delete_points_by_filter(selector))
+
+    # Whole collections
+
+    def read_points(self, name: str, sink: Callable[[Sequence[ChunkPoint]], None]) -> None:
+        """Every point of `name` (dense vector, payload and, for chunk 0 of a collection with
+        lexical vectors, its lexical vector), handed to `sink` a page at a time, in no
+        particular order; as of one moment: the collection's writes wait until it returns."""
+        with self._lock:
+            parts = self._collection(name).parts
+
+        def page(records: list[Any], lexical: list[Any]) -> None:
+            sparse = {str(r.id): r.vector.get(LEXICAL_VECTOR) for r in lexical
+                      if isinstance(r.vector, dict)}
+            points = []
+            for record in records:
+                payload = record.payload or {}
+                vector = record.vector[""] if isinstance(record.vector, dict) else record.vector
+                points.append(ChunkPoint(str(payload["doc_id"]), int(payload["chunk"]),
+                                         np.asarray(vector, dtype=np.float32), payload,
+                                         sparse.get(str(record.id))))
+            sink(points)
+
+        parts.read_all(1024, page)
+
+    def documents_page(self, name: str, after: str | None, limit: int
+                       ) -> tuple[list[dict[str, Any]], str | None]:
+        """Chunk 0's payload of up to `limit` documents in the order of their point ids,
+        from point id `after` on (None: the first); and the point id the next page starts
+        at (None: this was the last)."""
+        with self._lock:
+            parts = self._collection(name).parts
+        records = parts.page(qe.ScrollRequest(offset=after, limit=limit + 1,
+                                              filter=FIRST_CHUNKS_FILTER, with_payload=True,
+                                              with_vector=False))
+        after_page = str(records[limit].id) if len(records) > limit else None
+        return [r.payload for r in records[:limit] if r.payload], after_page
 
     # Search (bienc.store.edge_search)
 

@@ -40,6 +40,7 @@ def open_store(settings: Settings) -> Store:
             client = QdrantClient(path=location)
         except RuntimeError as exc:  # portalocker: another process holds the folder
             raise in_use_error(location) from exc
-    return VectorStore(client, location, remote=kind == "server",
+    return VectorStore(client, location, remote=kind == "server", api_key=settings.qdrant_api_key,
+                       timeout_s=settings.qdrant_timeout_s,
                        shard_number=settings.shard_number,
                        replication_factor=settings.replication_factor, **ann)

@@ -20,8 +20,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bienc.config.errors import CollectionError, CollectionNotFoundError
@@ -214,6 +215,12 @@ class Store(Protocol):
     def delete_chunks_from(self, name: str, first_stale: Mapping[str, int]) -> None: ...
     def delete_documents(self, name: str, doc_ids: Sequence[str]) -> None: ...
     def get_document(self, name: str, doc_id: str) -> dict[str, Any] | None: ...
+    # Whole collections (snapshots, export)
+    def read_points(self, name: str, sink: Callable[[Sequence[ChunkPoint]], None]) -> None: ...
+    def documents_page(self, name: str, after: str | None, limit: int
+                       ) -> tuple[list[dict[str, Any]], str | None]: ...
+    def server_snapshot(self, physical: str, into: Path) -> bool: ...
+    def restore_server_snapshot(self, physical: str, source: Path, checksum: str) -> None: ...
     # Search
     def dense_candidates(self, name: str, vector: np.ndarray, limit: int, *,
                          query_filter: MetadataFilter | None = None,

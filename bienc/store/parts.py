@@ -304,6 +304,33 @@ class Parts:
                     if offset is None:
                         break
 
+    def page(self, request: qe.ScrollRequest) -> list[Any]:
+        """The first `request.limit` records a scroll request selects over every dense part,
+        in point-id order (each part scrolls in that order, and a point is in one part): so a
+        page that starts where the last one stopped (`request.offset`) misses none and repeats
+        none, whatever the parts. Writes and swaps wait meanwhile."""
+        with self.write_lock:
+            records = [r for shard in self.dense for r in shard.scroll(request)[0]]
+        records.sort(key=lambda r: str(r.id))
+        return records[:request.limit]
+
+    def read_all(self, limit: int, sink: Callable[[list[Any], list[Any]], None]) -> None:
+        """Every dense point with its vector and payload, `limit` at a time, each page handed
+        to `sink` with the lexical part's records (and vectors) of the page's points that
+        have one; all as of one moment: writes and swaps wait until it returns."""
+        with self.write_lock:
+            for shard in self.dense:
+                offset: Any = None
+                while True:
+                    records, offset = shard.scroll(qe.ScrollRequest(
+                        offset=offset, limit=limit, with_payload=True, with_vector=True))
+                    heads = [r.id for r in records if (r.payload or {}).get("chunk") == 0]
+                    lexical = self.lexical.retrieve(heads, False, True) \
+                        if self.lexical is not None and heads else []
+                    sink(records, lexical)
+                    if offset is None:
+                        break
+
     # Building
 
     def state(self) -> dict[str, int]:

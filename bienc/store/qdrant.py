@@ -5,10 +5,14 @@ statistics over a corpus filter, for lexical search)."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -16,7 +20,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from bienc.config.errors import CollectionNotFoundError, StoreUnavailableError
+from bienc.config.errors import CollectionError, CollectionNotFoundError, StoreUnavailableError
 from bienc.store.base import StoreBase
 from bienc.store.filters import (
     PAYLOAD_PREFIX,
@@ -97,6 +101,7 @@ class VectorStore(StoreBase):
     answer (callers may retry), CollectionError for a missing or mismatched collection."""
 
     def __init__(self, client: QdrantClient, location: str, *, remote: bool,
+                 api_key: str | None = None, timeout_s: float = 30.0,
                  shard_number: int | None = None,
                  replication_factor: int | None = None, hnsw_m: int = 16,
                  hnsw_ef_construct: int = 100, search_ef: int = 128, quantization: bool = False,
@@ -106,6 +111,8 @@ class VectorStore(StoreBase):
         self._indexed: set[str] = set()  # collections given the declared indexes, by name
         self.location = location
         self._remote = remote
+        self._api_key = api_key  # for the snapshot files, moved over Qdrant's REST API directly
+        self._timeout_s = timeout_s
         self._hnsw = qm.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct)
         self._quantization = qm.ScalarQuantization(scalar=qm.ScalarQuantizationConfig(
             type=qm.ScalarType.INT8, quantile=0.99, always_ram=True)) if quantization else None
@@ -368,6 +375,103 @@ class VectorStore(StoreBase):
             qm.FieldCondition(key="doc_id", match=qm.MatchAny(any=list(doc_ids)))]))
         self._call("delete", self._client.delete, name, points_selector=selector, wait=True)
 
+    # Whole collections
+
+    def read_points(self, name: str, sink: Callable[[Sequence[ChunkPoint]], None]) -> None:
+        """Every point of `name` (dense vector, payload and, for chunk 0 of a collection with
+        lexical vectors, its lexical vector), handed to `sink` a page at a time. In local
+        mode as of one moment (the engine's lock is held throughout); a server goes on
+        taking writes meanwhile, so its callers hold the writers first (bienc.snapshots)."""
+        with self._lock:
+            self._collection(name)  # CollectionNotFoundError
+            offset: Any = None
+            while True:
+                records, offset = self._call("scroll", self._client.scroll, name, limit=1024,
+                                             offset=offset, with_payload=True, with_vectors=True)
+                sink([_chunk_point(record) for record in records])
+                if offset is None:
+                    return
+
+    def documents_page(self, name: str, after: str | None, limit: int
+                       ) -> tuple[list[dict[str, Any]], str | None]:
+        """Chunk 0's payload of up to `limit` documents in the order of their point ids,
+        from point id `after` on (None: the first); and the point id the next page starts
+        at (None: this was the last)."""
+        self._collection(name)  # CollectionNotFoundError
+        records, offset = self._call("scroll", self._client.scroll, name,
+                                     scroll_filter=_FIRST_CHUNKS, limit=limit, offset=after,
+                                     with_payload=True, with_vectors=False)
+        return [r.payload for r in records if r.payload], None if offset is None else str(offset)
+
+    def _rest(self, physical: str, path: str) -> str:
+        return f"{self.location.rstrip('/')}/collections/{quote(physical, safe='')}/snapshots{path}"
+
+    def _headers(self) -> dict[str, str]:
+        return {"api-key": self._api_key} if self._api_key else {}
+
+    def _one_peer(self) -> bool:
+        """Whether the server is one node: a collection snapshot holds only the shards of the
+        node that takes it, so in a cluster of several the points are read instead."""
+        status = self._call("cluster_status", self._client.http.distributed_api.cluster_status).result
+        return len(getattr(status, "peers", None) or {}) <= 1
+
+    def server_snapshot(self, physical: str, into: Path) -> bool:
+        """On a Qdrant server of one node: Qdrant's own snapshot of `physical` (created, copied
+        to `into` over GET /collections/{c}/snapshots/{name}, its checksum checked, deleted
+        on the server); True. False elsewhere (local mode has none; a cluster's would hold
+        one node's shards)."""
+        if not self._remote or not self._one_peer():
+            return False
+        made = self._call("create_snapshot", self._client.create_snapshot, physical, wait=True)
+        if made is None:
+            raise StoreUnavailableError(f"Qdrant at {self.location} did not create a snapshot of "
+                                        f"{physical!r}")
+        try:
+            digest = hashlib.sha256()
+            with httpx.stream("GET", self._rest(physical, f"/{quote(made.name, safe='')}"),
+                              headers=self._headers(),
+                              timeout=httpx.Timeout(self._timeout_s, read=None)) as response:
+                if response.status_code != 200:
+                    raise StoreUnavailableError(
+                        f"Qdrant at {self.location} answered {response.status_code} for snapshot "
+                        f"{made.name!r} of {physical!r}")
+                with into.open("wb") as out:
+                    for block in response.iter_bytes(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+            if made.checksum and digest.hexdigest() != made.checksum:
+                raise StoreUnavailableError(f"snapshot {made.name!r} of {physical!r} arrived from "
+                                            f"Qdrant at {self.location} damaged (checksum differs)")
+        except httpx.HTTPError as exc:
+            raise StoreUnavailableError(f"Qdrant at {self.location} did not hand over snapshot "
+                                        f"{made.name!r} of {physical!r}: {exc}") from exc
+        finally:
+            with contextlib.suppress(Exception):  # a leftover on the server, not an error here
+                self._client.delete_snapshot(physical, made.name, wait=True)
+        return True
+
+    def restore_server_snapshot(self, physical: str, source: Path, checksum: str) -> None:
+        """Recover new physical collection `physical` from Qdrant's own snapshot file `source`
+        (POST /collections/{c}/snapshots/upload, the snapshot's data taking precedence),
+        waiting until it is done."""
+        if not self._remote:
+            super().restore_server_snapshot(physical, source, checksum)
+            return
+        try:
+            with source.open("rb") as snapshot:
+                response = httpx.post(
+                    self._rest(physical, "/upload"), headers=self._headers(),
+                    params={"wait": "true", "priority": "snapshot", "checksum": checksum},
+                    files={"snapshot": (source.name, snapshot, "application/octet-stream")},
+                    timeout=httpx.Timeout(self._timeout_s, read=None, write=None))
+        except httpx.HTTPError as exc:
+            raise StoreUnavailableError(f"Qdrant at {self.location} did not take the snapshot for "
+                                        f"{physical!r}: {exc}") from exc
+        if response.status_code != 200:
+            error = StoreUnavailableError if response.status_code >= 500 else CollectionError
+            raise error(f"Qdrant at {self.location} refused the snapshot for {physical!r} "
+                        f"({response.status_code}): {response.text[:500]}")
+
     # Search
 
     def dense_candidates(self, name: str, vector: np.ndarray, limit: int, *,
@@ -417,6 +521,15 @@ class VectorStore(StoreBase):
         payloads = {(r.payload["doc_id"], r.payload["chunk"]): r.payload
                     for r in records if r.payload}
         return hits_from(chosen, payloads, with_text)
+
+
+def _chunk_point(record: Any) -> ChunkPoint:
+    """A scrolled record (with payload and vectors) as a ChunkPoint."""
+    payload = record.payload or {}
+    vectors = record.vector if isinstance(record.vector, dict) else {"": record.vector}
+    sparse = vectors.get(LEXICAL_VECTOR)
+    return ChunkPoint(str(payload["doc_id"]), int(payload["chunk"]),
+                      np.asarray(vectors[""], dtype=np.float32), payload, sparse)
 
 
 def _vector(point: ChunkPoint) -> Any:

@@ -16,7 +16,7 @@ appears in a name a user gives, so the two cannot collide.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,14 @@ def split_physical(physical: str) -> tuple[str, int] | None:
     """(name, generation) of a physical collection `NAME@N`; None for any other name."""
     match = _PHYSICAL.match(physical)
     return (match["name"], int(match["generation"])) if match else None
+
+
+def next_generation(name: str, physical: Iterable[str]) -> int:
+    """One more than the highest generation of `name` among the `physical` collections (1
+    when there is none): the generation of its next physical collection."""
+    generations = [split[1] for p in physical
+                   if (split := split_physical(p)) is not None and split[0] == name]
+    return max(generations, default=0) + 1
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,9 @@ EXPECTED = {
     "DELETE /v1/collections/{collection}": Access.ADMIN,
     "GET /v1/collections/{collection}/documents/{doc_id}": Access.READ,
     "DELETE /v1/collections/{collection}/documents/{doc_id}": Access.ADMIN,
+    "GET /v1/collections/{collection}/documents": Access.READ,
+    "POST /v1/collections/{collection}/snapshot": Access.ADMIN,
+    "POST /v1/snapshots/restore": Access.ADMIN,
 }
 
 

@@ -11,7 +11,7 @@ LAYERS = {  # a module may import only from layers below its own
     "config": 0,
     "store": 1, "encoding": 1, "queue": 1,
     "ingest": 2, "search": 2, "resources": 2,
-    "workers": 3,
+    "workers": 3, "snapshots": 3,
     "runtime": 4, "access": 4, "progress": 4,
     "api_errors": 5,
     "api_requests": 6, "api_limits": 6, "api_metrics": 6, "api_uploads": 6,

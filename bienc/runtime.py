@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _UNACKED_KEY = "unacked"  # kombu's hash of delivered, unacknowledged messages
+ACK_GRACE_S = 1.0  # finish_queue: seconds a finished batch may take to be acknowledged
 
 
 class Runtime:
@@ -206,8 +207,11 @@ class Runtime:
         if not (self.topology.embedded_queue and self.topology.runs_worker):
             return
         told = False
+        started = time.monotonic()
         while (left := self.queued_batches()) > 0:
-            if on_wait is not None and not told:
+            # the batch a job just finished is acknowledged a moment after it is recorded:
+            # tell only of batches still there after that moment
+            if on_wait is not None and not told and time.monotonic() - started > ACK_GRACE_S:
                 on_wait(left)
                 told = True
             time.sleep(poll_s)

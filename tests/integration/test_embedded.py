@@ -22,6 +22,7 @@ def test_demo_ranks_the_right_document_first_for_each_query(tmp_path: Path) -> N
     result = run_bienc("demo", cwd=tmp_path, env=bienc_env())
     assert result.returncode == 0, result.stderr
     assert "search mode: hybrid" in result.stdout
+    assert "by an earlier process" not in result.stderr  # a fresh folder has nothing left over
 
     def first(query: str) -> str:
         return result.stdout.split(f"query: {query}")[1].strip().splitlines()[0]

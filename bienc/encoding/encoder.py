@@ -3,6 +3,7 @@ run by torch or by OpenVINO (bienc.encoding.openvino), in forward batches planne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import deque
@@ -212,8 +213,11 @@ class Encoder:
                 # a new array: the caller may keep it while the next batch runs
                 yield rows, _unit_rows(result())
         finally:
-            for _, result in running:  # a caller that stopped early: hand the requests back
-                result()
+            # a caller that stopped early, or a batch that failed: hand the requests back
+            # (the error that ended the stream is the one raised)
+            for _, result in running:
+                with contextlib.suppress(Exception):
+                    result()
 
     def _start(self, features: Mapping[str, Any]) -> Callable[[], np.ndarray]:
         start = getattr(self._runner, "start", None)

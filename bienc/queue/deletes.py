@@ -20,6 +20,8 @@ from typing import Any
 
 import redis
 
+from bienc.queue.values import text
+
 _PREFIX = "bienc:delete:"
 # Plan once: the first plan written stays. KEYS: plan, batches. ARGV: the batches (JSON list).
 _PLAN = """
@@ -31,10 +33,6 @@ end
 redis.call('HSET', KEYS[1], 'batches', #batches)
 return 1
 """
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ class DeletePlans:
 
     def get(self, job_id: str) -> DeletePlan | None:
         raw: dict[Any, Any] = self._redis.hgetall(_PREFIX + job_id)  # type: ignore[assignment]
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = {text(k): text(v) for k, v in raw.items()}
         if "collection" not in fields:
             return None
         return DeletePlan(job_id, fields["collection"], json.loads(fields["filter"]),

@@ -35,6 +35,8 @@ from typing import Any, Literal, cast
 
 import redis
 
+from bienc.queue.values import text
+
 JobState = Literal["queued", "running", "retrying", "completed", "completed_with_errors", "failed",
                    "cancelled"]
 JobKind = Literal["ingest", "reindex", "delete"]
@@ -294,7 +296,7 @@ class JobTracker:
                 break
             start += len(ids)
             for raw in ids:
-                job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+                job_id = text(raw)
                 status = self.get(job_id)
                 if status is None:
                     self._redis.zrem(_RECENT, job_id)
@@ -341,7 +343,7 @@ class JobTracker:
 
     def jobs_with_dead_letters(self) -> list[str]:
         members = self._redis.smembers(_DEAD_JOBS)
-        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        return sorted(text(m) for m in members)
 
     def reopen_batch(self, job_id: str, batch_no: int, doc_ids: Sequence[str]) -> None:
         """Count a batch as queued again (before it is re-sent), dropping its old outcome."""
@@ -364,8 +366,7 @@ class JobTracker:
     def delete_dead_letters(self, job_id: str) -> int:
         """Delete a job's dead letters without replaying them (their documents stay counted
         as failed); returns how many there were. The job's record then expires as usual."""
-        batches = [b.decode() if isinstance(b, bytes) else str(b)
-                   for b in self._redis.hkeys(_PREFIX + job_id + ":dead")]
+        batches = [text(b) for b in self._redis.hkeys(_PREFIX + job_id + ":dead")]
         if batches:
             self._forget_dead(job_id, batches)
         return len(batches)

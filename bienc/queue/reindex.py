@@ -41,6 +41,8 @@ from typing import Any, Literal, cast
 
 import redis
 
+from bienc.queue.values import text
+
 _PREFIX = "bienc:reindex:"
 _BY_JOB = "bienc:reindex-job:"
 _WRITERS = "bienc:writers:"
@@ -77,10 +79,6 @@ _WRITERS_BEFORE = _NOW + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 return redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. ARGV[1])
 """
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -128,7 +126,7 @@ class ReindexRegistry:
 
     def get(self, name: str) -> Reindex | None:
         raw: dict[Any, Any] = self._redis.hgetall(_PREFIX + name)  # type: ignore[assignment]
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = {text(k): text(v) for k, v in raw.items()}
         if "phase" not in fields:
             return None
         return Reindex(name=name, job_id=fields["job"], phase=cast(Phase, fields["phase"]),
@@ -139,12 +137,12 @@ class ReindexRegistry:
 
     def of_job(self, job_id: str) -> Reindex | None:
         name = self._redis.get(_BY_JOB + job_id)
-        return self.get(_text(name)) if name else None
+        return self.get(text(name)) if name else None
 
     def active(self) -> list[Reindex]:
         found = []
         for key in self._redis.scan_iter(match=_PREFIX + "*", count=100):
-            name = _text(key).removeprefix(_PREFIX)
+            name = text(key).removeprefix(_PREFIX)
             if ":" not in name and (reindex := self.get(name)) is not None:
                 found.append(reindex)
         return sorted(found, key=lambda r: r.name)
@@ -194,7 +192,7 @@ class ReindexRegistry:
         writers = _WRITERS + name
         token = uuid.uuid4().hex
         raw = self._redis.eval(_ENTER, 3, _PREFIX + name, writers, _HOLDS + name, token)
-        phase = _text(raw) if raw is not None else None
+        phase = text(raw) if raw is not None else None
         try:
             yield Write(hold=phase in ("fence", "held"), mark=phase == "copy")
         finally:
@@ -206,7 +204,7 @@ class ReindexRegistry:
 
     def pop_dirty(self, name: str, count: int) -> list[str]:
         popped: list[Any] = self._redis.spop(_PREFIX + name + ":dirty", count) or []  # type: ignore[assignment]
-        return sorted(_text(d) for d in popped)
+        return sorted(text(d) for d in popped)
 
     def fence(self, name: str) -> float:
         """Enter the fence; returns when it began."""

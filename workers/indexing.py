@@ -7,6 +7,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 
 import numpy as np
 
@@ -170,7 +171,11 @@ def _encode_and_write(encoder: Encoder, store: Store, collection: str,
     written: list[tuple[Document, int]] = []
     write_every = _RUN_BATCHES * encoder.batch_size  # chunks
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bienc-upsert") as writer:
+    # the stream is closed however this ends: a suspended one holds requests of the
+    # encoder's pool (OpenVINO's streams), and an error whose traceback keeps this frame
+    # alive would leave the next batch waiting for them
+    with (closing(encoder.encode_stream(texts)) as stream,
+          ThreadPoolExecutor(max_workers=1, thread_name_prefix="bienc-upsert") as writer):
         in_flight: Future[dict[str, str]] | None = None
         pending = 0  # chunks of the documents in `ready`
 
@@ -188,7 +193,6 @@ def _encode_and_write(encoder: Encoder, store: Store, collection: str,
                 failures.update(in_flight.result())
             in_flight = writer.submit(_upsert_isolating_failures, store, collection, points)
 
-        stream = encoder.encode_stream(texts)
         while True:
             try:  # only the encoder's errors: a store outage from hand_over() propagates
                 batch = next(stream, None)

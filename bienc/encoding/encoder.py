@@ -7,7 +7,7 @@ import contextlib
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -177,11 +177,12 @@ class Encoder:
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        for rows, vectors in self.encode_stream(texts):
-            out[rows] = vectors
+        with contextlib.closing(self.encode_stream(texts)) as stream:
+            for rows, vectors in stream:
+                out[rows] = vectors
         return out
 
-    def encode_stream(self, texts: Sequence[str]) -> Iterator[tuple[list[int], np.ndarray]]:
+    def encode_stream(self, texts: Sequence[str]) -> Generator[tuple[list[int], np.ndarray]]:
         """Encode `texts` forward batch by forward batch, longest texts first: yields the
         indices of a batch's texts and their unit vectors, so that a caller can use the first
         vectors while the rest are computed. A runner that runs several batches at once

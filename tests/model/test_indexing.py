@@ -1,6 +1,9 @@
 """Indexing logic in-process with the real model and the embedded store."""
 
-from collections.abc import Iterator, Sequence
+import gc
+import threading
+from collections.abc import Generator, Sequence
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -31,12 +34,13 @@ class FaultyEncoder(Encoder):
         self.__dict__.update(real.__dict__)
         self._marker = marker
 
-    def encode_stream(self, texts: Sequence[str]) -> Iterator[tuple[list[int], np.ndarray]]:
+    def encode_stream(self, texts: Sequence[str]) -> Generator[tuple[list[int], np.ndarray]]:
         texts = list(texts)
-        for rows, vectors in super().encode_stream(texts):  # fails in the forward batch
-            if any(self._marker in texts[i] for i in rows):
-                raise RuntimeError("poisoned input")
-            yield rows, vectors
+        with closing(super().encode_stream(texts)) as stream:
+            for rows, vectors in stream:  # fails in the forward batch
+                if any(self._marker in texts[i] for i in rows):
+                    raise RuntimeError("poisoned input")
+                yield rows, vectors
 
 
 @pytest.fixture
@@ -86,6 +90,25 @@ def test_a_store_outage_mid_batch_raises_and_encodes_nothing_twice(encoder: Enco
     with pytest.raises(StoreUnavailableError):  # the task retries the whole batch later
         index_documents(_docs(200), "c", encoder, store, _enc(encoder))  # several writes per batch
     assert encoder.calls == calls + 1  # not taken for an encoding failure: nothing re-encoded
+
+
+def test_a_batch_that_failed_to_write_leaves_the_encoder_free(encoder: Encoder) -> None:
+    store = DownStore(QdrantClient(location=":memory:"), ":memory:", remote=False)
+    gc.disable()  # the failed batch's frames stay alive, as in a worker that keeps the error
+    try:
+        with pytest.raises(StoreUnavailableError) as failed:  # batches still in flight
+            index_documents(_docs(400), "c", encoder, store, _enc(encoder))
+        done: list[np.ndarray] = []
+        texts = [f"A note on the next batch, number {i}." for i in range(300)]
+        thread = threading.Thread(target=lambda: done.append(encoder.encode_documents(texts)),
+                                  daemon=True)
+        thread.start()
+        thread.join(timeout=120)
+        assert done and done[0].shape == (300, encoder.dimension), \
+            "the next batch waited for encoder requests that the failed one never handed back"
+        assert failed.value is not None
+    finally:
+        gc.enable()
 
 
 def test_shrinking_a_document_leaves_no_orphan_chunk(encoder: Encoder, store: VectorStore) -> None:

@@ -1,0 +1,144 @@
+"""Search capacity over HTTP: `bienc serve` (embedded) on full SciFact, each search
+configuration timed with 1 client and with 4, side by side in one run.
+
+    python bench/http_search.py                       # ingests SciFact once into bench/out
+    python bench/http_search.py --rounds 3 --top-k 10
+
+The corpus is ingested once into --data-dir (kept: a rerun skips it). Each configuration
+then gets its own `bienc serve` on that folder, with its BIENC_* settings; configurations
+are visited in turn, --rounds times, so that a neighbour's load falls on all of them alike.
+In each visit: the 300 test queries once with one client, back to back (p50 / p99 ms,
+requests/s), then with 4 clients at once, each with its own connection, each through the
+queries in its own order (requests/s). Every query differs from the one before on a client,
+so no cache of recent queries helps.
+
+The configurations:
+  - `dense, ef 128 (old default)`: dense search as the default was before hybrid, HNSW `ef`
+    128 (BIENC_HNSW_EF=128), the reference that hybrid's capacity is measured against;
+  - `dense`, `lexical`, `hybrid`: each mode with the default settings.
+
+Prints a table of the medians over rounds and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import serving, wait_job  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "scifact"
+COLLECTION = "scifact"
+CONFIGS: dict[str, tuple[dict[str, str], str]] = {
+    "dense, ef 128 (old default)": ({"BIENC_HNSW_EF": "128"}, "dense"),
+    "dense": ({}, "dense"),
+    "lexical": ({}, "lexical"),
+    "hybrid": ({}, "hybrid"),
+}
+
+
+def ingest(data_dir: Path) -> None:
+    with serving(data_dir, data_dir.parent / "ingest.log") as api:
+        if api.get(f"/v1/collections/{COLLECTION}").status_code == 200:
+            return
+        with (DATA / "corpus.jsonl").open() as lines:
+            docs = [{"id": r["_id"], "title": r.get("title") or None, "text": r["text"]}
+                    for r in map(json.loads, lines)]
+        started = time.perf_counter()
+        jobs = [api.post(f"/v1/collections/{COLLECTION}/documents",
+                         json={"documents": docs[i:i + 1000]}).json()["job_id"]
+                for i in range(0, len(docs), 1000)]
+        for job in jobs:
+            wait_job(api, job)
+        print(f"ingested {len(docs)} documents in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def one_client(api: httpx.Client, queries: list[str], body: dict[str, Any]) -> list[float]:
+    latencies = []
+    for query in queries:
+        started = time.perf_counter()
+        response = api.post(f"/v1/collections/{COLLECTION}/search", json={"query": query, **body})
+        latencies.append((time.perf_counter() - started) * 1e3)
+        if response.status_code != 200:
+            raise SystemExit(f"search answered {response.status_code}: {response.text[:300]}")
+    return latencies
+
+
+def clients(base_url: str, queries: list[str], body: dict[str, Any], count: int) -> float:
+    """Requests/s of `count` clients, each through all the queries in its own order."""
+    orders = [random.Random(i).sample(queries, len(queries)) for i in range(count)]
+    done = [0] * count
+
+    def run(i: int) -> None:
+        with httpx.Client(base_url=base_url, timeout=60) as own:
+            done[i] = len(one_client(own, orders[i], body))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "bench" / "out" / "http-search")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help="comma-separated names from: " + "; ".join(CONFIGS))
+    args = parser.parse_args()
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    ingest(args.data_dir / "data")
+    queries = [json.loads(line)["text"] for line in (DATA / "queries_test.jsonl").open()]
+    warm = [f"{q} (warm-up)" for q in queries[:30]]
+    figures: dict[str, dict[str, list[float]]] = {n: {"p50": [], "p99": [], "one": [], "four": []}
+                                                  for n in names}
+    for round_ in range(args.rounds):
+        for name in names:
+            settings, mode = CONFIGS[name]
+            body = {"mode": mode, "top_k": args.top_k}
+            with serving(args.data_dir / "data", args.data_dir / "serve.log", **settings) as api:
+                one_client(api, warm, body)
+                latencies = one_client(api, queries, body)
+                four = clients(str(api.base_url), queries, body, 4)
+            p50, p99 = np.percentile(latencies, [50, 99])
+            row = figures[name]
+            row["p50"].append(float(p50))
+            row["p99"].append(float(p99))
+            row["one"].append(len(latencies) / (sum(latencies) / 1e3))
+            row["four"].append(four)
+            print(f"round {round_ + 1} {name}: 1 client p50 {p50:.1f} ms p99 {p99:.1f} ms, "
+                  f"{row['one'][-1]:.1f} req/s; 4 clients {four:.1f} req/s", flush=True)
+    median = {n: {k: statistics.median(v) for k, v in row.items()} for n, row in figures.items()}
+    print(f"\n| search (top-{args.top_k}, SciFact, embedded serve) | 1 client | 4 clients |")
+    print("|---|---|---|")
+    for name, row in median.items():
+        print(f"| {name} | {row['one']:.1f} req/s, p50 {row['p50']:.1f} ms, p99 {row['p99']:.1f} ms "
+              f"| {row['four']:.1f} req/s |")
+    reference = "dense, ef 128 (old default)"
+    if reference in median and "hybrid" in median:
+        print(f"hybrid / {reference}: 4 clients x{median['hybrid']['four'] / median[reference]['four']:.2f}, "
+              f"1 client x{median['hybrid']['one'] / median[reference]['one']:.2f}")
+    print(json.dumps({"top_k": args.top_k, "rounds": args.rounds,
+                      **{n: {k: round(v, 2) for k, v in row.items()} for n, row in median.items()}}))
+
+
+if __name__ == "__main__":
+    main()

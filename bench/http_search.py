@@ -13,7 +13,7 @@ queries in its own order (requests/s). Every query differs from the one before o
 so no cache of recent queries helps.
 
 The configurations:
-  - `dense, ef 128 (old default)`: dense search as the default was before hybrid, HNSW `ef`
+  - `old dense (ef 128)`: dense search as the default was before hybrid, HNSW `ef`
     128 (BIENC_HNSW_EF=128), the reference that hybrid's capacity is measured against;
   - `dense`, `lexical`, `hybrid`: each mode with the default settings.
 
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "scifact"
 COLLECTION = "scifact"
 CONFIGS: dict[str, tuple[dict[str, str], str]] = {
-    "dense, ef 128 (old default)": ({"BIENC_HNSW_EF": "128"}, "dense"),
+    "old dense (ef 128)": ({"BIENC_HNSW_EF": "128"}, "dense"),
     "dense": ({}, "dense"),
     "lexical": ({}, "lexical"),
     "hybrid": ({}, "hybrid"),
@@ -132,7 +132,7 @@ def main() -> None:
     for name, row in median.items():
         print(f"| {name} | {row['one']:.1f} req/s, p50 {row['p50']:.1f} ms, p99 {row['p99']:.1f} ms "
               f"| {row['four']:.1f} req/s |")
-    reference = "dense, ef 128 (old default)"
+    reference = "old dense (ef 128)"
     if reference in median and "hybrid" in median:
         print(f"hybrid / {reference}: 4 clients x{median['hybrid']['four'] / median[reference]['four']:.2f}, "
               f"1 client x{median['hybrid']['one'] / median[reference]['one']:.2f}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 MAX_QUERY_CHARS = 10_000
 EncoderFor = Callable[[str, CollectionEncoding], Encoder]  # a collection's model, by its record
 TIE_MARGIN = 10  # lexical candidates asked for beyond those kept (and a tenth more)
+_LEGS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bienc-lexical-leg")
 
 
 @dataclass(frozen=True)
@@ -117,9 +119,12 @@ def _lexical(store: Store, collection: str, sparse: SparseVector, limit: int,
 
 
 def rank(store: Store, collection: str, request: SearchRequest, mode: Mode,
-         vector: np.ndarray | None, sparse: SparseVector | None) -> list[Candidate]:
+         vector: np.ndarray | None, sparse: SparseVector | None,
+         lexical_leg: Future[list[Candidate]] | None = None) -> list[Candidate]:
     """The documents one query keeps, best first: at most `top_k` after the first `offset`,
-    scored at or above the threshold (applied here, the same way on every engine)."""
+    scored at or above the threshold (applied here, the same way on every engine). A hybrid
+    search takes its lexical leg from `lexical_leg` where it was started already
+    (start_lexical_leg)."""
     top_k, query_filter = request.offset + request.top_k, request.filter
     if mode == "dense":
         assert vector is not None
@@ -130,13 +135,22 @@ def rank(store: Store, collection: str, request: SearchRequest, mode: Mode,
     else:
         assert vector is not None and sparse is not None
         depth = leg_depth(top_k)
-        ranked = fuse({
-            "dense": store.dense_candidates(collection, vector, depth, query_filter=query_filter),
-            "lexical": _lexical(store, collection, sparse, depth, query_filter),
-        }, request.fusion)[:top_k]
+        dense = store.dense_candidates(collection, vector, depth, query_filter=query_filter)
+        lexical = lexical_leg.result() if lexical_leg is not None else \
+            _lexical(store, collection, sparse, depth, query_filter)
+        ranked = fuse({"dense": dense, "lexical": lexical}, request.fusion)[:top_k]
     if request.score_threshold is not None:
         ranked = [c for c in ranked if c.score >= request.score_threshold]
     return ranked[request.offset:]
+
+
+def start_lexical_leg(store: Store, collection: str, request: SearchRequest,
+                      sparse: SparseVector) -> Future[list[Candidate]]:
+    """A hybrid search's lexical leg, started on a thread of its own: it runs while the query
+    is encoded (OpenVINO and torch leave Python's lock while they compute) and the dense leg
+    searched."""
+    return _LEGS.submit(_lexical, store, collection, sparse,
+                        leg_depth(request.offset + request.top_k), request.filter)
 
 
 def search(store: Store, encoders: Encoder | EncoderFor, collection: str, request: SearchRequest,
@@ -177,18 +191,22 @@ def _search(store: Store, encoders: Encoder | EncoderFor, collection: str, physi
     started = time.perf_counter()
     vectors: Sequence[np.ndarray | None] = [None] * len(queries)
     sparse: Sequence[SparseVector | None] = [None] * len(queries)
-    if mode != "lexical":
-        vectors = list(encoder.encode_queries(queries))
+    lexical_legs: Sequence[Future[list[Candidate]] | None] = [None] * len(queries)
     if mode != "dense":
         assert recorded.lexical is not None
         lexical = lexical_encoder(LexicalParams.from_record(recorded.lexical))
         sparse = [lexical.embed_query(query) for query in queries]
+    if mode == "hybrid":
+        lexical_legs = [start_lexical_leg(store, physical, request, terms)  # type: ignore[arg-type]
+                        for terms in sparse]
+    if mode != "lexical":
+        vectors = list(encoder.encode_queries(queries))
     spent = timings if timings is not None else {}
     spent["encode"] = spent.get("encode", 0.0) + time.perf_counter() - started
     hits = []
-    for vector, terms in zip(vectors, sparse, strict=True):
+    for vector, terms, lexical_leg in zip(vectors, sparse, lexical_legs, strict=True):
         started = time.perf_counter()
-        ranked = rank(store, physical, request, mode, vector, terms)
+        ranked = rank(store, physical, request, mode, vector, terms, lexical_leg)
         fetched = time.perf_counter()
         hits.append(store.fetch_hits(physical, ranked, request.with_text))
         spent["rank"] = spent.get("rank", 0.0) + fetched - started

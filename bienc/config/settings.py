@@ -54,6 +54,10 @@ class Settings(BaseSettings):
         description="converted models (openvino backend), keyed by weights and precision",
     )
     max_seq_length: int = Field(default=256, ge=16, le=8192, description="model's token window")
+    query_cache: int = Field(
+        default=4096, ge=0, le=10_000_000, description="recent queries whose vectors a process keeps "
+        "(per model; 1.5 KB each at 384 dimensions); a repeated query costs no encoding. 0 = none",
+    )
     max_models: int = Field(
         default=2, ge=1, le=16, description="models a process keeps loaded at once (collections "
         "encoded by different models: the least recently used is unloaded)",

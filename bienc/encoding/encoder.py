@@ -4,9 +4,10 @@ run by torch or by OpenVINO (bienc.encoding.openvino), in forward batches planne
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,7 @@ def plan_batches(lengths: Sequence[int], max_texts: int, max_tokens: int) -> lis
 Runner = Callable[[Mapping[str, Any]], np.ndarray]
 QUERY_WARM_UP_TOKENS = 64  # query lengths warmed at a server's start (Encoder.warm_up)
 TOKENIZE_WINDOW = 2048  # texts tokenised at once (bounds the padded tensors)
+QUERY_YIELD_S = 0.25  # the longest a document batch waits to start while queries are encoded
 
 
 def _rows(value: Any, rows: list[int], width: int, n: int) -> Any:
@@ -93,7 +95,7 @@ class Encoder:
     def __init__(self, model: SentenceTransformer, identity: str, *, backend: str = "torch",
                  dtype: str = "float32", batch_size: int = 32, max_batch_tokens: int = 8192,
                  runner: Runner | None = None, query_runner: Runner | None = None,
-                 weights: str | None = None, source: str | None = None):
+                 weights: str | None = None, source: str | None = None, query_cache: int = 0):
         self._model = model
         self._runner: Runner = runner or _TorchRunner(model)
         # a torch module serves concurrent forward passes; another runner is shared unless a
@@ -112,9 +114,20 @@ class Encoder:
         self.dimension: int = dimension
         self.max_seq_length: int = model.max_seq_length or 512
         self.calls = 0
+        self._calls_lock = threading.Lock()
         self._tokenizer_lock = threading.Lock()
+        # queries are tokenised apart from documents, by a copy of the model's preprocessing
+        # with a tokenizer of its own: a query never waits while a window of documents (up to
+        # TOKENIZE_WINDOW texts) is tokenised
+        own = _own_preprocessing(model)
+        self._query_preprocessing = own or (model.preprocess, model.tokenizer)
+        self._query_tokenizer_lock = threading.Lock() if own else self._tokenizer_lock
         self._runner_lock = threading.Lock()
         self._query_lock = self._runner_lock if self._query_runner is self._runner else threading.Lock()
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()  # least recent first
+        self._query_cache_size = query_cache
+        self._queries = 0  # queries being encoded now; documents yield to them
+        self._queries_changed = threading.Condition()
         self._warm_lengths: set[int] = set()  # query lengths warm_up() has passed
 
     @property
@@ -129,19 +142,57 @@ class Encoder:
         return self._encode(texts)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Queries' vectors, on the query runner: never behind a document batch."""
+        """Queries' vectors, on the query runner: never behind a document batch. The vectors
+        of the last `query_cache` distinct queries are kept: a repeated one costs nothing."""
         texts = list(texts)
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        if not texts:
-            return out
-        with self._tokenizer_lock:
-            self.calls += 1
-            planned = list(self._batches(texts))
-        for rows, features in planned:
-            with self._query_lock:
-                vectors = self._query_runner(features)
-            out[rows] = _unit_rows(vectors)
+        missing = []
+        with self._calls_lock:
+            for row, text in enumerate(texts):
+                if (cached := self._query_cache.get(text)) is not None:
+                    self._query_cache.move_to_end(text)
+                    out[row] = cached
+                else:
+                    missing.append(row)
+        if missing:
+            out[missing] = self._encode_queries([texts[row] for row in missing])
+            self._remember([texts[row] for row in missing], out[missing])
         return out
+
+    def _remember(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        if not self._query_cache_size:
+            return
+        with self._calls_lock:
+            for text, vector in zip(texts, vectors, strict=True):
+                self._query_cache[text] = vector.copy()
+                self._query_cache.move_to_end(text)
+            while len(self._query_cache) > self._query_cache_size:
+                self._query_cache.popitem(last=False)
+
+    def _encode_queries(self, texts: list[str]) -> np.ndarray:
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        self._count_call()
+        with self._queries_changed:
+            self._queries += 1
+        try:
+            with self._query_tokenizer_lock:
+                planned = list(self._batches(texts, *self._query_preprocessing))
+            for rows, features in planned:
+                with self._query_lock:
+                    vectors = self._query_runner(features)
+                out[rows] = _unit_rows(vectors)
+        finally:
+            with self._queries_changed:
+                self._queries -= 1
+                self._queries_changed.notify_all()
+        return out
+
+    def _yield_to_queries(self) -> None:
+        """Hold a document batch back while queries are being encoded (QUERY_YIELD_S at
+        most, so that a steady stream of queries slows documents down but never stops them):
+        the cores go to the query that a user is waiting for."""
+        with self._queries_changed:
+            self._queries_changed.wait_for(lambda: self._queries == 0, timeout=QUERY_YIELD_S)
 
     def token_offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         """Character offsets of each text's tokens (no special tokens), as chunking reads them."""
@@ -161,7 +212,7 @@ class Encoder:
         texts = [" ".join(["a"] * words) for words in range(1, limit)]
         for text, length in zip(texts, self.token_lengths(texts), strict=True):
             if length <= limit and length not in self._warm_lengths:
-                self.encode_queries([text])
+                self._encode_queries([text])  # not kept: no user asked
                 self._warm_lengths.add(length)
         return sorted(n for n in self._warm_lengths if n <= limit)
 
@@ -170,9 +221,10 @@ class Encoder:
         with self._tokenizer_lock:
             return self._token_lengths(texts)
 
-    def _token_lengths(self, texts: Sequence[str]) -> list[int]:
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_seq_length,
-                             verbose=False)["input_ids"]
+    def _token_lengths(self, texts: Sequence[str], tokenizer: Any = None) -> list[int]:
+        ids = (tokenizer or self.tokenizer)(list(texts), truncation=True,
+                                            max_length=self.max_seq_length,
+                                            verbose=False)["input_ids"]
         return [len(i) for i in ids]
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -191,15 +243,15 @@ class Encoder:
         texts = list(texts)
         if not texts:
             return
-        with self._tokenizer_lock:
-            self.calls += 1
+        self._count_call()
         depth = getattr(self._runner, "depth", 1)
         running: deque[tuple[list[int], Callable[[], np.ndarray]]] = deque()
         try:
             for start in range(0, len(texts), TOKENIZE_WINDOW):
                 # a generator: its first step tokenises the window (the tokenizer takes one
                 # caller at a time), the next ones cut its tensors batch by batch
-                batches = self._batches(texts[start : start + TOKENIZE_WINDOW])
+                batches = self._batches(texts[start : start + TOKENIZE_WINDOW],
+                                        self._model.preprocess, self.tokenizer)
                 while True:
                     with self._tokenizer_lock:
                         planned = next(batches, None)
@@ -208,6 +260,7 @@ class Encoder:
                     if len(running) >= depth:
                         rows, result = running.popleft()
                         yield rows, _unit_rows(result())
+                    self._yield_to_queries()
                     running.append(([start + i for i in planned[0]], self._start(planned[1])))
             while running:
                 rows, result = running.popleft()
@@ -228,21 +281,44 @@ class Encoder:
             vectors = self._runner(features)
         return lambda: vectors
 
-    def _batches(self, texts: list[str]) -> Iterator[tuple[list[int], Mapping[str, Any]]]:
+    def _count_call(self) -> None:
+        with self._calls_lock:
+            self.calls += 1
+
+    def _batches(self, texts: list[str], preprocess: Callable[[list[str]], Mapping[str, Any]],
+                 tokenizer: Any) -> Iterator[tuple[list[int], Mapping[str, Any]]]:
         """Forward batches of `texts` (plan_batches) with their model inputs. The texts are
-        tokenised once, by the model's own preprocessing; each batch takes its rows of the
-        padded tensors, cut to its longest text."""
-        features = self._model.preprocess(texts)
+        tokenised once, by the model's own preprocessing (`preprocess`, whose tokenizer is
+        `tokenizer`); each batch takes its rows of the padded tensors, cut to its longest
+        text."""
+        features = preprocess(texts)
         mask = features.get("attention_mask")
-        if mask is None or getattr(self.tokenizer, "padding_side", "right") != "right":
-            lengths = self._token_lengths(texts)  # cannot cut columns: tokenise each batch
+        if mask is None or getattr(tokenizer, "padding_side", "right") != "right":
+            # cannot cut columns: tokenise each batch
+            lengths = self._token_lengths(texts, tokenizer)
             for batch in plan_batches(lengths, self.batch_size, self.max_batch_tokens):
-                yield batch, self._model.preprocess([texts[i] for i in batch])
+                yield batch, preprocess([texts[i] for i in batch])
             return
         lengths = mask.sum(dim=1).tolist()
         for batch in plan_batches(lengths, self.batch_size, self.max_batch_tokens):
             width = max(lengths[i] for i in batch)
             yield batch, {key: _rows(value, batch, width, len(texts)) for key, value in features.items()}
+
+
+def _own_preprocessing(model: SentenceTransformer
+                       ) -> tuple[Callable[[list[str]], Mapping[str, Any]], Any] | None:
+    """The model's preprocessing on a tokenizer of its own (a fast tokenizer takes one caller
+    at a time) and that tokenizer: a shallow copy of the model's first module, sharing its
+    weights, with a deep copy of its processor. None where the first module keeps no
+    `processor` (an older or custom module): then queries share the documents' tokenizer."""
+    try:
+        first: Any = model[0]
+        processor = first.processor
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+    twin = copy.copy(first)  # its own attribute dict; modules and weights shared
+    twin.processor = copy.deepcopy(processor)
+    return twin.preprocess, twin.tokenizer
 
 
 def weights_digest(model: SentenceTransformer) -> Any:
@@ -307,7 +383,8 @@ def load_encoder(settings: Settings, model_source: str | None = None, encoding: 
     return Encoder(model, model_identity(source), backend=backend, dtype=dtype,
                    batch_size=settings.encode_batch_size,
                    max_batch_tokens=settings.max_batch_tokens, runner=runner,
-                   query_runner=query_runner, weights=digest.hexdigest(), source=source)
+                   query_runner=query_runner, weights=digest.hexdigest(), source=source,
+                   query_cache=settings.query_cache)
 
 
 def _check_combination(backend: str, dtype: str, device: str) -> None:

@@ -1,0 +1,114 @@
+"""Queries before documents in one process: a query is never held behind documents being
+tokenised, and document batches wait to start while a query is encoded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bienc.encoding.encoder import QUERY_YIELD_S, Encoder
+
+TEXTS = ["How do plants make energy from light?", "Tides follow the moon.",
+         "A short history of jazz in New Orleans."]
+
+
+def _in_thread(work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    done: list[Any] = []
+    thread = threading.Thread(target=lambda: done.append(work()), daemon=True)
+    thread.start()
+    return thread, done
+
+
+def test_a_query_does_not_wait_for_documents_being_tokenised(
+        encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_query_cache(encoder, monkeypatch)
+    expected = encoder.encode_documents(TEXTS)
+    with encoder._tokenizer_lock:  # as while a window of documents is tokenised
+        thread, done = _in_thread(lambda: encoder.encode_queries(TEXTS))
+        thread.join(timeout=60)
+        assert done, "the query waited for the documents' tokenizer"
+    # the queries' own tokenizer prepares the same model inputs as the documents'
+    assert np.einsum("ij,ij->i", done[0], expected).min() > 0.9999
+
+
+def _slow_queries(encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+                  ) -> tuple[threading.Event, threading.Event, list[float]]:
+    """Queries held in the runner until `release` is set (the cores busy with them): returns
+    the events (a query entered, release) and when the queries were released."""
+    entered, release = threading.Event(), threading.Event()
+    real_query = encoder._query_runner
+    released_at: list[float] = []
+
+    def slow_query(features: Mapping[str, Any]) -> np.ndarray:
+        entered.set()
+        release.wait(timeout=60)
+        released_at.append(time.monotonic())
+        return real_query(features)
+
+    monkeypatch.setattr(encoder, "_query_runner", slow_query)
+    _no_query_cache(encoder, monkeypatch)
+    return entered, release, released_at
+
+
+def _no_query_cache(encoder: Encoder, monkeypatch: pytest.MonkeyPatch, size: int = 0) -> None:
+    monkeypatch.setattr(encoder, "_query_cache", type(encoder._query_cache)())
+    monkeypatch.setattr(encoder, "_query_cache_size", size)
+
+
+def test_document_batches_wait_to_start_while_a_query_is_encoded(
+        encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    entered, release, released_at = _slow_queries(encoder, monkeypatch)
+
+    started_at: list[float] = []
+    real_start = encoder._start
+
+    def recording_start(features: Mapping[str, Any]) -> Callable[[], np.ndarray]:
+        started_at.append(time.monotonic())
+        return real_start(features)
+
+    monkeypatch.setattr(encoder, "_start", recording_start)
+    query, answered = _in_thread(lambda: encoder.encode_queries(TEXTS[:1]))
+    assert entered.wait(timeout=60)
+    documents, encoded = _in_thread(lambda: encoder.encode_documents(TEXTS))
+    time.sleep(QUERY_YIELD_S / 2)  # the documents reach their first batch meanwhile
+    release.set()
+    query.join(timeout=60)
+    documents.join(timeout=60)
+    assert answered and encoded
+    assert started_at and started_at[0] >= released_at[0], \
+        "a document batch started while a query was being encoded"
+
+
+def test_queries_that_never_end_slow_documents_down_but_do_not_stop_them(
+        encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    entered, release, _ = _slow_queries(encoder, monkeypatch)
+    query, _ = _in_thread(lambda: encoder.encode_queries(TEXTS[:1]))
+    try:
+        assert entered.wait(timeout=60)
+        documents, encoded = _in_thread(lambda: encoder.encode_documents(TEXTS))
+        documents.join(timeout=60)
+        assert encoded and encoded[0].shape == (3, encoder.dimension)
+    finally:
+        release.set()
+        query.join(timeout=60)
+
+
+def test_a_repeated_query_costs_no_encoding_and_the_least_recent_is_forgotten(
+        encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_query_cache(encoder, monkeypatch, size=2)
+    first = encoder.encode_queries(TEXTS[:2])
+    calls = encoder.calls
+    again = encoder.encode_queries([TEXTS[1], TEXTS[0]])
+    assert encoder.calls == calls
+    assert np.array_equal(again, first[::-1])
+    encoder.encode_queries([TEXTS[2]])  # a third query: the least recently used one goes
+    assert encoder.calls == calls + 1
+    encoder.encode_queries([TEXTS[0]])
+    assert encoder.calls == calls + 1  # used last of the first two: kept
+    encoder.encode_queries([TEXTS[1]])
+    assert encoder.calls == calls + 2

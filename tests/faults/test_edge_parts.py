@@ -13,7 +13,8 @@ Crash points of the store (bienc.store.parts, bienc.store.edge_indexer, bienc.st
 
     parts.copy               after the first file of a build's source is copied
     parts.install.renamed    a built part renamed into parts/ and caught up, not yet in the
-                             manifest (between the swap and the manifest save)
+                             manifest (between the swap and the manifest save); with
+                             ":raise", a swap that fails
     parts.install.saved      the manifest names the new part, the old ones not yet removed
     parts.upsert.between     a document's old points deleted from a sealed part, its new ones
                              not yet written to the active part (an upsert spanning parts)
@@ -223,13 +224,43 @@ def test_a_failing_builder_is_retried_with_backoff_and_shown(tmp_path: Path,
         assert f'bienc_index_build_retry_seconds{{collection="{PHYSICAL}"}}' in metrics
         check(store, _versions(set(range(6))))
         monkeypatch.delenv("BIENC_CRASH_AT")
-        deadline = time.monotonic() + 30
-        while store.info(writer.COLLECTION).to_dict()["index"]["indexed_parts"] == 0:
-            assert time.monotonic() < deadline, "the build was not tried again"
-            time.sleep(0.2)
+        _wait_for(store, lambda s: s["indexed_parts"] >= 1, "the build was not tried again")
         store.wait_indexed(writer.COLLECTION)
         status = store.info(writer.COLLECTION).to_dict()["index"]
         assert status["build_failures"] == 0 and status["last_build_error"] is None
+        check(store, _versions(set(range(6))))
+    finally:
+        store.close()
+    check_folders(tmp_path / "edge")
+
+
+def _wait_for(store: EdgeVectorStore, ready: Any, what: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        status = dict(store.info(writer.COLLECTION).to_dict()["index"])
+        if ready(status):
+            return status
+        assert time.monotonic() < deadline, f"{what}: {status}"
+        time.sleep(0.2)
+
+
+def test_a_swap_that_fails_leaves_the_parts_as_they_were_and_is_tried_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error while a built part is swapped in (here: raised just before the manifest would
+    name it) abandons that build, counts as a failure, and the next build runs: no job is
+    left set for ever."""
+    monkeypatch.setenv("BIENC_CRASH_AT", "parts.install.renamed:raise")  # in this process
+    store = writer.open_store(tmp_path / "edge", build_retry_s=1.0)
+    try:
+        for batch in writer.batches()[:6]:
+            writer.write_batch(store, batch)
+        status = _wait_for(store, lambda s: s["build_failures"] >= 1, "no failed swap")
+        assert "InjectedFault" in status["last_build_error"] and status["indexed_parts"] == 0
+        check(store, _versions(set(range(6))))
+        monkeypatch.delenv("BIENC_CRASH_AT")
+        _wait_for(store, lambda s: s["indexed_parts"] >= 1, "no build after the failed swap")
+        store.wait_indexed(writer.COLLECTION)
+        assert store.info(writer.COLLECTION).to_dict()["index"]["build_failures"] == 0
         check(store, _versions(set(range(6))))
     finally:
         store.close()

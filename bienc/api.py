@@ -93,7 +93,7 @@ class ApiState:
         self._probe: redis.Redis | None = None
         self._parse_pool: ParsePool | None = None
         self._pool_lock = threading.Lock()
-        self.metrics = Metrics(self.probe)
+        self.metrics = Metrics(self.probe, self.index_builds)
 
     def probe(self) -> redis.Redis:
         """A Redis client with short timeouts, for health checks and the queue-depth gauge."""
@@ -102,6 +102,13 @@ class ApiState:
                 redis_url(self.settings), socket_timeout=_PROBE_TIMEOUT_S,
                 socket_connect_timeout=_PROBE_TIMEOUT_S)
         return self._probe
+
+    def index_builds(self) -> dict[str, dict[str, Any]]:
+        """The embedded store's index builds, when this process has the store open (a scrape
+        never opens it)."""
+        if self.runtime is None or not self.runtime.resources.has_store:
+            return {}
+        return self.runtime.resources.store.index_builds()
 
     def queued_documents(self) -> int:
         """Documents waiting in the ingest queue (batches x batch size: an upper bound, loose
@@ -256,7 +263,8 @@ def _ops_router() -> APIRouter:
 
     @router.get("/metrics", dependencies=PUBLIC, response_class=Response)
     def metrics(request: Request) -> Response:
-        """Prometheus metrics: requests, latencies, documents accepted, queue depth, counts."""
+        """Prometheus metrics: requests, latencies, documents accepted, queue depth, counts,
+        failed index builds of the embedded store."""
         registry = _state(request).metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

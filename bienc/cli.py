@@ -318,6 +318,10 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
               f"{cut}, {words}, {info['documents']} documents, {info['points']} points")
         if "reindex" in info:
             print(f"    reindexing into {info['reindex']['into']} (job {info['reindex']['job_id']})")
+        index = info.get("index") or {}
+        if index.get("build_failures"):
+            print(f"    index build failed {index['build_failures']} times in a row, next try in "
+                  f"{index['next_build_retry_s']:.0f} s: {index['last_build_error']}")
     return EXIT_OK
 
 

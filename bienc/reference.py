@@ -206,7 +206,7 @@ def _constants() -> list[tuple[str, Any, str]]:
     from bienc.ingest.documents import MAX_ID_CHARS
     from bienc.search import fusion
     from bienc.search.searcher import MAX_QUERY_CHARS
-    from bienc.store import parts
+    from bienc.store import edge, parts
     from bienc.workers import reindexing, tasks
 
     return [
@@ -234,6 +234,12 @@ def _constants() -> list[tuple[str, Any, str]]:
          "idle merge takes every part when the smaller ones hold 1/this of the biggest"),
         ("bienc.store.parts.IDLE_SEAL", parts.IDLE_SEAL,
          "an idle collection's active part is sealed and indexed from this many points"),
+        ("bienc.store.parts.RETRY_BASE_S", parts.RETRY_BASE_S,
+         "seconds before a failed Edge index build is tried again; doubled after each failure"),
+        ("bienc.store.parts.RETRY_MAX_S", parts.RETRY_MAX_S,
+         "longest wait between two tries of a failing Edge index build"),
+        ("bienc.store.edge.MIN_FREE_MB", edge.MIN_FREE_MB,
+         "MiB of free disk under which the Edge store refuses writes (retried) rather than crash"),
     ]
 
 

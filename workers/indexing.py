@@ -265,7 +265,8 @@ def index_documents(documents: Sequence[Document], collection: str, encoder: Enc
     written, failures = _encode_and_write(encoder, store, collection, changed, chunked, hashes,
                                           job_id, sparse)
     written = [(d, n) for d, n in written if d.id not in failures]
-    stale = {d.id: n for d, n in written if int(stored.get(d.id, {}).get("chunks", 0)) > n}
-    store.delete_chunks_from(collection, stale)
+    # chunks n and above of every document written, whatever its stored chunk 0 says: a
+    # crash after an earlier write may have left them behind a chunk 0 that no longer knows
+    store.delete_chunks_from(collection, {d.id: n for d, n in written})
     return BatchOutcome(indexed=len(written) + len(resumed), skipped=skipped, failures=failures)
 

@@ -76,6 +76,12 @@ class StoreBase(ABC):
             self._collection(name)
             return self.first_chunks(name, [doc_id]).get(doc_id)
 
+    def index_builds(self) -> dict[str, dict[str, Any]]:
+        """The index builds of the collections open in this process, by physical collection
+        (bienc.store.parts.BuildStatus.to_dict): only the embedded store builds its own; a
+        Qdrant server's are its business."""
+        return {}
+
     def server_snapshot(self, physical: str, into: Path) -> bool:
         """Write the engine's own snapshot of `physical` to `into` and return True, where the
         engine is a Qdrant server whose snapshot holds the whole collection; else False (the

@@ -41,24 +41,40 @@ and a search takes none for longer than a snapshot of the parts, so that no sear
 write, a copy or a swap (bienc.store.parts). One process opens the store: `root/.lock` is taken
 when the store is constructed and a second process gets ConfigError, as does Edge's own WAL
 lock if it trips.
+
+Failures. An I/O error of Edge's (disk full, EIO, a file too large: "os error N") or of the
+store's own files raises StoreUnavailableError, as an unreachable server does: the batch is
+tried again later, never failed as if the document were at fault. A write is refused the same
+way while the disk has less than `min_free_mb` free, and so is opening a collection (Edge
+writes its WAL on load), since Edge writes through memory maps and a full disk under one kills
+the process (SIGBUS) in the middle of a write. Dropping a
+collection stops its build first (Indexer.release), then removes its files.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import qdrant_edge as qe
 
-from bienc.config.errors import CollectionNotFoundError, ConfigError, StoreUnavailableError
+from bienc.config.errors import (
+    CollectionError,
+    CollectionNotFoundError,
+    ConfigError,
+    StoreUnavailableError,
+)
 from bienc.store import edge_search
 from bienc.store.base import StoreBase, in_use_error
+from bienc.store.durable import is_io_error
 from bienc.store.edge_aliases import AliasFile
 from bienc.store.edge_collections import Collections, OpenCollection
 from bienc.store.edge_filters import FIRST_CHUNKS_FILTER, documents_filter, metadata_filter
@@ -75,9 +91,13 @@ from bienc.store.interface import (
     no_lexical_vectors,
     point_id,
 )
+from bienc.store.parts import RETRY_BASE_S
 from bienc.store.record import CollectionEncoding, physical_name, split_physical
 
 log = logging.getLogger(__name__)
+# Writes are refused below this much free disk (MiB): Edge writes through memory maps, and a
+# full disk under one kills the process (SIGBUS) mid-write; a WAL segment alone is 32 MiB.
+MIN_FREE_MB = 128.0
 
 
 class EdgeVectorStore(StoreBase):
@@ -87,7 +107,8 @@ class EdgeVectorStore(StoreBase):
 
     def __init__(self, root: Path, *, hnsw_m: int = 16, hnsw_ef_construct: int = 100,
                  search_ef: int = 512, indexing_threshold: int = 10_000, quantization: bool = False,
-                 oversampling: float = 2.0, indexed_fields: Mapping[str, IndexType] | None = None):
+                 oversampling: float = 2.0, indexed_fields: Mapping[str, IndexType] | None = None,
+                 build_retry_s: float = RETRY_BASE_S, min_free_mb: float = MIN_FREE_MB):
         if min(hnsw_m, hnsw_ef_construct, search_ef, indexing_threshold) < 1:
             raise ConfigError("hnsw_m, hnsw_ef_construct, search_ef and indexing_threshold must be >= 1")
         self._root = Path(root)
@@ -96,6 +117,7 @@ class EdgeVectorStore(StoreBase):
         self._hnsw_ef_construct = hnsw_ef_construct
         self._indexing_threshold = indexing_threshold
         self._quantization = quantization
+        self._min_free = min_free_mb * 2**20
         rescoring = qe.QuantizationSearchParams(rescore=True, oversampling=oversampling) \
             if quantization else None
         self._search_params = {exact: qe.SearchParams(hnsw_ef=search_ef, exact=exact,
@@ -103,7 +125,7 @@ class EdgeVectorStore(StoreBase):
                                for exact in (False, True)}
         self._lock = threading.RLock()
         self._collections = Collections(self._root, self.location, indexing_threshold,
-                                        self._dense_settings, indexed_fields or {})
+                                        self._dense_settings, indexed_fields or {}, build_retry_s)
         self._root.mkdir(parents=True, exist_ok=True)
         self._lock_file: IO[bytes] | None = self._take_folder_lock()
         self._aliases = AliasFile(self._root)
@@ -140,6 +162,31 @@ class EdgeVectorStore(StoreBase):
         if self._lock_file is None:
             raise StoreUnavailableError(f"the Edge store at {self.location} is closed")
 
+    def _check_room(self) -> None:
+        """StoreUnavailableError while the disk is nearly full (module docstring)."""
+        free = shutil.disk_usage(self._root).free
+        if free < self._min_free:
+            raise StoreUnavailableError(
+                f"the Edge store at {self.location} has {free / 2**20:.0f} MiB of disk free, less "
+                f"than the {self._min_free / 2**20:.0f} MiB it keeps for writing safely: free some "
+                "space there (the write is tried again later)")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write: refused while the disk is nearly full; I/O errors raised as the store's
+        unavailability (retried), not as the data's fault."""
+        self._check_room()
+        try:
+            yield
+        except (StoreUnavailableError, CollectionError):
+            raise
+        except Exception as exc:
+            if is_io_error(exc):
+                raise StoreUnavailableError(
+                    f"the Edge store at {self.location} could not write: {exc}. Free disk space or "
+                    "fix the disk (the write is tried again later)") from exc
+            raise
+
     def resolve(self, name: str) -> str | None:
         """The physical collection `name` stands for, or None."""
         with self._lock:
@@ -166,8 +213,12 @@ class EdgeVectorStore(StoreBase):
                 "quantization": self._quantization}
 
     def _collection(self, name: str) -> OpenCollection:
-        """The open collection `name` resolves to, loading its parts on first use."""
-        collection, opened = self._collections.get(self._physical(name))
+        """The open collection `name` resolves to, loading its parts on first use (which
+        writes: Edge opens its WAL, so not on a nearly full disk)."""
+        physical = self._physical(name)
+        if physical not in self._collections.open:
+            self._check_room()
+        collection, opened = self._collections.get(physical)
         if opened:
             self._indexer.wake()  # it may hold sealed parts, or be idle with work to merge
         return collection
@@ -186,8 +237,9 @@ class EdgeVectorStore(StoreBase):
             if existing is not None:
                 return self._collection(existing).encoding
             physical = name if split_physical(name) else physical_name(name, 1)
-            self._collections.create(physical, encoding)
-            self._collection(physical)  # creates the parts and their payload indexes
+            with self._writing():
+                self._collections.create(physical, encoding)
+                self._collection(physical)  # creates the parts and their payload indexes
             if physical != name:
                 self.switch_alias(name, physical)
             return encoding
@@ -220,7 +272,13 @@ class EdgeVectorStore(StoreBase):
         documents = collection.parts.count(qe.CountRequest(exact=True, filter=FIRST_CHUNKS_FILTER))
         points = collection.parts.count(qe.CountRequest(exact=True))
         return CollectionInfo(name=name, physical=physical, encoding=collection.encoding,
-                              documents=documents, points=points)
+                              documents=documents, points=points,
+                              index={**collection.parts.state(), **collection.parts.build.to_dict()})
+
+    def index_builds(self) -> dict[str, dict[str, Any]]:
+        """The build status (bienc.store.parts.BuildStatus.to_dict) of each open collection."""
+        return {physical: collection.parts.build.to_dict()
+                for physical, collection in self._open_collections()}
 
     def drop_physical(self, physical: str) -> bool:
         """Drop the physical collection of that very name, and any alias of it; False when
@@ -229,6 +287,9 @@ class EdgeVectorStore(StoreBase):
             self._check_open()
             if not self._collections.exists(physical):
                 return False
+            opened = self._collections.open.get(physical)
+            if opened is not None:
+                self._indexer.release(opened.parts)  # no builder writes in what is removed
             aliases = {a: t for a, t in self._aliases.names.items() if t != physical}
             if aliases != self._aliases.names:
                 self._aliases.write(aliases)
@@ -251,7 +312,9 @@ class EdgeVectorStore(StoreBase):
             collection = self._collection(name)
         if lexical and collection.encoding.lexical is None:
             raise no_lexical_vectors(name)
-        if collection.parts.upsert(dense, lexical):
+        with self._writing():
+            sealed = collection.parts.upsert(dense, lexical)
+        if sealed:
             self._indexer.wake()
 
     def wait_indexed(self, name: str, timeout_s: float = 600.0) -> None:
@@ -339,9 +402,9 @@ class EdgeVectorStore(StoreBase):
         ]
         with self._lock:
             parts = self._collection(name).parts
-        # chunk 0 is never stale: the lexical part is left alone
-        parts.update_all(qe.UpdateOperation.delete_points_by_filter(qe.Filter(should=per_doc)),
-                         lexical=False)
+        with self._writing():  # chunk 0 is never stale: the lexical part is left alone
+            parts.update_all(qe.UpdateOperation.delete_points_by_filter(qe.Filter(should=per_doc)),
+                             lexical=False)
 
     def delete_documents(self, name: str, doc_ids: Sequence[str]) -> None:
         """Delete every chunk of the given documents (and their lexical vectors)."""
@@ -350,7 +413,8 @@ class EdgeVectorStore(StoreBase):
         selector = documents_filter(doc_ids)
         with self._lock:
             parts = self._collection(name).parts
-        parts.update_all(qe.UpdateOperation.delete_points_by_filter(selector))
+        with self._writing():
+            parts.update_all(qe.UpdateOperation.delete_points_by_filter(selector))
 
     # Whole collections
 
@@ -407,11 +471,9 @@ class EdgeVectorStore(StoreBase):
                             score_threshold: float | None) -> list[Candidate]:
         with self._lock:
             collection = self._collection(name)
-        lexical = collection.parts.lexical
-        if collection.encoding.lexical is None or lexical is None:
+        if collection.encoding.lexical is None or collection.parts.lexical_part is None:
             raise no_lexical_vectors(name)
-        return edge_search.lexical_candidates(lexical, collection, query, limit,
-                                              query_filter=query_filter,
+        return edge_search.lexical_candidates(collection, query, limit, query_filter=query_filter,
                                               score_threshold=score_threshold)
 
     def fetch_hits(self, name: str, chosen: Sequence[Candidate], with_text: bool = True

@@ -1,16 +1,16 @@
 """The Edge store's names: aliases.json under its root, {"papers": "papers@2", ...}, each name
-and the physical collection it stands for. The file is rewritten whole (a temporary file
-renamed over it), so a name switches from one physical collection to the next in one step; the
-caller (bienc.store.edge) holds its lock around every call."""
+and the physical collection it stands for. The file is rewritten whole (a temporary file,
+fsync'd, renamed over it: bienc.store.durable), so a name switches from one physical
+collection to the next in one step that a crash or a power cut does not undo; the caller
+(bienc.store.edge) holds its lock around every call."""
 
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 from bienc.config.errors import CollectionError
+from bienc.store.durable import write_atomic
 
 FILE = "aliases.json"
 
@@ -33,7 +33,5 @@ class AliasFile:
 
     def write(self, aliases: dict[str, str]) -> None:
         """Replace every alias with `aliases`, in one step."""
-        tmp = self._root / f".{FILE}.{uuid.uuid4().hex}"
-        tmp.write_text(json.dumps(aliases, sort_keys=True))
-        os.replace(tmp, self._root / FILE)
+        write_atomic(self._root / FILE, json.dumps(aliases, sort_keys=True))
         self.names = aliases

@@ -2,30 +2,27 @@
 
 A physical collection is a folder under the store's root holding its record
 (collection.json, bienc.store.record) and its parts (bienc.store.parts). It exists exactly
-when its collection.json does: that is written (atomically) before the parts are created and
-removed before they are deleted, so a crash leaves at worst a folder without it, which the
-next `create` clears. The caller (bienc.store.edge) holds its lock around every call.
+when its collection.json does: that is written (atomically and durably: bienc.store.durable)
+before the parts are created and removed before they are deleted, so a crash leaves at worst
+a folder without it, which the next `create` clears. The caller (bienc.store.edge) holds its
+lock around every call, and stops a collection's build before removing it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import qdrant_edge as qe
-
-from bienc.config.errors import CollectionError
+from bienc.config.errors import CollectionError, StoreUnavailableError
 from bienc.store.base import in_use_error
-from bienc.store.builder import dense_config
+from bienc.store.builder import dense_config, lexical_config
+from bienc.store.durable import fsync_dir, is_io_error, make_dir, write_atomic
 from bienc.store.edge_filters import FieldIndexes
 from bienc.store.filters import IndexType
-from bienc.store.interface import LEXICAL_VECTOR
 from bienc.store.parts import Parts
 from bienc.store.record import CollectionEncoding, invalid_name, is_collection_name
 
@@ -51,8 +48,9 @@ class Collections:
 
     def __init__(self, root: Path, location: str, indexing_threshold: int,
                  dense_settings: Callable[[CollectionEncoding], dict[str, Any]],
-                 indexed_fields: Mapping[str, IndexType]):
+                 indexed_fields: Mapping[str, IndexType], retry_s: float):
         self._root = root
+        self._retry_s = retry_s
         self._indexed_fields = dict(indexed_fields)
         self._location = location
         self._indexing_threshold = indexing_threshold
@@ -80,13 +78,11 @@ class Collections:
         meta = json.loads((folder / META_FILE).read_text())
         encoding = CollectionEncoding.from_record(physical, self._location, meta)
         settings = self._dense_settings(encoding)
-        lexical = qe.EdgeConfig(sparse_vectors={
-            LEXICAL_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}) \
-            if encoding.lexical is not None else None
+        lexical = lexical_config() if encoding.lexical is not None else None
         fields = FieldIndexes(self._indexed_fields)
         parts = self._edge("open the collection", Parts, folder,
                            lambda: dense_config(**settings, indexing=False), lexical,
-                           self._indexing_threshold, fields.create_on)
+                           self._indexing_threshold, fields.create_on, self._retry_s)
         try:
             fields.load(parts)
         except Exception as exc:  # filtering still works, only slower
@@ -102,6 +98,8 @@ class Collections:
         except Exception as exc:
             if "WouldBlock" in str(exc):  # another process holds the shard's WAL
                 raise in_use_error(self._location) from exc
+            if is_io_error(exc):  # the disk's fault: tried again later
+                raise StoreUnavailableError(f"cannot {what} at {self._location}: {exc}") from exc
             raise CollectionError(f"cannot {what} at {self._location}: {exc}") from exc
 
     def create(self, physical: str, encoding: CollectionEncoding) -> None:
@@ -111,16 +109,15 @@ class Collections:
         if folder.exists():  # left by a crash before collection.json was written
             self._close(physical)
             shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        tmp = folder / f".{META_FILE}.{uuid.uuid4().hex}"
-        tmp.write_text(json.dumps(encoding.record()))
-        os.replace(tmp, folder / META_FILE)
+        make_dir(folder)
+        write_atomic(folder / META_FILE, json.dumps(encoding.record()))
 
     def remove(self, physical: str) -> None:
         """Close and delete an existing physical collection: its record first."""
         self._close(physical)
         folder = self.folder(physical)
         (folder / META_FILE).unlink()
+        fsync_dir(folder)  # gone for good before the rest goes
         shutil.rmtree(folder)
 
     def _close(self, physical: str) -> None:

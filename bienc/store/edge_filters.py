@@ -127,8 +127,8 @@ class FieldIndexes:
         declared ones it lacks. (An automatic index some parts lack, or have of another type,
         is made alike on all of them by the first search that needs it.)"""
         kinds = {schema: kind for kind, schema in _SCHEMAS.items()}
-        for shard in parts.dense:
-            for field_name, info in shard.info().payload_schema.items():
+        for schema in parts.schemas():
+            for field_name, info in schema.items():
                 key = field_name.removeprefix(PAYLOAD_PREFIX)
                 if field_name.startswith(PAYLOAD_PREFIX) and key not in self.declared \
                         and info.data_type in kinds:

@@ -95,13 +95,13 @@ def dense_candidates(collection: OpenCollection, vector: np.ndarray, limit: int,
     return list(best.values())[:max(0, limit)]
 
 
-def lexical_candidates(lexical: qe.EdgeShard, collection: OpenCollection, query: SparseVector,
-                       limit: int, *, query_filter: MetadataFilter | None,
+def lexical_candidates(collection: OpenCollection, query: SparseVector, limit: int, *,
+                       query_filter: MetadataFilter | None,
                        score_threshold: float | None) -> list[Candidate]:
-    """The `limit` best documents by BM25 in the `lexical` part of `collection` (IDF over the
+    """The `limit` best documents by BM25 in the lexical part of `collection` (IDF over the
     documents held now), best first."""
     edge_query_filter = _filter_of(collection, query_filter)
-    scored = lexical.query(qe.QueryRequest(
+    scored = collection.parts.query_lexical(qe.QueryRequest(
         limit=max(1, limit), query=qe.Query.Nearest(edge_sparse(query), using=LEXICAL_VECTOR),
         filter=edge_query_filter, score_threshold=score_threshold,
         params=qe.SearchParams(idf=_IDF_OVER_DOCUMENTS), with_payload=["doc_id"],

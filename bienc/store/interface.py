@@ -125,10 +125,16 @@ class CollectionInfo:
     encoding: CollectionEncoding
     documents: int
     points: int
+    # the embedded store's index: parts indexed, points not yet, builds failed in a row
+    # (bienc.store.parts.Parts.state); None for a Qdrant server, which builds its own
+    index: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "physical": self.physical, "documents": self.documents,
+        info = {"name": self.name, "physical": self.physical, "documents": self.documents,
                 "points": self.points, **self.encoding.to_dict()}
+        if self.index is not None:
+            info["index"] = dict(self.index)
+        return info
 
 
 class Names(Protocol):
@@ -203,6 +209,7 @@ class Store(Protocol):
     def list_collections(self) -> list[str]: ...
     def list_physical(self) -> list[str]: ...
     def info(self, name: str) -> CollectionInfo: ...
+    def index_builds(self) -> dict[str, dict[str, Any]]: ...
     def delete_collection(self, name: str) -> bool: ...
     def drop_physical(self, physical: str) -> bool: ...
     # Points

@@ -153,3 +153,21 @@ def test_a_redelivered_batch_counts_as_indexed_and_finishes_cleanup(encoder: Enc
     assert store.info("c").points == 1
     again = index_documents([short], "c", encoder, store, _enc(encoder), job_id="job-3")
     assert (again.indexed, again.skipped) == (0, 1)  # another job: genuinely unchanged
+
+
+def test_a_tail_left_by_a_crash_goes_at_the_next_write_of_the_document(encoder: Encoder,
+                                                                        store: VectorStore) -> None:
+    """A crash between a write and its stale-chunk cleanup leaves an older version's tail
+    behind a chunk 0 that counts fewer chunks; the next write of the document, by any job and
+    whatever the chunk 0 it finds says, deletes every chunk from its own count on."""
+    long_text = " ".join(f"Sentence {i} about rivers and their deltas." for i in range(40))
+    index_documents([Document("r", long_text)], "c", encoder, store, _enc(encoder), job_id="old")
+    many = store.info("c").points
+    short = Document("r", "Rivers end in deltas.")
+    store.upsert("c", build_points(short, chunk_documents([short], encoder, PARAMS)[0],
+                                   encoder.encode_documents([short.text]),
+                                   index_hash(short, PARAMS), "crashed"))
+    assert store.info("c").points == many  # the crashed job's cleanup never ran
+    other = Document("r", "Rivers carry silt to their deltas.")  # also one chunk, new content
+    index_documents([other], "c", encoder, store, _enc(encoder), job_id="next")
+    assert store.info("c").points == 1

@@ -5,6 +5,8 @@ Tiers, by folder, each marked by what it needs (the marker is added here, from t
     model/        `model`: loads the real model (from its PyPI package), nothing running
     integration/  `integration`: Redis on 127.0.0.1:6379, the real model, real processes, HTTP
     browser/      `browser`: Debian's chromium (Playwright drives it), a live `bienc serve`
+    faults/       `faults`: subprocesses killed at named crash points (BIENC_CRASH_AT, see
+                  bienc/config/crash.py), then reopened and checked; Redis and the real model
 
 Converted models and data folders live under temporary directories, never in the user's
 cache: BIENC_MODEL_CACHE_DIR points at one for the whole session (subprocesses included).
@@ -42,7 +44,7 @@ def skip_without(tool: str, why: str) -> None:
     pytest.skip(f"{tool} is not installed ({why}); .ci/run installs it")
 
 _TIERS = {"model": ("model",), "integration": ("integration", "model"),
-          "browser": ("browser", "model")}
+          "browser": ("browser", "model"), "faults": ("faults", "model")}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

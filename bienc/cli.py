@@ -177,14 +177,16 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
                          f"other option with it (only --wait, --json)")
     callback_url = _callback_url(args, settings)
     runtime = _runtime(settings, Role.SUBMIT)
+    # before this process's worker starts: on the embedded queue it takes up at once the step
+    # a dead process left, which may end the reindex before it could be resumed here
+    if args.resume:
+        job_id, state = runtime.resume_reindex(args.collection)
+        doing = f"resuming the reindex of {args.collection!r} from {state}"
+    elif args.abort:
+        job_id, state = runtime.abort_reindex(args.collection)
+        doing = f"aborting the reindex of {args.collection!r} ({state})"
     with runtime.serving():
-        if args.resume:
-            job_id, state = runtime.resume_reindex(args.collection)
-            doing = f"resuming the reindex of {args.collection!r} from {state}"
-        elif args.abort:
-            job_id, state = runtime.abort_reindex(args.collection)
-            doing = f"aborting the reindex of {args.collection!r} ({state})"
-        else:
+        if not going_on:
             job_id = runtime.reindex(args.collection, options, callback_url=callback_url)
             doing = f"reindexing {args.collection!r}; search and ingest keep working on it meanwhile"
         if not (args.wait or runtime.topology.runs_worker):
@@ -327,7 +329,14 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  {info['name']}{physical}: model {info['model']}{encoded}, {info['dimension']}-d, "
               f"{cut}, {words}, {info['documents']} documents, {info['points']} points")
         if "reindex" in info:
-            print(f"    reindexing into {info['reindex']['into']} (job {info['reindex']['job_id']})")
+            running = info["reindex"]
+            if running["state"] == "failed":
+                print(f"    reindex into {running['into']} (job {running['job_id']}) stopped, failed "
+                      f"in {running['failed_in']}: {running['error']}; `bienc reindex "
+                      f"{info['name']} --resume` goes on, `--abort` drops {running['into']}")
+            else:
+                print(f"    reindexing into {running['into']} (job {running['job_id']}, "
+                      f"{running['state']})")
     return EXIT_OK
 
 

@@ -421,13 +421,15 @@ def _stopping_on_error(resources: Resources, job_id: str, name: str, holder: str
                        leaving: str = "copying fencing switched aborting failed") -> Iterator[None]:
     """Around a step: a planned failure (BiencError) before the switch aborts the reindex;
     anything else stops it in `failed`, where writes are never held. A store outage is
-    re-raised after that, for the task to retry (which goes on from `failed`)."""
+    re-raised, for the task to retry; where the step may hold writes (past the copy), after
+    stopping, so that they go on meanwhile (the retry goes on from `failed`)."""
     try:
         yield
     except (StepBusy, LeaseLost):
         raise
     except StoreUnavailableError as exc:
-        _stop(resources, job_id, name, holder, leaving, f"store unavailable: {exc}", close=False)
+        if leaving != "copying":
+            _stop(resources, job_id, name, holder, leaving, f"store unavailable: {exc}", close=False)
         raise
     except BiencError as exc:
         if not _abort_on(resources, job_id, name, holder, str(exc)):

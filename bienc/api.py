@@ -380,7 +380,8 @@ def _api_router() -> APIRouter:
 
     @router.post("/jobs/{job_id}/cancel", status_code=202, tags=["ingest"], dependencies=ADMIN)
     def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
-        """Cancel a running reindex: its new collection is dropped, the live one untouched."""
+        """Cancel a reindex that is copying: its new collection is dropped, the live one
+        untouched; 409 naming its state once its finish has started."""
         _state(request).live.cancel(job_id)
         return {"job_id": job_id, "cancelling": True}
 
@@ -394,6 +395,23 @@ def _api_router() -> APIRouter:
             collection, body.model_dump(exclude_none=True, exclude={"callback_url"}),
             callback_url=body.callback_url)
         return {"job_id": job_id, "collection": collection}
+
+    @router.post("/collections/{collection}/reindex/resume", status_code=202, tags=["collections"],
+                 dependencies=ADMIN)
+    def resume_reindex(collection: CollectionName, request: Request) -> dict[str, Any]:
+        """Go on with a collection's reindex from the state it stopped in (a failed finish, a
+        worker that died); 409 when there is none, or a live worker runs it now."""
+        job_id, state = _state(request).live.resume_reindex(collection)
+        return {"job_id": job_id, "collection": collection, "from": state}
+
+    @router.post("/collections/{collection}/reindex/abort", status_code=202, tags=["collections"],
+                 dependencies=ADMIN)
+    def abort_reindex(collection: CollectionName, request: Request) -> dict[str, Any]:
+        """Abort a collection's reindex from whatever state it is in: its new collection is
+        dropped, the name keeps serving what it serves; 409 when there is none, or a live
+        worker runs its finish now."""
+        job_id, state = _state(request).live.abort_reindex(collection)
+        return {"job_id": job_id, "collection": collection, "from": state}
 
     @router.post("/collections/{collection}/search", tags=["search"], dependencies=READ)
     def search(collection: PhysicalOrName, body: SearchBody, request: Request) -> dict[str, Any]:

@@ -171,16 +171,28 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
                "chunk_overlap": args.chunk_overlap, "lexical": args.lexical,
                "keep_old": args.keep_old or None}
     options = {k: v for k, v in options.items() if v is not None}
+    going_on = "--resume" if args.resume else "--abort" if args.abort else None
+    if going_on and (options or args.callback_url):
+        raise BiencError(f"{going_on} takes the reindex that is there as it was asked: give no "
+                         f"other option with it (only --wait, --json)")
     callback_url = _callback_url(args, settings)
     runtime = _runtime(settings, Role.SUBMIT)
+    # before this process's worker starts: on the embedded queue it takes up at once the step
+    # a dead process left, which may end the reindex before it could be resumed here
+    if args.resume:
+        job_id, state = runtime.resume_reindex(args.collection)
+        doing = f"resuming the reindex of {args.collection!r} from {state}"
+    elif args.abort:
+        job_id, state = runtime.abort_reindex(args.collection)
+        doing = f"aborting the reindex of {args.collection!r} ({state})"
     with runtime.serving():
-        job_id = runtime.reindex(args.collection, options, callback_url=callback_url)
+        if not going_on:
+            job_id = runtime.reindex(args.collection, options, callback_url=callback_url)
+            doing = f"reindexing {args.collection!r}; search and ingest keep working on it meanwhile"
         if not (args.wait or runtime.topology.runs_worker):
-            print(f"job {job_id}: reindex of {args.collection!r} queued; follow with "
-                  f"`bienc jobs show {job_id}`")
+            print(f"job {job_id}: {doing}; follow with `bienc jobs show {job_id}`")
             return EXIT_OK
-        print(f"job {job_id}: reindexing {args.collection!r}; search and ingest keep working "
-              "on it meanwhile", file=sys.stderr)
+        print(f"job {job_id}: {doing}", file=sys.stderr)
         bar, update = progress_printer(0)
         try:
             status = runtime.wait(job_id, on_progress=update)
@@ -317,7 +329,14 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  {info['name']}{physical}: model {info['model']}{encoded}, {info['dimension']}-d, "
               f"{cut}, {words}, {info['documents']} documents, {info['points']} points")
         if "reindex" in info:
-            print(f"    reindexing into {info['reindex']['into']} (job {info['reindex']['job_id']})")
+            running = info["reindex"]
+            if running["state"] == "failed":
+                print(f"    reindex into {running['into']} (job {running['job_id']}) stopped, failed "
+                      f"in {running['failed_in']}: {running['error']}; `bienc reindex "
+                      f"{info['name']} --resume` goes on, `--abort` drops {running['into']}")
+            else:
+                print(f"    reindexing into {running['into']} (job {running['job_id']}, "
+                      f"{running['state']})")
         index = info.get("index") or {}
         if index.get("build_failures"):
             print(f"    index build failed {index['build_failures']} times in a row, next try in "
@@ -537,6 +556,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="drop the BM25 vectors")
     reindex.add_argument("--keep-old", action="store_true",
                          help="keep the old physical collection (NAME@N) after the switch")
+    going_on = reindex.add_mutually_exclusive_group()
+    going_on.add_argument("--resume", action="store_true",
+                          help="go on with the reindex of NAME from the state it stopped in "
+                               "(after a failed finish, or a worker that died)")
+    going_on.add_argument("--abort", action="store_true",
+                          help="abort the reindex of NAME from whatever state it is in: its new "
+                               "collection is dropped, NAME keeps serving what it serves")
     reindex.add_argument("--wait", action="store_true",
                          help="return once the name has switched (always so when embedded)")
     reindex.add_argument("--json", action="store_true", help="print the final job status as JSON")

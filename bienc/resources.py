@@ -133,8 +133,8 @@ class Resources:
 
     @property
     def reindexes(self) -> ReindexRegistry:
-        # a writer older than the visibility timeout is taken for dead: its batch is redelivered
-        return ReindexRegistry(self.redis, self.settings.visibility_timeout_s)
+        # on the embedded queue every writer and every reindex step runs on this machine
+        return ReindexRegistry(self.redis, self.settings.lease_s, local=not self.settings.broker_url)
 
     @property
     def has_encoder(self) -> bool:

@@ -34,6 +34,7 @@ from bienc.queue.celery_app import (
 )
 from bienc.queue.deletes import DeletePlans
 from bienc.queue.jobs import JobStatus
+from bienc.queue.reindex import Reindex
 from bienc.queue.webhooks import check_callback_url
 from bienc.resources import Resources, set_resources
 
@@ -245,8 +246,7 @@ class Runtime:
         info = self.resources.store.info(name).to_dict()
         for reindex in running:
             if reindex.name == name:
-                info["reindex"] = {"job_id": reindex.job_id, "into": reindex.target,
-                                   "phase": reindex.phase}
+                info["reindex"] = reindex.to_dict()
         return info
 
     def delete_collection(self, collection: str) -> None:
@@ -254,8 +254,8 @@ class Runtime:
         for reindex in self.resources.reindexes.active():
             if collection in (reindex.name, reindex.target):
                 raise CollectionError(
-                    f"collection {collection!r} is being reindexed (job {reindex.job_id}): cancel "
-                    f"that first with `bienc jobs cancel {reindex.job_id}`")
+                    f"collection {collection!r} is being reindexed (job {reindex.job_id}, "
+                    f"{reindex.where}): {reindex.way_out()}; then drop it")
         if not self.resources.store.delete_collection(collection):
             raise CollectionNotFoundError(f"collection {collection!r} does not exist")
 
@@ -272,8 +272,8 @@ class Runtime:
         registry, jobs = self.resources.reindexes, self.resources.jobs
         running = registry.get(collection)
         if running is not None:
-            raise CollectionError(f"a reindex of {collection!r} is running (job {running.job_id}); "
-                                  f"wait for it, or cancel it with `bienc jobs cancel {running.job_id}`")
+            raise CollectionError(f"a reindex of {collection!r} is running (job {running.job_id}, "
+                                  f"{running.where}): {running.way_out()}")
         job_id = jobs.create(collection, 0, {}, kind="reindex", open_=True, callback_url=callback_url)
         if not registry.begin(collection, job_id, options):
             jobs.close(job_id, "failed", "another reindex of this collection started first")
@@ -282,17 +282,75 @@ class Runtime:
         return job_id
 
     def cancel(self, job_id: str) -> None:
-        """Cancel a running reindex: its new collection is dropped, the live one untouched."""
-        reindex = self.resources.reindexes.of_job(job_id)
+        """Cancel a reindex that is copying: its new collection is dropped, the live one
+        untouched. CollectionError (409) naming its state once its finish has started."""
+        registry = self.resources.reindexes
+        reindex = registry.of_job(job_id)
         if reindex is None:
             status = self.resources.jobs.get(job_id)
             if status is None:
                 raise JobNotFoundError(f"job {job_id!r} is unknown (expired, or never created)")
             raise CollectionError(f"job {job_id} is not a running reindex ({status.kind}, "
                                   f"{status.state}); only a running reindex can be cancelled")
-        self.resources.reindexes.cancel(reindex.name)
-        if self.resources.reindexes.claim_finish(reindex.name):
-            self.app.send_task(REINDEX_FINISH_TASK, args=(job_id, reindex.name), queue=INGEST_QUEUE)
+        # whoever runs the start may hold the lease: the abort waits for it
+        took = registry.transition(reindex, "copying failed:copying", "aborting", force=True,
+                                   fields={"abort_outcome": "cancelled",
+                                           "abort_reason": "cancelled (bienc jobs cancel)"})
+        if took.outcome == "state":
+            raise CollectionError(
+                f"the reindex of {reindex.name!r} (job {job_id}) is {_where(took.found)}: its finish "
+                f"has started, so it can no longer be cancelled; {reindex.way_out()}")
+        if took:
+            self._advance(reindex, REINDEX_FINISH_TASK)
+
+    def resume_reindex(self, collection: str) -> tuple[str, str]:
+        """Go on with the reindex of `collection` from the state it stopped in (`bienc reindex
+        NAME --resume`); returns its job id and that state. CollectionError (409) when there
+        is none, or a live worker runs it now."""
+        reindex = self._stopped_reindex(collection, "resume", busy=lambda r: r.leased)
+        self._advance(reindex, REINDEX_START_TASK if not reindex.finishing else REINDEX_FINISH_TASK)
+        return reindex.job_id, reindex.where
+
+    def abort_reindex(self, collection: str) -> tuple[str, str]:
+        """Abort the reindex of `collection` from whatever state it is in (`bienc reindex NAME
+        --abort`): its new collection is dropped, the name keeps what it serves; returns its
+        job id and the state it left. CollectionError (409) when there is none, or a live
+        worker runs its finish now."""
+        registry = self.resources.reindexes
+        # copying, a start or a batch may run: the abort waits for the start's lease
+        reindex = self._stopped_reindex(collection, "abort", busy=lambda r: r.leased and r.finishing)
+        why = {} if reindex.state == "aborting" else {
+            "abort_outcome": "cancelled",
+            "abort_reason": f"aborted (bienc reindex {collection} --abort) in {reindex.where}"}
+        took = registry.transition(reindex, "copying fencing switched aborting failed", "aborting",
+                                   force=not reindex.finishing, fields=why)
+        if not took:
+            raise CollectionError(f"the reindex of {collection!r} could not be aborted: it is "
+                                  f"{_where(took.found) or 'gone'} now; try again")
+        self._advance(reindex, REINDEX_FINISH_TASK)
+        return reindex.job_id, reindex.where
+
+    def _stopped_reindex(self, collection: str, doing: str,
+                         busy: Callable[[Reindex], bool]) -> Reindex:
+        """The reindex of `collection`, unless there is none or it is `busy` (a live worker
+        runs a step of it that this must not cross)."""
+        validate_collection_name(collection)
+        reindex = self.resources.reindexes.get(collection)
+        if reindex is None:
+            raise CollectionError(f"no reindex of {collection!r} to {doing}: none is running or "
+                                  "stopped (the last one ended: see `bienc jobs`)")
+        if busy(reindex):
+            raise CollectionError(
+                f"the reindex of {collection!r} (job {reindex.job_id}) is {reindex.where}, run by "
+                f"a live worker now: wait for it to end (if that worker stops, {doing} once its "
+                f"lease lapses, BIENC_LEASE_S={self.settings.lease_s:g} seconds later)")
+        return reindex
+
+    def _advance(self, reindex: Reindex, task: str) -> None:
+        """Open the reindex's job again (it ended if the reindex stopped) and queue the task
+        that takes the reindex on from its state."""
+        self.resources.jobs.reopen(reindex.job_id)
+        self.app.send_task(task, args=(reindex.job_id, reindex.name), queue=INGEST_QUEUE)
 
     def count_matching(self, collection: str, query_filter: MetadataFilter) -> int:
         """How many documents of `collection` the filter matches (a delete's dry run)."""
@@ -362,6 +420,12 @@ class Runtime:
                                             "reindexed or restored collection, or a snapshot of "
                                             "it is being taken; retry in a few seconds")
             time.sleep(0.1)
+
+
+def _where(found: str) -> str:
+    """A state as a transition found it (failed:WHERE), as users read it."""
+    state, _, failed_in = found.partition(":")
+    return f"{state} (in {failed_in})" if failed_in else state
 
 
 def build_runtime(settings: Settings, role: Role) -> Runtime:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from bienc.config.errors import CollectionError, InvalidInputError, StoreUnavailableError
 from bienc.ingest.producer import validate_collection_name
+from bienc.queue.leases import renewed
 from bienc.store import snapshot
 from bienc.store.interface import Store, resolved
 from bienc.store.record import CollectionEncoding, next_generation, physical_name
@@ -51,33 +51,17 @@ MAX_EXPORT_PAGE = 1000
 _RESTORING = "bienc:restoring:"
 
 
-@contextlib.contextmanager
-def _renewed(renew: Callable[[], Any], what: str) -> Iterator[None]:
+def _renewed(renew: Callable[[], Any], what: str) -> contextlib.AbstractContextManager[None]:
     """Call `renew` every third of HOLD_TTL_S while inside (a lease that lapses unless its
     holder, alive, renews it)."""
-    done = threading.Event()
-
-    def run() -> None:
-        while not done.wait(HOLD_TTL_S / 3):
-            try:
-                renew()
-            except Exception:  # Redis away: the lease lapses
-                log.exception("renewing %s failed", what)
-
-    renewer = threading.Thread(target=run, name="bienc-lease", daemon=True)
-    renewer.start()
-    try:
-        yield
-    finally:
-        done.set()
-        renewer.join()
+    return renewed(renew, HOLD_TTL_S / 3, what)
 
 
 @contextlib.contextmanager
 def writes_held(resources: Resources, name: str, hold: bool) -> Iterator[None]:
     """Inside: no writer of `name` is writing (with `hold`; without, the caller knows none
-    can). Writers that start meanwhile wait; the ones in flight are waited for, up to the
-    broker's visibility timeout, after which a writer is taken for dead."""
+    can). Writers that start meanwhile wait; the ones in flight are waited for, unless their
+    process died (their lease lapses, or, on the embedded queue, their process is gone)."""
     if not hold:
         yield
         return
@@ -86,8 +70,8 @@ def writes_held(resources: Resources, name: str, hold: bool) -> Iterator[None]:
     since = registry.hold(name, holder, HOLD_TTL_S)
     try:
         with _renewed(lambda: registry.hold(name, holder, HOLD_TTL_S), f"the hold on {name!r}"):
-            # writers registered at `since` or before (one at the same microsecond included)
-            while registry.writers_before(name, since + 1e-6):
+            # writers numbered before the hold, which may not have seen it
+            while registry.writers_before(name, since):
                 time.sleep(WRITERS_POLL_S)
             yield
     finally:
@@ -97,9 +81,9 @@ def writes_held(resources: Resources, name: str, hold: bool) -> Iterator[None]:
 def _no_reindex(resources: Resources, name: str, doing: str) -> None:
     running = resources.reindexes.get(name)
     if running is not None:
-        raise CollectionError(f"collection {name!r} is being reindexed (job {running.job_id}): "
-                              f"{doing} it once that ends, or cancel it with "
-                              f"`bienc jobs cancel {running.job_id}`")
+        raise CollectionError(f"collection {name!r} is being reindexed (job {running.job_id}, "
+                              f"{running.where}): {doing} it once that ends; "
+                              f"{running.way_out()}")
 
 
 def create(resources: Resources, name: str, out: IO[bytes], *, hold: bool, portable: bool = False,

@@ -21,12 +21,13 @@ from bienc.queue.celery_app import (
     app,
 )
 from bienc.queue.jobs import BatchOutcome
+from bienc.queue.reindex import LeaseLost
 from bienc.resources import get_resources
 from bienc.workers import deleting, reindexing
 from bienc.workers.indexing import index_documents
 
 log = logging.getLogger(__name__)
-HOLD_RETRY_S = 1.0  # a write held by a reindex's switch is tried again this much later
+HOLD_RETRY_S = 1.0  # a write held by a fence, or a busy reindex step, is tried again this much later
 
 
 def retry_delay_s(retries: int, first_s: float, cap_s: float) -> float:
@@ -119,18 +120,19 @@ def delete_matching(self: Task, job_id: str) -> None:
 
 
 def _reindex_step(task: Task, job_id: str, name: str, step: Any) -> None:
-    """Run a reindex step: a store outage is retried like an ingest batch's; any other error
-    ends the reindex as failed, leaving the live collection as it was."""
+    """Run a reindex step (which handles its own failures: bienc.workers.reindexing): a store
+    outage is retried like an ingest batch's, then stops the reindex; a step that another
+    live process is running is tried again shortly."""
     resources = get_resources()
     try:
         step()
+    except reindexing.StepBusy:
+        _try_again_shortly(task)
+    except LeaseLost as exc:  # another process took the reindex over: it goes on from there
+        log.warning("%s", exc)
     except StoreUnavailableError as exc:
         retries = _retry_outage(task, job_id, exc)
-        reindexing.abort(resources, job_id, name, "failed",
-                         f"store unavailable after {retries} retries: {exc}")
-    except BiencError as exc:
-        log.error("reindex of %r failed: %s", name, exc)
-        reindexing.abort(resources, job_id, name, "failed", str(exc))
+        reindexing.give_up(resources, job_id, name, f"store unavailable after {retries} retries: {exc}")
 
 
 def _try_again_shortly(task: Task) -> NoReturn:

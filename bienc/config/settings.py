@@ -140,6 +140,12 @@ class Settings(BaseSettings):
         default=900, ge=1, description="a batch unacknowledged this long is redelivered"
     )
     worker_concurrency: int = Field(default=1, ge=1, description="tasks a worker runs at once")
+    lease_s: float = Field(
+        default=30.0, ge=1, le=3600, description="a writer of a collection, and the worker running "
+        "a reindex's start or finish, renew a lease this long every third of it: a process that "
+        "dies stops holding a reindex's fence or a snapshot this long after (on the embedded "
+        "queue, at once)",
+    )
 
     # Backpressure
     max_queued_documents: int = Field(

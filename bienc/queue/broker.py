@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from bienc.config.errors import ConfigError
 from bienc.config.settings import Settings
@@ -34,11 +36,23 @@ def embedded_socket_path(data_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"bienc-{digest}.sock"
 
 
+def _one_try(socket_path: Path, timeout_s: float) -> redis.Redis:
+    """A client of the embedded server that tries each command once: redis-py's default
+    retries with backoff spend 3.5 s on a ping of a server not running yet (twice in every
+    embedded command that starts one) and on the shutdown, whose closed connection is its
+    success."""
+    return redis.Redis(unix_socket_path=str(socket_path), socket_timeout=timeout_s,
+                       retry=Retry(NoBackoff(), 0))
+
+
 def _ping(socket_path: Path) -> bool:
+    client = _one_try(socket_path, 1)
     try:
-        return bool(redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1).ping())
+        return bool(client.ping())
     except (redis.RedisError, OSError):
         return False
+    finally:
+        client.close()
 
 
 def start_embedded_redis(data_dir: Path, timeout_s: float = 10.0) -> Path:
@@ -65,7 +79,10 @@ def start_embedded_redis(data_dir: Path, timeout_s: float = 10.0) -> Path:
         "--save", "", "--dbfilename", "queue.rdb", "--appendfilename", "queue.aof",
         "--logfile", str(data_dir.resolve() / "redis.log"),
     ]
-    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    # none of this process's streams: a server that outlives it (it was killed) must not hold
+    # them open, or whoever reads them (a pipe, `subprocess.run`) waits for the server's end
+    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout_s
     while not _ping(socket_path):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -82,7 +99,7 @@ def start_embedded_redis(data_dir: Path, timeout_s: float = 10.0) -> Path:
 def _shutdown(socket_path: Path, process: subprocess.Popen[bytes]) -> None:
     # shutdown closes the connection under us; that error is its success
     with contextlib.suppress(redis.RedisError, OSError):
-        redis.Redis(unix_socket_path=str(socket_path), socket_timeout=5).shutdown(save=False)
+        _one_try(socket_path, 5).shutdown(save=False)
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:

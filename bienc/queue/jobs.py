@@ -277,6 +277,18 @@ class JobTracker:
             fields.update(outcome=outcome, reason=(reason or outcome)[:1000])
         self._touch(job_id, fields)
 
+    def reopen(self, job_id: str) -> None:
+        """Open an ended job again (a reindex resumed or aborted after it stopped): its outcome
+        and reason are dropped, and its webhook will be delivered again when it ends again."""
+        key = _PREFIX + job_id
+        pipe = self._redis.pipeline()
+        pipe.hdel(key, "outcome", "reason", "last_error", "hook_state", "hook_attempts",
+                  "hook_error", "hook_at")
+        pipe.hset(key, mapping={"open": 1, "updated_at": time.time()})
+        self._refresh_ttl(pipe, job_id)
+        pipe.publish(_CHANGES + job_id, "meta")
+        pipe.execute()
+
     def _touch(self, job_id: str, fields: dict[str, Any]) -> None:
         key = _PREFIX + job_id
         pipe = self._redis.pipeline()

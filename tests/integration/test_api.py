@@ -354,6 +354,8 @@ _MATRIX_REQUESTS = {  # one request per operation of the OpenAPI schema, on its 
     ("get", "/v1/collections/{collection}"): ("read", {}),
     ("get", "/v1/collections/{collection}/documents/{doc_id}"): ("read", {}),
     ("post", "/v1/collections/{collection}/reindex"): ("admin", {"json": {"chunk_tokens": 64}}),
+    ("post", "/v1/collections/{collection}/reindex/resume"): ("admin", {}),
+    ("post", "/v1/collections/{collection}/reindex/abort"): ("admin", {}),
     ("post", "/v1/jobs/{job_id}/cancel"): ("admin", {}),
     ("post", "/v1/collections/{collection}/delete"): (
         "admin", {"json": {"filter": {"group": "none of them"}}}),
@@ -455,7 +457,7 @@ def test_fuzz_never_answers_5xx(server: Server, api: httpx.Client) -> None:
                   existing={"collection": "fuzzed", "doc_id": "paris"})
     print(f"\nfuzz against bienc serve: {report.summary()}")
     assert not report.failures, "\n".join(report.failures[:20])
-    assert len(report.operations()) == 19
+    assert len(report.operations()) == 21
     assert any("search" in op and status == 200 for op, _, status in report.statuses)
     assert any(op.startswith("POST") and status == 202 for op, _, status in report.statuses)
     assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200

@@ -351,7 +351,7 @@ def test_fuzz_in_process_never_answers_5xx(runtime: Runtime) -> None:
                       existing={"collection": "s", "doc_id": "a"})
     print(f"\nin-process fuzz: {report.summary()}")
     assert not report.failures, "\n".join(report.failures[:20])
-    assert len(report.operations()) == 19
+    assert len(report.operations()) == 21
     assert any(op.startswith("POST") and status == 202 for op, _, status in report.statuses)
     assert any("search" in op and status == 200 for op, _, status in report.statuses)
 

@@ -15,6 +15,7 @@ import redis
 from bienc.config.settings import Settings
 from bienc.encoding.lexical import LexicalEncoder, LexicalParams
 from bienc.queue.deletes import DeletePlans
+from bienc.queue.leases import new_holder
 from bienc.resources import Resources
 from bienc.store.filters import parse_filter
 from bienc.store.interface import ChunkPoint, Store
@@ -116,10 +117,12 @@ def test_a_delete_is_held_while_a_reindex_switches_and_marks_what_it_deletes(res
     assert deleting.run(resources, job_id) == "done"
     assert sorted(registry.pop_dirty("c", 100)) == sorted(f"d{i}" for i in range(10))
     job_id = _submit(resources, {"n": {"gte": 10, "lt": 20}})
-    registry.fence("c")  # switching: a writer waits
-    assert deleting.run(resources, job_id) == "held"
+    finisher = new_holder()  # this process: alive, so its lease holds
+    reindex = registry.get("c")
+    assert reindex is not None and registry.transition(reindex, "copying", "fencing", finisher)
+    assert deleting.run(resources, job_id) == "held"  # fencing: a writer waits
     assert resources.store.count_documents("c", parse_filter({"n": {"lt": 20}})) == 10
-    registry.end(registry.get("c"))  # type: ignore[arg-type]
+    assert registry.end(reindex, finisher)
     assert deleting.run(resources, job_id) == "done"
     status = resources.jobs.get(job_id)
     assert status is not None and (status.state, status.indexed) == ("completed", 10)

@@ -29,6 +29,8 @@ EXPECTED = {
     "GET /v1/jobs": Access.READ, "GET /v1/jobs/{job_id}": Access.READ,
     "POST /v1/jobs/{job_id}/cancel": Access.ADMIN,
     "POST /v1/collections/{collection}/reindex": Access.ADMIN,
+    "POST /v1/collections/{collection}/reindex/resume": Access.ADMIN,
+    "POST /v1/collections/{collection}/reindex/abort": Access.ADMIN,
     "POST /v1/collections/{collection}/delete": Access.ADMIN,
     "GET /ui": Access.PUBLIC, "GET /ui/{name}": Access.PUBLIC,
     "POST /v1/collections/{collection}/search": Access.READ,

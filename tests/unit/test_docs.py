@@ -13,9 +13,10 @@ from bienc.reference import PARTS, REGENERATE, show_default, splice, stale_parts
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-# Variables the test and bench tiers read (tests/conftest.py, bench/); not settings of bienc.
+# Variables the test and bench tiers read (tests/conftest.py, bench/, the crash points of
+# bienc/config/crash.py); not settings of bienc.
 NOT_SETTINGS = {"BIENC_TEST_STRICT", "BIENC_TEST_REDIS_URL", "BIENC_TEST_FUZZ_EXAMPLES",
-                "BIENC_BENCH_REDIS_URL"}
+                "BIENC_BENCH_REDIS_URL", "BIENC_CRASH_AT"}
 # `BIENC_X` (default `V`): how a page quotes a default, so that it can be checked.
 QUOTED_DEFAULT = re.compile(r"`BIENC_([A-Z0-9_]+)` \(default `([^`]*)`\)")
 

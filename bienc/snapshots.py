@@ -28,15 +28,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from bienc.config.errors import CollectionError, InvalidInputError, StoreUnavailableError
 from bienc.ingest.producer import validate_collection_name
+from bienc.queue.leases import renewed
 from bienc.store import snapshot
 from bienc.store.interface import Store, resolved
 from bienc.store.record import CollectionEncoding, next_generation, physical_name
@@ -52,28 +52,6 @@ _RESTORING = "bienc:restoring:"
 
 
 @contextlib.contextmanager
-def _renewed(renew: Callable[[], Any], what: str) -> Iterator[None]:
-    """Call `renew` every third of HOLD_TTL_S while inside (a lease that lapses unless its
-    holder, alive, renews it)."""
-    done = threading.Event()
-
-    def run() -> None:
-        while not done.wait(HOLD_TTL_S / 3):
-            try:
-                renew()
-            except Exception:  # Redis away: the lease lapses
-                log.exception("renewing %s failed", what)
-
-    renewer = threading.Thread(target=run, name="bienc-lease", daemon=True)
-    renewer.start()
-    try:
-        yield
-    finally:
-        done.set()
-        renewer.join()
-
-
-@contextlib.contextmanager
 def writes_held(resources: Resources, name: str, hold: bool) -> Iterator[None]:
     """Inside: no writer of `name` is writing (with `hold`; without, the caller knows none
     can). Writers that start meanwhile wait; the ones in flight are waited for, up to the
@@ -85,7 +63,8 @@ def writes_held(resources: Resources, name: str, hold: bool) -> Iterator[None]:
     holder = uuid.uuid4().hex
     since = registry.hold(name, holder, HOLD_TTL_S)
     try:
-        with _renewed(lambda: registry.hold(name, holder, HOLD_TTL_S), f"the hold on {name!r}"):
+        with renewed(lambda: registry.hold(name, holder, HOLD_TTL_S), HOLD_TTL_S / 3,
+                     f"the hold on {name!r}"):
             # writers registered at `since` or before (one at the same microsecond included)
             while registry.writers_before(name, since + 1e-6):
                 time.sleep(WRITERS_POLL_S)
@@ -152,8 +131,8 @@ def _restoring(resources: Resources, name: str) -> Iterator[None]:
     if not resources.redis.set(key, token, nx=True, px=lease_ms):
         raise CollectionError(f"a restore into {name!r} is running; wait for it to end")
     try:
-        with _renewed(lambda: resources.redis.set(key, token, xx=True, px=lease_ms),
-                      f"the restore lease of {name!r}"):
+        with renewed(lambda: resources.redis.set(key, token, xx=True, px=lease_ms),
+                     HOLD_TTL_S / 3, f"the restore lease of {name!r}"):
             yield
     finally:
         if resources.redis.get(key) == token.encode():

@@ -56,12 +56,13 @@ from bienc.config.errors import (
 )
 from bienc.config.settings import Settings, get_settings
 from bienc.config.topology import Role, decide
-from bienc.ingest.documents import MAX_ID_CHARS, MAX_VERSION
+from bienc.ingest.documents import MAX_ID_CHARS
 from bienc.ingest.files import FileEntry, read_files
 from bienc.ingest.producer import validate_collection_name
 from bienc.ingest.sandbox import ParsePool
 from bienc.queue.broker import redis_url
 from bienc.queue.celery_app import INGEST_QUEUE
+from bienc.queue.versions import MAX_VERSION
 from bienc.queue.webhooks import check_callback_url
 from bienc.resources import settle_heap
 from bienc.runtime import Runtime, build_runtime

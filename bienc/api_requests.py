@@ -12,14 +12,8 @@ from bienc.config.errors import (
     InvalidInputError,
 )
 from bienc.config.settings import MAX_TOP_K
-from bienc.ingest.documents import (
-    MAX_ID_CHARS,
-    MAX_VERSION,
-    Document,
-    RecordError,
-    json_problem,
-    parse_record,
-)
+from bienc.ingest.documents import MAX_ID_CHARS, Document, RecordError, json_problem, parse_record
+from bienc.queue.versions import MAX_VERSION
 from bienc.queue.webhooks import MAX_URL_CHARS
 from bienc.search.fusion import Fusion
 from bienc.search.modes import Mode

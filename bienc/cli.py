@@ -24,12 +24,12 @@ from bienc.config.settings import MAX_TOP_K, Settings, get_settings
 from bienc.config.topology import Role, decide
 from bienc.eval_command import add_arguments as add_eval_arguments
 from bienc.eval_command import cmd_eval
-from bienc.ingest.documents import MAX_VERSION
 from bienc.ingest.files import read_files, walk_folder
 from bienc.ingest.formats import READABLE
 from bienc.ingest.readers import read_path
 from bienc.progress import progress_printer
 from bienc.queue.jobs import JobStatus
+from bienc.queue.versions import MAX_VERSION
 from bienc.queue.webhooks import check_callback_url
 from bienc.resources import Resources, close_resources, settle_heap
 from bienc.search.fusion import FUSIONS

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bienc.queue.versions import MAX_VERSION
+
 MAX_ID_CHARS = 512
 MAX_NESTING = 32  # levels of lists and objects in metadata
-MAX_VERSION = 2**53 - 1  # bienc.queue.versions.MAX_VERSION (exact in JSON and in Redis's Lua)
 
 
 class RecordError(ValueError):

@@ -57,7 +57,7 @@ from bienc.config.errors import DocumentsBusyError
 from bienc.queue.leases import renewed
 
 log = logging.getLogger(__name__)
-MAX_VERSION = 2**53 - 1
+MAX_VERSION = 2**53 - 1  # exact in JSON everywhere, and in the doubles of Redis's Lua
 LOCK_TTL_S = 30.0  # a dead holder's documents are free again this long after its last renewal
 LOCK_WAIT_S = 120.0  # how long a writer waits for documents another one holds
 _SEQ = "bienc:version-seq:"

@@ -29,7 +29,7 @@ from bienc.resources import Resources
 from bienc.runtime import Runtime
 from bienc.store.factory import open_store
 from tests.conftest import TEST_REDIS_URL
-from tests.integration.conftest import bienc_env, run_json, worker_process
+from tests.integration.conftest import bienc_env, run_bienc, run_json, worker_process
 
 FILLER = " ".join(f"Paragraph {i} records routine observations of the tide, the wind and the "
                   "gulls on the harbour wall." for i in range(40))  # ~8 chunks of 128 tokens
@@ -48,12 +48,28 @@ class RecordingRuntime(Runtime):
         self.sent.append((job_id, collection, batch_no, documents))
         super().enqueue(job_id, collection, batch_no, documents)
 
-    def redeliver(self, job_id: str) -> int:
-        """Queue every batch of `job_id` again, message for message; returns how many."""
+    def redelivered(self, job_id: str, timeout_s: float = 120) -> JobStatus:
+        """Queue every batch of `job_id` again, message for message, and return the job's
+        status once the worker has recorded each of them (as record_batch announces it)."""
         batches = [args for args in self.sent if args[0] == job_id]
-        for args in batches:
-            super().enqueue(*args)
-        return len(batches)
+        pubsub = self.resources.redis.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(f"bienc:job-changed:{job_id}")
+            pubsub.get_message(timeout=5)  # the subscription is live
+            for args in batches:
+                super().enqueue(*args)
+            left = {str(batch_no) for _, _, batch_no, _ in batches}
+            deadline = time.monotonic() + timeout_s
+            while left:
+                assert time.monotonic() < deadline, f"batches {left} of {job_id} not done again"
+                message = pubsub.get_message(timeout=1)
+                if message is not None and message["type"] == "message":
+                    left.discard(message["data"].decode())
+        finally:
+            pubsub.close()
+        status = self.resources.jobs.get(job_id)
+        assert status is not None
+        return status
 
     def versions_of(self, job_id: str) -> dict[str, int]:
         """The version each document of `job_id` was given when it was accepted."""
@@ -107,11 +123,14 @@ def test_an_old_batch_redelivered_after_the_new_one_is_superseded(tmp_path: Path
         producer.wait_until(old, lambda s: s.indexed == 40)
         new = producer.ingest(_records(40, "two"), "notes").job_id
         producer.wait_until(new, lambda s: s.indexed == 40)
-        assert producer.redeliver(old) == 3  # its three batches, long after they were written
-        status = producer.wait_until(old, lambda s: s.superseded == 40)
+        status = producer.redelivered(old)  # its three batches, long after they were written
         shown = run_json("jobs", "show", old, cwd=tmp_path, env=env)
-    assert (status.state, status.indexed, status.skipped, status.failed) == ("completed", 0, 0, 0)
+        said = run_bienc("jobs", "show", old, cwd=tmp_path, env=env).stdout
+    assert len([args for args in producer.sent if args[0] == old]) == 3
+    assert (status.state, status.superseded, status.indexed, status.skipped, status.failed) == (
+        "completed", 40, 0, 0, 0)
     assert (shown["state"], shown["superseded"], shown["failed"]) == ("completed", 40, 0)
+    assert "0 indexed, 0 unchanged, 40 superseded by a newer version, 0 failed" in said
     stored = _stored(tmp_path, "notes", ids)
     assert sorted(stored) == sorted(ids)
     assert {head["metadata"]["label"] for head in stored.values()} == {"two"}
@@ -146,12 +165,11 @@ def test_a_delete_followed_by_a_late_older_write_stays_deleted(tmp_path: Path,
         producer.wait_until(old, lambda s: s.indexed == 20)
         delete = producer.delete_matching("notes", {"label": "one"})
         deleted = producer.wait_until(delete, lambda s: not s.open)
-        producer.redeliver(old)  # written before the delete was accepted: older than it
-        late = producer.wait_until(old, lambda s: s.superseded == 20)
+        late = producer.redelivered(old)  # accepted before the delete: older than it
         again = producer.ingest(_records(1, "three"), "notes").job_id  # newer: back
         producer.wait_until(again, lambda s: s.indexed == 1)
     assert (deleted.state, deleted.indexed, deleted.superseded) == ("completed", 20, 0)
-    assert (late.state, late.indexed) == ("completed", 0)
+    assert (late.state, late.indexed, late.superseded) == ("completed", 0, 20)
     stored = _stored(tmp_path, "notes", ids)
     assert list(stored) == ["n0"] and stored["n0"]["metadata"]["label"] == "three"
 

@@ -62,6 +62,7 @@ from bienc.ingest.producer import validate_collection_name
 from bienc.ingest.sandbox import ParsePool
 from bienc.queue.broker import redis_url
 from bienc.queue.celery_app import INGEST_QUEUE
+from bienc.queue.versions import MAX_VERSION
 from bienc.queue.webhooks import check_callback_url
 from bienc.resources import settle_heap
 from bienc.runtime import Runtime, build_runtime
@@ -515,23 +516,37 @@ def _api_router() -> APIRouter:
     @router.get("/collections/{collection}/documents/{doc_id}", tags=["collections"],
                 dependencies=READ)
     def get_document(collection: PhysicalOrName, doc_id: str, request: Request) -> dict[str, Any]:
-        """One document as stored: text, title, metadata and its number of chunks."""
+        """One document as stored: text, title, metadata, its number of chunks and its
+        version."""
         validate_collection_name(collection, physical=True)
         payload = _state(request).live.resources.store.get_document(collection, _doc_id(doc_id))
         if payload is None:
             raise HTTPException(404, f"document {doc_id!r} is not in collection {collection!r}")
         return {"id": payload["doc_id"], "title": payload.get("title"), "text": payload.get("text"),
-                "metadata": payload.get("metadata") or {}, "chunks": payload.get("chunks", 1)}
+                "metadata": payload.get("metadata") or {}, "chunks": payload.get("chunks", 1),
+                "version": payload.get("version") or 0}
 
     @router.delete("/collections/{collection}/documents/{doc_id}", tags=["collections"],
                    dependencies=ADMIN)
-    def delete_document(collection: CollectionName, doc_id: str, request: Request) -> dict[str, Any]:
-        """Delete a document: every chunk and its lexical vector."""
+    def delete_document(collection: CollectionName, doc_id: str, request: Request,
+                        version: Annotated[int | None, Query(
+                            ge=0, le=MAX_VERSION,
+                            description="the delete's own version: a newer stored version is "
+                                        "kept (409), and a write of this version or older "
+                                        "arriving later does not bring the document back "
+                                        "(absent: the order of acceptance)")] = None
+                        ) -> dict[str, Any]:
+        """Delete a document: every chunk and its lexical vector; a later write of an older
+        version does not bring it back."""
         validate_collection_name(collection)
         live = _state(request).live
         if live.resources.store.get_document(collection, _doc_id(doc_id)) is None:
             raise HTTPException(404, f"document {doc_id!r} is not in collection {collection!r}")
-        live.delete_documents(collection, [doc_id])
+        if live.delete_documents(collection, [doc_id], version=version):
+            which = f"this delete's version {version}" if version is not None else \
+                "this delete (written after it was accepted)"
+            raise HTTPException(409, f"document {doc_id!r} is stored at a newer version than "
+                                     f"{which}; nothing was deleted")
         return {"id": doc_id, "deleted": True}
 
     @router.post("/collections/{collection}/delete", status_code=202, tags=["collections"],
@@ -551,7 +566,8 @@ def _api_router() -> APIRouter:
             response.status_code = 200
             return {"collection": collection, "matched": live.count_matching(collection, query_filter),
                     "dry_run": True}
-        return {"job_id": live.delete_matching(collection, body.filter, body.callback_url),
+        return {"job_id": live.delete_matching(collection, body.filter, body.callback_url,
+                                               body.version),
                 "collection": collection}
 
     return router

@@ -13,6 +13,7 @@ from bienc.config.errors import (
 )
 from bienc.config.settings import MAX_TOP_K
 from bienc.ingest.documents import MAX_ID_CHARS, Document, RecordError, json_problem, parse_record
+from bienc.queue.versions import MAX_VERSION
 from bienc.queue.webhooks import MAX_URL_CHARS
 from bienc.search.fusion import Fusion
 from bienc.search.modes import Mode
@@ -20,7 +21,7 @@ from bienc.store.filters import MetadataFilter, parse_filter
 from bienc.store.record import COLLECTION_NAME, NAME_RULE, PHYSICAL_OR_NAME
 
 MAX_QUERIES = 100
-DOCUMENT_FIELDS = frozenset({"id", "text", "title", "metadata"})
+DOCUMENT_FIELDS = frozenset({"id", "text", "title", "metadata", "version"})
 
 
 _DOCUMENT_SCHEMA: dict[str, Any] = {
@@ -35,6 +36,10 @@ _DOCUMENT_SCHEMA: dict[str, Any] = {
         "title": {"anyOf": [{"type": "string"}, {"type": "null"}],
                   "description": "starts every chunk, and counts for BM25"},
         "metadata": {"type": "object", "description": "returned with hits; filters match it"},
+        "version": {"type": "integer", "minimum": 0, "maximum": MAX_VERSION,
+                    "description": "the document's own version: a write older than the one "
+                                   "stored is superseded, not applied (absent: the order of "
+                                   "acceptance)"},
     },
 }
 
@@ -101,6 +106,11 @@ class DeleteBody(JobCallback):
         "(as a search's filter; required, not empty)")
     dry_run: bool = Field(default=False, description="true: answer at once with the number of "
                           "documents the filter matches, and delete nothing")
+    version: int | None = Field(
+        default=None, ge=0, le=MAX_VERSION,
+        description="the delete's own version: a document stored at a newer one is kept, and a "
+                    "write of this version or older arriving later does not bring one back "
+                    "(absent: the order of acceptance)")
 
 
 class ReindexBody(JobCallback):
@@ -140,7 +150,8 @@ def parse_document(record: Any, max_text_chars: int) -> Document:
     if isinstance(record, dict):
         unknown = sorted(set(record) - DOCUMENT_FIELDS)
         if unknown:
-            raise RecordError(f"unknown field {unknown[0]!r} (fields: id, text, title, metadata)")
+            raise RecordError(f"unknown field {unknown[0]!r} (fields: id, text, title, metadata, "
+                              "version)")
     return parse_record(record, max_text_chars)
 
 

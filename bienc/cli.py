@@ -29,6 +29,7 @@ from bienc.ingest.formats import READABLE
 from bienc.ingest.readers import read_path
 from bienc.progress import progress_printer
 from bienc.queue.jobs import JobStatus
+from bienc.queue.versions import MAX_VERSION
 from bienc.queue.webhooks import check_callback_url
 from bienc.resources import Resources, close_resources, settle_heap
 from bienc.search.fusion import FUSIONS
@@ -73,15 +74,29 @@ def _print_hits(query: str, hits: Sequence[Hit], first: int = 1) -> None:
         print(f"  {rank:>3}. {hit.score:.4f}  {hit.doc_id}{place}  {text[:100]}")
 
 
+def _version(value: str) -> int:
+    """A --version argument: an integer from 0 to MAX_VERSION."""
+    version = int(value)
+    if not 0 <= version <= MAX_VERSION:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_VERSION}")
+    return version
+
+
+def _superseded(status: JobStatus) -> str:
+    """The count of documents a newer version replaced first, where there are some."""
+    return f"{status.superseded} superseded by a newer version, " if status.superseded else ""
+
+
 def _report_job(status: JobStatus, as_json: bool, extra: dict[str, Any] | None = None) -> int:
     if as_json:
         print(json.dumps({**status.to_dict(), **(extra or {})}, indent=2))
     elif status.kind == "delete":
         print(f"job {status.job_id}: {status.state}; {status.indexed} deleted, {status.skipped} "
-              f"gone already, {status.queued} left (collection {status.collection!r})")
+              f"gone already, {_superseded(status)}{status.queued} left "
+              f"(collection {status.collection!r})")
     else:
         print(f"job {status.job_id}: {status.state}; {status.indexed} indexed, {status.skipped} "
-              f"unchanged, {status.failed} failed, {status.queued} queued "
+              f"unchanged, {_superseded(status)}{status.failed} failed, {status.queued} queued "
               f"(collection {status.collection!r})")
         for where, reason in list(status.failures.items())[:20]:
             print(f"  failed {where}: {reason}")
@@ -219,7 +234,8 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     runtime = _runtime(settings, Role.SUBMIT)
     with runtime.serving():
-        job_id = runtime.delete_matching(args.collection, raw, callback_url=callback_url)
+        job_id = runtime.delete_matching(args.collection, raw, callback_url=callback_url,
+                                         version=args.version)
         if not (args.wait or runtime.topology.runs_worker):
             print(f"job {job_id}: delete from {args.collection!r} queued; follow with "
                   f"`bienc jobs show {job_id}`")
@@ -578,6 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
                              'or {"year": {"lt": 2015}}')
     delete.add_argument("--dry-run", action="store_true",
                         help="print how many documents match, delete nothing")
+    delete.add_argument("--version", type=_version,
+                        help="the delete's own version, as the documents' `version` field: a "
+                             "document stored at a newer one is kept (default: the order of "
+                             "acceptance)")
     delete.add_argument("--wait", action="store_true",
                         help="return once every matching document is deleted (always so when "
                              "embedded)")

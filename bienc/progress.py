@@ -19,8 +19,10 @@ def progress_printer(total_hint: int) -> tuple[Any, Callable[[JobStatus], None]]
     def update(status: JobStatus) -> None:
         bar.total = status.total
         bar.n = status.total - status.queued
-        bar.set_postfix(indexed=status.indexed, skipped=status.skipped, failed=status.failed,
-                        refresh=False)
+        counts = {"indexed": status.indexed, "skipped": status.skipped, "failed": status.failed}
+        if status.superseded:
+            counts["superseded"] = status.superseded
+        bar.set_postfix(counts, refresh=False)
         if status.last_error:
             bar.set_description("retrying", refresh=False)
         bar.refresh()

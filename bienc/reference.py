@@ -204,6 +204,7 @@ def _constants() -> list[tuple[str, Any, str]]:
     from bienc.config.settings import MAX_TOP_K, MIN_KEY_CHARS
     from bienc.encoding.encoder import QUERY_WARM_UP_TOKENS, TOKENIZE_WINDOW
     from bienc.ingest.documents import MAX_ID_CHARS
+    from bienc.queue import versions
     from bienc.search import fusion
     from bienc.search.searcher import MAX_QUERY_CHARS
     from bienc.store import edge, parts
@@ -214,6 +215,11 @@ def _constants() -> list[tuple[str, Any, str]]:
         ("bienc.api_requests.MAX_QUERIES", MAX_QUERIES, "most queries in one search request"),
         ("bienc.search.searcher.MAX_QUERY_CHARS", MAX_QUERY_CHARS, "longest query, in characters"),
         ("bienc.ingest.documents.MAX_ID_CHARS", MAX_ID_CHARS, "longest document id"),
+        ("bienc.queue.versions.MAX_VERSION", versions.MAX_VERSION, "highest version a client may give"),
+        ("bienc.queue.versions.LOCK_TTL_S", versions.LOCK_TTL_S,
+         "seconds after which a dead writer's document locks come free"),
+        ("bienc.queue.versions.LOCK_WAIT_S", versions.LOCK_WAIT_S,
+         "seconds a writer waits for documents another one holds"),
         ("bienc.config.settings.MIN_KEY_CHARS", MIN_KEY_CHARS, "shortest API key accepted"),
         ("bienc.search.fusion.DEPTH", fusion.DEPTH,
          "documents of each leg a hybrid search fuses into the first tier of its ranking"),

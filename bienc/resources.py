@@ -21,6 +21,7 @@ from bienc.encoding.plan import model_identity
 from bienc.queue.broker import redis_url
 from bienc.queue.jobs import JobTracker
 from bienc.queue.reindex import ReindexRegistry
+from bienc.queue.versions import Versions
 from bienc.queue.webhooks import queue_delivery
 from bienc.store.factory import open_store
 from bienc.store.interface import Store
@@ -135,6 +136,11 @@ class Resources:
     def reindexes(self) -> ReindexRegistry:
         # on the embedded queue every writer and every reindex step runs on this machine
         return ReindexRegistry(self.redis, self.settings.lease_s, local=not self.settings.broker_url)
+
+    @property
+    def versions(self) -> Versions:
+        """Documents' versions: the sequences, the tombstones, the locks of writes."""
+        return Versions(self.redis, self.settings.tombstone_retention_s)
 
     @property
     def has_encoder(self) -> bool:

@@ -37,6 +37,7 @@ from bienc.queue.jobs import JobStatus
 from bienc.queue.reindex import Reindex
 from bienc.queue.webhooks import check_callback_url
 from bienc.resources import Resources, set_resources
+from bienc.store.record import split_physical
 
 if TYPE_CHECKING:
     from bienc.ingest.files import FileOptions
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _UNACKED_KEY = "unacked"  # kombu's hash of delivered, unacknowledged messages
 ACK_GRACE_S = 1.0  # finish_queue: seconds a finished batch may take to be acknowledged
+DELETE_LOCK_WAIT_S = 30.0  # a delete request waits this long for documents a batch is writing
 
 
 class Runtime:
@@ -84,6 +86,8 @@ class Runtime:
             return
         with sole_consumer(self.settings.data_dir):
             restore_unacknowledged(self.app)
+            # the documents' locks were all held by the process that died (bienc.queue.versions)
+            self.resources.versions.release_all_locks()
             with InProcessWorker(self.app):
                 yield self
 
@@ -114,7 +118,7 @@ class Runtime:
             except StoreUnavailableError as exc:  # the queue holds the batches until it is back
                 log.warning("%s; accepting anyway, workers retry", exc)
         return submit(items, collection, jobs=self.resources.jobs, enqueue=self.enqueue,
-                      batch_size=self.settings.ingest_batch_size,
+                      versions=self.resources.versions, batch_size=self.settings.ingest_batch_size,
                       batch_chars=self.settings.ingest_batch_chars, job_id=job_id,
                       callback_url=callback_url)
 
@@ -258,6 +262,8 @@ class Runtime:
                     f"{reindex.where}): {reindex.way_out()}; then drop it")
         if not self.resources.store.delete_collection(collection):
             raise CollectionNotFoundError(f"collection {collection!r} does not exist")
+        if split_physical(collection) is None:  # the name is gone: its deletes' tombstones too
+            self.resources.versions.forget(collection)
 
     def reindex(self, collection: str, options: dict[str, Any], callback_url: str | None = None
                 ) -> str:
@@ -357,10 +363,10 @@ class Runtime:
         return self.resources.store.count_documents(collection, query_filter)
 
     def delete_matching(self, collection: str, raw_filter: dict[str, Any],
-                        callback_url: str | None = None) -> str:
+                        callback_url: str | None = None, version: int | None = None) -> str:
         """Queue the deletion of the documents the (validated, non-empty) filter matches when
-        a worker takes the job (its final status is POSTed to `callback_url` when given);
-        returns its job id."""
+        a worker takes the job (its final status is POSTed to `callback_url` when given), at
+        `version` (None: the collection's next; bienc.queue.versions); returns its job id."""
         validate_collection_name(collection)
         if callback_url is not None:
             check_callback_url(self.settings, callback_url)
@@ -368,7 +374,9 @@ class Runtime:
             self.resources.store.describe(collection)  # CollectionNotFoundError: nothing to delete
         job_id = self.resources.jobs.create(collection, 0, {}, kind="delete", open_=True,
                                             callback_url=callback_url)
-        DeletePlans(self.resources.redis).create(job_id, collection, raw_filter)
+        if version is None:
+            version = self.resources.versions.assign(collection, 1)
+        DeletePlans(self.resources.redis).create(job_id, collection, raw_filter, version)
         self.app.send_task(DELETE_TASK, args=(job_id,), queue=INGEST_QUEUE)
         return job_id
 
@@ -401,20 +409,28 @@ class Runtime:
 
         return snapshots.export_page(self.resources, collection, cursor, limit)
 
-    def delete_documents(self, collection: str, doc_ids: list[str], wait_s: float = 10.0) -> None:
+    def delete_documents(self, collection: str, doc_ids: list[str], wait_s: float = 10.0,
+                         version: int | None = None) -> list[str]:
         """Delete documents through the collection's name, as a writer of it (a reindex in
-        progress sees the deletion; while it switches, this waits up to `wait_s`)."""
-        registry = self.resources.reindexes
+        progress sees the deletion; while it switches, this waits up to `wait_s`), at
+        `version` (None: the collection's next; bienc.queue.versions). Returns the ids a newer
+        stored version kept."""
+        from bienc.workers.deleting import delete_documents
+
+        registry, versions = self.resources.reindexes, self.resources.versions
+        if version is None:
+            version = versions.assign(collection, 1)
         deadline = time.monotonic() + wait_s
         while True:
             with registry.writing(collection) as write:
                 if not write.hold:
                     try:
-                        self.resources.store.delete_documents(collection, doc_ids)
+                        _, newer = delete_documents(self.resources.store, versions, collection,
+                                                    doc_ids, version, wait_s=DELETE_LOCK_WAIT_S)
                     finally:
                         if write.mark:
                             registry.mark_dirty(collection, doc_ids)
-                    return
+                    return newer
             if time.monotonic() > deadline:
                 raise StoreUnavailableError(f"collection {collection!r} is switching to its "
                                             "reindexed or restored collection, or a snapshot of "

@@ -136,8 +136,8 @@ def _restoring(resources: Resources, name: str) -> Iterator[None]:
     if not resources.redis.set(key, token, nx=True, px=lease_ms):
         raise CollectionError(f"a restore into {name!r} is running; wait for it to end")
     try:
-        with _renewed(lambda: resources.redis.set(key, token, xx=True, px=lease_ms),
-                      f"the restore lease of {name!r}"):
+        with renewed(lambda: resources.redis.set(key, token, xx=True, px=lease_ms),
+                     HOLD_TTL_S / 3, f"the restore lease of {name!r}"):
             yield
     finally:
         if resources.redis.get(key) == token.encode():

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bienc.queue.versions import MAX_VERSION
+
 MAX_ID_CHARS = 512
 MAX_NESTING = 32  # levels of lists and objects in metadata
 
@@ -49,6 +51,9 @@ class Document:
     title: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     sections: tuple[Section, ...] = ()
+    # the client's own version, or the one given when it was accepted (bienc.queue.versions);
+    # None only before acceptance, or in a message queued by an older bienc (then version 0)
+    version: int | None = None
 
     @property
     def content_hash(self) -> str:
@@ -66,12 +71,16 @@ class Document:
                                    "metadata": self.metadata}
         if self.sections:
             message["sections"] = [s.to_json() for s in self.sections]
+        if self.version is not None:
+            message["version"] = self.version
         return message
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> Document:
+        version = message.get("version")
         return cls(message["id"], message["text"], message.get("title"), message.get("metadata") or {},
-                   tuple(Section.from_json(s) for s in message.get("sections") or ()))
+                   tuple(Section.from_json(s) for s in message.get("sections") or ()),
+                   None if version is None else int(version))
 
 
 def nesting_depth(value: Any, limit: int = MAX_NESTING) -> int:
@@ -107,8 +116,9 @@ def json_problem(value: Any) -> str | None:
 def parse_record(record: Any, max_text_chars: int) -> Document:
     """Validate one record in either accepted form and return its Document.
 
-    Forms: BEIR `{"_id", "title", "text"}` and `{"id", "text", "title"?, "metadata"?}`.
-    Integer ids are taken as their decimal string. Raises RecordError naming the field.
+    Forms: BEIR `{"_id", "title", "text"}` and `{"id", "text", "title"?, "metadata"?,
+    "version"?}`. Integer ids are taken as their decimal string. Raises RecordError naming the
+    field.
     """
     if not isinstance(record, dict):
         raise RecordError(f"expected a JSON object, got {type(record).__name__}")
@@ -158,10 +168,24 @@ def parse_record(record: Any, max_text_chars: int) -> Document:
         problem = json_problem(field_value)
         if problem:
             raise RecordError(f"field {field_name!r} {problem}")
-    return Document(id=doc_id, text=text, title=title, metadata=metadata)
+    return Document(id=doc_id, text=text, title=title, metadata=metadata,
+                    version=parse_version(record.get("version")))
+
+
+def parse_version(raw: Any, name: str = "version") -> int | None:
+    """A client's version of a write (None: none given, the write gets the collection's next
+    one); RecordError naming field `name` when it is not an integer from 0 to MAX_VERSION."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= MAX_VERSION:
+        raise RecordError(
+            f"field {name!r} must be an integer from 0 to {MAX_VERSION}, got {raw!r}: the "
+            "document's own version (a newer write has a higher one), or leave it out and "
+            "bienc numbers the writes in the order it accepts them")
+    return raw
 
 
 def stored_document(doc_id: str, head: dict[str, Any]) -> Document:
     """The document as a collection stores it, from its chunk 0's payload (which holds the
-    fields of a task message, under other keys for the id)."""
+    fields of a task message, its version included, under other keys for the id)."""
     return Document.from_message({**head, "id": doc_id, "text": head.get("text") or ""})

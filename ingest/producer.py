@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bienc.config.errors import InvalidInputError
 from bienc.ingest.documents import Document
 from bienc.ingest.readers import BadRecord, Item, Unchanged
 from bienc.queue.jobs import BatchOutcome, JobStatus, JobTracker
+from bienc.queue.versions import Versions
 from bienc.store.record import invalid_name, is_collection_name
 
 # enqueue(job_id, collection, batch_no, documents as messages)
@@ -95,13 +96,24 @@ def batched(documents: list[Document], size: int, max_chars: int | None = None
 UNCHANGED_BATCH = -1  # the job's record of files not parsed again (no task has this number)
 
 
+def versioned(documents: list[Document], collection: str, versions: Versions) -> list[Document]:
+    """`documents` with their versions: the client's, else the collection's next numbers, in
+    the order given (bienc.queue.versions), taken in one step when they are accepted."""
+    unversioned = [d for d in documents if d.version is None]
+    highest = max((d.version for d in documents if d.version is not None), default=0)
+    first = versions.assign(collection, len(unversioned), highest)
+    given = {d.id: first + n for n, d in enumerate(unversioned)}
+    return [replace(d, version=given[d.id]) if d.version is None else d for d in documents]
+
+
 def submit(items: Iterable[Item], collection: str, *, jobs: JobTracker, enqueue: Enqueue,
-           batch_size: int, batch_chars: int | None = None, job_id: str | None = None,
-           callback_url: str | None = None) -> Submission:
+           versions: Versions, batch_size: int, batch_chars: int | None = None,
+           job_id: str | None = None, callback_url: str | None = None) -> Submission:
     """Register a job for `items` and enqueue its batches; returns once all are queued.
 
     Bad records are part of the job as failures named by their line (or file), and do not
-    stop the rest; unchanged files count as skipped. If the broker fails part-way, the batches
+    stop the rest; unchanged files count as skipped. Each document gets its version (`versioned`)
+    before anything is queued. If the broker fails part-way, the batches
     not queued are marked failed on the job (so its counts stay true) and the error
     propagates. `job_id`: an open job (JobTracker.create(open_=True)) that these items fill
     and that is closed once they are queued, instead of a new one. `callback_url`: the new
@@ -109,7 +121,7 @@ def submit(items: Iterable[Item], collection: str, *, jobs: JobTracker, enqueue:
     """
     validate_collection_name(collection)
     found = collect(items)
-    documents = by_length(found.documents)
+    documents = by_length(versioned(found.documents, collection, versions))
     rejected = {r.where: r.reason for r in found.bad}
     total = len(documents) + len(found.unchanged)
     if job_id is None:

@@ -1,5 +1,5 @@
-"""Indexing one batch: skip unchanged documents, chunk, encode (dense chunks, each document's
-lexical vector), upsert, drop stale chunks."""
+"""Indexing one batch: leave out the documents a newer version superseded, skip unchanged
+ones, chunk, encode (dense chunks, each document's lexical vector), upsert, drop stale chunks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
+from contextlib import AbstractContextManager, closing, nullcontext
+from typing import Any
 
 import numpy as np
 
@@ -17,8 +18,9 @@ from bienc.encoding.lexical import LexicalParams, document_text, lexical_encoder
 from bienc.ingest.chunking import Chunk, chunk_document, number_chunks, section_context
 from bienc.ingest.documents import Document, Section
 from bienc.queue.jobs import BatchOutcome
+from bienc.queue.versions import Versions, applies, stored_version
 from bienc.store.interface import ChunkPoint, SparseVector, Store
-from bienc.store.record import Chunking, CollectionEncoding, check_model
+from bienc.store.record import Chunking, CollectionEncoding, check_model, name_of
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +93,15 @@ def build_points(document: Document, chunks: Sequence[Chunk], vectors: np.ndarra
                  sparse: SparseVector | None = None) -> list[ChunkPoint]:
     """Points of one document: chunk 0 holds the full text, the job that wrote it and the
     document's lexical vector (`sparse`, when the collection keeps them), every chunk its own
-    window."""
+    window and the document's version."""
     points = []
     for chunk, vector in zip(chunks, vectors, strict=True):
         payload: dict[str, object] = {
             "doc_id": document.id, "chunk": chunk.chunk_no, "chunks": len(chunks),
             "title": document.title, "metadata": document.metadata, "content_hash": content_hash,
         }
+        if document.version is not None:
+            payload["version"] = document.version
         if chunk.chunk_no == 0:
             payload["text"] = document.text
             payload["job_id"] = job_id
@@ -227,20 +231,35 @@ def _encode_and_write(encoder: Encoder, store: Store, collection: str,
     return written, failures
 
 
+def locked(versions: Versions | None, collection: str, doc_ids: list[str]
+           ) -> AbstractContextManager[Any]:
+    """The documents' locks (bienc.queue.versions), or nothing for a single writer."""
+    if versions is None:
+        return nullcontext()
+    return versions.locked(name_of(collection), doc_ids)
+
+
 def index_documents(documents: Sequence[Document], collection: str, encoder: Encoder,
                     store: Store, encoding: CollectionEncoding, job_id: str = "",
-                    create: bool = True) -> BatchOutcome:
-    """Make `documents` searchable in `collection` exactly as given. Idempotent.
+                    create: bool = True, versions: Versions | None = None) -> BatchOutcome:
+    """Make `documents` searchable in `collection` exactly as given, unless a newer version of
+    one is stored or deleted it. Idempotent.
 
     A missing collection is created with `encoding` (with `create`; else it is an error:
-    CollectionNotFoundError); an existing one is written with the
-    encoding it records (its chunking, or, recorded by an older bienc without one,
-    `encoding`'s; its lexical parameters), and `encoder` must be its model (check_model).
-    Documents whose text, title, metadata and chunking are unchanged since their last ingest
-    cost no encoding and count as skipped, unless this job wrote them: then an earlier
-    delivery of this batch did, and they count as indexed (its stale-chunk cleanup is
-    repeated in case it died before). Raises StoreUnavailableError (retry the batch) or
-    CollectionError.
+    CollectionNotFoundError); an existing one is written with the encoding it records (its
+    chunking, or, recorded by an older bienc without one, `encoding`'s; its lexical
+    parameters), and `encoder` must be its model (check_model). A document older than the
+    stored one or than its tombstone (bienc.queue.versions) is left as it is and counts as
+    superseded. Documents whose text, title, metadata and chunking are unchanged since their
+    last ingest cost no encoding (a newer version of one is only recorded) and count as
+    skipped, unless this job wrote them: then an earlier delivery of this batch did, and they
+    count as indexed (its stale-chunk cleanup is repeated in case it died before). Raises
+    StoreUnavailableError (retry the batch), DocumentsBusyError (another writer holds some of
+    the documents: try again later) or CollectionError.
+
+    With `versions` (every worker passes its process's), the documents' locks are held from
+    the read of what is stored until the write and its cleanup are done, so that no other
+    writer comes between the comparison and the write; without, one writer is assumed.
     """
     recorded = store.ensure_collection(collection, encoding) if create else store.describe(collection)
     check_model(collection, recorded, encoder.identity, encoder.dimension, encoder.weights)
@@ -248,13 +267,33 @@ def index_documents(documents: Sequence[Document], collection: str, encoder: Enc
     if params is None:
         raise CollectionError(f"no chunking given for collection {collection!r}")
     lexical = LexicalParams.from_record(recorded.lexical) if recorded.lexical is not None else None
-    stored = store.first_chunks(collection, [d.id for d in documents])
+    ids = [d.id for d in documents]
+    with locked(versions, collection, ids):
+        stored = store.first_chunks(collection, ids)
+        tombstones = versions.tombstones(name_of(collection), ids) if versions else {}
+        current = [d for d in documents
+                   if applies(d.version or 0, stored.get(d.id), tombstones.get(d.id))]
+        outcome = _index_current(current, collection, encoder, store, params, lexical, stored,
+                                 job_id)
+    return BatchOutcome(indexed=outcome.indexed, skipped=outcome.skipped,
+                        failures=outcome.failures, superseded=len(documents) - len(current))
+
+
+def _index_current(documents: Sequence[Document], collection: str, encoder: Encoder,
+                   store: Store, params: Chunking, lexical: LexicalParams | None,
+                   stored: dict[str, dict[str, Any]], job_id: str) -> BatchOutcome:
+    """index_documents of documents that are not superseded, `stored` being the payloads of
+    the chunk 0 of those stored."""
     hashes = {d.id: index_hash(d, params, lexical) for d in documents}
     changed = [d for d in documents if stored.get(d.id, {}).get("content_hash") != hashes[d.id]]
-    resumed = {d.id: int(stored[d.id].get("chunks", 1)) for d in documents
-               if d not in changed and job_id and stored[d.id].get("job_id") == job_id}
+    changed_ids = {d.id for d in changed}
+    same = [d for d in documents if d.id not in changed_ids]
+    resumed = {d.id: int(stored[d.id].get("chunks", 1)) for d in same
+               if job_id and stored[d.id].get("job_id") == job_id}
+    store.set_versions(collection, {d.id: d.version for d in same if d.version is not None
+                                    and d.version > stored_version(stored[d.id])})
     store.delete_chunks_from(collection, resumed)
-    skipped = len(documents) - len(changed) - len(resumed)
+    skipped = len(same) - len(resumed)
     if not changed:
         return BatchOutcome(indexed=len(resumed), skipped=skipped)
     chunked = chunk_documents(changed, encoder, params)

@@ -251,9 +251,11 @@ def copy_documents(resources: Resources, source: str, target: str, doc_ids: Sequ
     if rest:
         encoder = resources.encoder_for(target, encoding)
         docs = [stored_document(d, heads[d]) for d in rest]
-        outcome = index_documents(docs, target, encoder, store, encoding, job_id, create=False)
+        outcome = index_documents(docs, target, encoder, store, encoding, job_id, create=False,
+                                  versions=resources.versions)
     return BatchOutcome(indexed=outcome.indexed + len(copied),
-                        skipped=outcome.skipped + len(missing), failures=outcome.failures)
+                        skipped=outcome.skipped + len(missing), failures=outcome.failures,
+                        superseded=outcome.superseded)
 
 
 def _copy_vectors(resources: Resources, source: str, target: str, doc_ids: Sequence[str],

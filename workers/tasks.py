@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 from celery import Task
 from celery.exceptions import Ignore
 
-from bienc.config.errors import BiencError, StoreUnavailableError
+from bienc.config.errors import BiencError, DocumentsBusyError, StoreUnavailableError
 from bienc.ingest.documents import Document
 from bienc.queue.celery_app import (
     DELETE_TASK,
@@ -40,8 +40,10 @@ def retry_delay_s(retries: int, first_s: float, cap_s: float) -> float:
 )
 def index_batch(self: Task, job_id: str, collection: str, batch_no: int,
                 documents: list[dict[str, Any]]) -> None:
-    """Index one batch of one job. Idempotent: redelivery rewrites the same points and record.
-    While a reindex of the collection switches, the batch is held (tried again shortly)."""
+    """Index one batch of one job. Idempotent: redelivery rewrites the same points and record
+    (or, once a newer version is written, counts its documents as superseded). While a reindex
+    of the collection switches, or another worker holds some of its documents too long, the
+    batch is held (tried again shortly)."""
     resources = get_resources()
     docs = [Document.from_message(m) for m in documents]
     try:
@@ -51,10 +53,12 @@ def index_batch(self: Task, job_id: str, collection: str, batch_no: int,
             try:
                 recorded, encoder = reindexing.collection_encoder(resources, collection)
                 outcome = index_documents(docs, collection, encoder, resources.store, recorded,
-                                          job_id)
+                                          job_id, versions=resources.versions)
             finally:
                 if write.mark:  # whatever was written, the reindex copies it again
                     resources.reindexes.mark_dirty(collection, [d.id for d in docs])
+    except DocumentsBusyError:  # not an outage: no retry is spent
+        _try_again_shortly(self)
     except StoreUnavailableError as exc:
         retries = _retry_outage(self, job_id, exc)
         reason = (f"store unavailable after {retries} retries: {exc}; kept as a dead letter, "

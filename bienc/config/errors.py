@@ -7,6 +7,7 @@
     ├── InvalidInputError       a document, query or parameter is malformed (names field / line)
     ├── JobNotFoundError        no such job (expired, or never created)
     └── StoreUnavailableError   Qdrant did not answer; transient, retried by workers
+        └── DocumentsBusyError  another writer held the documents too long; tried again
 """
 
 from __future__ import annotations
@@ -42,3 +43,7 @@ class JobNotFoundError(BiencError):
 
 class StoreUnavailableError(BiencError):
     pass
+
+
+class DocumentsBusyError(StoreUnavailableError):
+    """Another writer held some of the documents (bienc.queue.versions) past the wait."""

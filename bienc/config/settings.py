@@ -136,6 +136,12 @@ class Settings(BaseSettings):
         description="how long a finished job's status is kept after its last change (a job with "
         "dead letters: until they are replayed or deleted)",
     )
+    tombstone_retention_s: int = Field(
+        default=7 * 24 * 3600, ge=1,
+        description="how long a deleted document's version is kept after the delete, so that "
+        "an older write of it that arrives later (a redelivered batch, a replayed dead letter) is "
+        "superseded instead of bringing it back",
+    )
     visibility_timeout_s: int = Field(
         default=900, ge=1, description="a batch unacknowledged this long is redelivered"
     )

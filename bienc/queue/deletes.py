@@ -6,7 +6,10 @@ cut into batches. A batch's count (the documents it found, so deleted) is kept f
 try, so a batch run again after its worker died counts as it did the first time. Batches are
 marked done once recorded on the job; the task skips those.
 
-Keys of job J: `bienc:delete:J` (hash: collection, filter (JSON), batches once planned),
+The delete's version (bienc.queue.versions) is fixed when it is accepted, the client's or the
+collection's next one.
+
+Keys of job J: `bienc:delete:J` (hash: collection, filter (JSON), version, batches once planned),
 `:batches` (batch number -> document ids, JSON), `:counts` (batch number -> documents found)
 and `:done` (set of batch numbers). They live until the job ends (`end`).
 """
@@ -41,15 +44,25 @@ class DeletePlan:
     collection: str
     filter: dict[str, Any]  # as the request gave it (validated then)
     batches: int | None  # None until the first task planned it
+    version: int | None = None  # None: accepted by an older bienc (DeletePlans.version_once)
 
 
 class DeletePlans:
     def __init__(self, client: redis.Redis):
         self._redis = client
 
-    def create(self, job_id: str, collection: str, raw_filter: dict[str, Any]) -> None:
+    def create(self, job_id: str, collection: str, raw_filter: dict[str, Any],
+               version: int) -> None:
         self._redis.hset(_PREFIX + job_id, mapping={"collection": collection,
-                                                     "filter": json.dumps(raw_filter)})
+                                                     "filter": json.dumps(raw_filter),
+                                                     "version": version})
+
+    def version_once(self, job_id: str, version: int) -> int:
+        """The delete's version: `version`, unless it has one already (then that one)."""
+        pipe = self._redis.pipeline()
+        pipe.hsetnx(_PREFIX + job_id, "version", version)
+        pipe.hget(_PREFIX + job_id, "version")
+        return int(pipe.execute()[1])
 
     def get(self, job_id: str) -> DeletePlan | None:
         raw: dict[Any, Any] = self._redis.hgetall(_PREFIX + job_id)  # type: ignore[assignment]
@@ -57,7 +70,8 @@ class DeletePlans:
         if "collection" not in fields:
             return None
         return DeletePlan(job_id, fields["collection"], json.loads(fields["filter"]),
-                          int(fields["batches"]) if "batches" in fields else None)
+                          int(fields["batches"]) if "batches" in fields else None,
+                          int(fields["version"]) if "version" in fields else None)
 
     def plan(self, job_id: str, batches: Sequence[Sequence[str]]) -> None:
         """Fix the batches, unless a plan is fixed already (then that one stands)."""

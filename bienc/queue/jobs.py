@@ -9,6 +9,9 @@ first three are kept while J has documents queued, dead letters or is open, and 
 `ttl_s` after its last change once it has none: a job can always be followed to its end and
 retried. Dead letters never expire; they are replayed or deleted.
 
+A document that a newer version replaced before its own write (bienc.queue.versions) counts
+as `superseded`: done, not failed.
+
 A job is an ingest, a reindex or a delete (its `kind`). A reindex is open from its start until
 its collection switched (or it failed or was cancelled, its `outcome`): before it knows how many
 documents it copies and after the last one is copied, its counts alone would call it done. A
@@ -58,6 +61,7 @@ class BatchOutcome:
     indexed: int = 0
     skipped: int = 0
     failures: dict[str, str] = field(default_factory=dict)
+    superseded: int = 0  # a newer version was written (or deleted) first: left as it was
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class JobStatus:
     kind: JobKind = "ingest"
     open: bool = False  # work beyond the documents' counts remains (a reindex's switch)
     webhook: WebhookDelivery | None = None
+    superseded: int = 0
 
     @property
     def finished(self) -> bool:
@@ -104,7 +109,8 @@ class JobStatus:
         return {
             "job_id": self.job_id, "kind": self.kind, "collection": self.collection, "state": self.state,
             "total": self.total, "queued": self.queued, "indexed": self.indexed,
-            "skipped": self.skipped, "failed": self.failed, "failures": self.failures,
+            "skipped": self.skipped, "superseded": self.superseded, "failed": self.failed,
+            "failures": self.failures,
             "created_at": self.created_at, "updated_at": self.updated_at,
             "last_error": self.last_error, "dead_letters": self.dead_letters,
             **({"deleted": self.indexed} if self.kind == "delete" else {}),
@@ -113,12 +119,13 @@ class JobStatus:
 
 
 def derive_state(total: int, indexed: int, skipped: int, failed: int, *, retrying: bool,
-                 started: bool, open_: bool = False, outcome: str | None = None) -> JobState:
+                 started: bool, open_: bool = False, outcome: str | None = None,
+                 superseded: int = 0) -> JobState:
     """The job's state from its counts (pure). `started`: a worker has finished a batch;
     `open_`: work beyond the counts remains; `outcome`: how an open job ended early."""
     if outcome in ("failed", "cancelled"):
         return outcome  # type: ignore[return-value]
-    done = indexed + skipped + failed
+    done = indexed + skipped + failed + superseded
     if open_:
         return "retrying" if retrying else ("running" if started or done else "queued")
     if done < total:
@@ -139,7 +146,7 @@ if not keep then
   local done = tonumber(redis.call('HGET', KEYS[1], 'rejected') or '0')
   for _, raw in ipairs(redis.call('HVALS', KEYS[2])) do
     local batch = cjson.decode(raw)
-    done = done + batch.indexed + batch.skipped + batch.failed
+    done = done + batch.indexed + batch.skipped + batch.failed + (batch.superseded or 0)
   end
   keep = done < tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
 end
@@ -163,7 +170,7 @@ if redis.call('HEXISTS', KEYS[1], 'outcome') == 0 then
   local done = tonumber(redis.call('HGET', KEYS[1], 'rejected') or '0')
   for _, raw in ipairs(redis.call('HVALS', KEYS[2])) do
     local batch = cjson.decode(raw)
-    done = done + batch.indexed + batch.skipped + batch.failed
+    done = done + batch.indexed + batch.skipped + batch.failed + (batch.superseded or 0)
   end
   if done < tonumber(redis.call('HGET', KEYS[1], 'total') or '0') then return 0 end
 end
@@ -323,7 +330,7 @@ class JobTracker:
         of its `doc_ids` that no longer failed are removed."""
         key = _PREFIX + job_id
         record = {"indexed": outcome.indexed, "skipped": outcome.skipped,
-                  "failed": len(outcome.failures)}
+                  "failed": len(outcome.failures), "superseded": outcome.superseded}
         pipe = self._redis.pipeline()
         pipe.hset(key + ":batches", str(batch_no), json.dumps(record))
         resolved = [d for d in doc_ids if d not in outcome.failures]
@@ -463,13 +470,14 @@ class JobTracker:
         if not meta_raw:
             return None
         meta = {k.decode(): v.decode() for k, v in meta_raw.items()}
-        indexed = skipped = 0
+        indexed = skipped = superseded = 0
         failed = int(meta.get("rejected", 0))
         for raw in batches_raw:
             record = json.loads(raw)
             indexed += record["indexed"]
             skipped += record["skipped"]
             failed += record["failed"]
+            superseded += record.get("superseded", 0)  # absent: recorded by an older bienc
         total = int(meta["total"])
         last_error = meta.get("reason") or meta.get("last_error")
         open_ = meta.get("open") == "1"
@@ -484,9 +492,10 @@ class JobTracker:
             job_id=job_id,
             collection=meta["collection"],
             state=derive_state(total, indexed, skipped, failed, retrying="last_error" in meta,
-                               started=bool(batches_raw), open_=open_, outcome=meta.get("outcome")),
+                               started=bool(batches_raw), open_=open_, outcome=meta.get("outcome"),
+                               superseded=superseded),
             total=total,
-            queued=max(total - indexed - skipped - failed, 0),
+            queued=max(total - indexed - skipped - failed - superseded, 0),
             indexed=indexed,
             skipped=skipped,
             failed=failed,
@@ -498,4 +507,5 @@ class JobTracker:
             kind=next((k for k in JOB_KINDS if k == meta.get("kind")), "ingest"),
             open=open_,
             webhook=webhook,
+            superseded=superseded,
         )

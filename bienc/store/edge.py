@@ -416,6 +416,17 @@ class EdgeVectorStore(StoreBase):
         with self._writing():
             parts.update_all(qe.UpdateOperation.delete_points_by_filter(selector))
 
+    def set_versions(self, name: str, versions: Mapping[str, int]) -> None:
+        """Set `version` in the payload of every chunk of each document (a document whose
+        content is unchanged, written again as a newer version); nothing else changes."""
+        if not versions:
+            return
+        with self._lock:
+            parts = self._collection(name).parts
+        for doc_id, version in versions.items():  # the lexical part keeps no version
+            parts.update_all(qe.UpdateOperation.set_payload_by_filter(
+                documents_filter([doc_id]), {"version": version}), lexical=False)
+
     # Whole collections
 
     def read_points(self, name: str, sink: Callable[[Sequence[ChunkPoint]], None]) -> None:

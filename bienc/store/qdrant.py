@@ -375,6 +375,17 @@ class VectorStore(StoreBase):
             qm.FieldCondition(key="doc_id", match=qm.MatchAny(any=list(doc_ids)))]))
         self._call("delete", self._client.delete, name, points_selector=selector, wait=True)
 
+    def set_versions(self, name: str, versions: Mapping[str, int]) -> None:
+        """Set `version` in the payload of every chunk of each document (a document whose
+        content is unchanged, written again as a newer version); nothing else changes."""
+        if not versions:
+            return
+        operations = [qm.SetPayloadOperation(set_payload=qm.SetPayload(
+            payload={"version": version}, filter=qm.Filter(must=[
+                qm.FieldCondition(key="doc_id", match=qm.MatchValue(value=doc_id))])))
+            for doc_id, version in versions.items()]
+        self._call("set_payload", self._client.batch_update_points, name, operations, wait=True)
+
     # Whole collections
 
     def read_points(self, name: str, sink: Callable[[Sequence[ChunkPoint]], None]) -> None:

@@ -54,6 +54,13 @@ def split_physical(physical: str) -> tuple[str, int] | None:
     return (match["name"], int(match["generation"])) if match else None
 
 
+def name_of(collection: str) -> str:
+    """The name a collection is known by: its own, or, for a physical collection NAME@N,
+    NAME (what a reindex's copy and the live writes of NAME share)."""
+    split = split_physical(collection)
+    return split[0] if split is not None else collection
+
+
 def next_generation(name: str, physical: Iterable[str]) -> int:
     """One more than the highest generation of `name` among the `physical` collections (1
     when there is none): the generation of its next physical collection."""

@@ -303,6 +303,7 @@ function renderJob(job) {
   counts.textContent = (job.kind === "delete"
     ? `${job.deleted} deleted, ${job.skipped} gone already, `
     : `${job.indexed} indexed, ${job.skipped} unchanged, ${job.failed} failed, `)
+    + (job.superseded ? `${job.superseded} superseded by a newer version, ` : "")
     + `${job.queued} queued of ${job.total} · ${job.job_id}`;
   item.append(head, bar, counts);
   if (job.last_error) {

@@ -99,6 +99,7 @@ def test_ingest_is_accepted_and_queued(client: TestClient, redis_db: redis.Redis
         ([{"id": True, "text": "t"}], "documents[0]: field 'id' must be a string or integer"),
         ([{"id": "x", "text": 5}], "documents[0]: field 'text' must be a string"),
         ([{"id": "x", "text": "t", "metadata": [1]}], "documents[0]: field 'metadata' must be an object"),
+        ([{"id": "x", "text": "t", "version": -2}], "documents[0]: field 'version' must be an integer"),
         (["just text"], "documents[0]: expected a JSON object"),
         ([], "field 'documents' is empty"),
     ],
@@ -270,7 +271,8 @@ def test_collections_documents_and_deletes(client: TestClient, runtime: Runtime)
     assert client.get("/v1/collections/c").json()["model"] == runtime.resources.encoder.identity
     doc = client.get("/v1/collections/c/documents/a")
     assert doc.status_code == 200
-    assert doc.json() == {"id": "a", "title": None, "text": "alpha", "metadata": {"n": 0}, "chunks": 1}
+    assert doc.json() == {"id": "a", "title": None, "text": "alpha", "metadata": {"n": 0}, "chunks": 1,
+                          "version": 0}  # written without a version
     assert client.get("/v1/collections/c/documents/zzz").status_code == 404
     assert client.delete("/v1/collections/c/documents/a").status_code == 200
     assert client.delete("/v1/collections/c/documents/a").status_code == 404
@@ -279,6 +281,42 @@ def test_collections_documents_and_deletes(client: TestClient, runtime: Runtime)
     assert client.delete("/v1/collections/c").status_code == 200
     assert client.delete("/v1/collections/c").status_code == 404
     assert client.get("/v1/jobs/no-such-job").status_code == 404
+
+
+def test_a_deleted_document_is_not_brought_back_by_an_older_write(client: TestClient,
+                                                                   runtime: Runtime) -> None:
+    """Deletes by id are versioned (bienc.queue.versions): a write older than the delete,
+    arriving after it, is superseded; a newer one brings the document back."""
+    encoder, store, versions = runtime.resources.encoder, runtime.resources.store, runtime.resources.versions
+    encoding = encoding_of(encoder, Chunking(True, 128, 16))
+
+    def write(doc_id: str, text: str, version: int) -> tuple[int, int, int]:
+        outcome = index_documents([Document(doc_id, text, version=version)], "c", encoder, store,
+                                  encoding, versions=versions)
+        return outcome.indexed, outcome.skipped, outcome.superseded
+
+    def stored(doc_id: str) -> tuple[str, int] | None:
+        found = client.get(f"/v1/collections/c/documents/{doc_id}")
+        return (found.json()["text"], found.json()["version"]) if found.status_code == 200 else None
+
+    assert write("a", "first", 5) == write("b", "bee", 5) == (1, 0, 0)  # the clients' versions
+    kept = client.delete("/v1/collections/c/documents/a?version=4")
+    assert kept.status_code == 409 and "newer version than this delete's version 4" in kept.text
+    assert client.delete("/v1/collections/c/documents/a?version=6").status_code == 200
+    assert write("a", "first", 5) == (0, 0, 1)  # a late redelivery: still deleted
+    assert write("a", "changed", 6) == (0, 0, 1)  # as old as the delete: still deleted
+    assert stored("a") is None
+    assert write("a", "back", 7) == (1, 0, 0) and stored("a") == ("back", 7)
+    assert write("a", "back", 9) == (0, 1, 0) and stored("a") == ("back", 9)  # unchanged: newer
+    assert write("a", "between", 8) == (0, 0, 1) and stored("a") == ("back", 9)
+
+    accepted_before = versions.assign("c", 1)  # a write accepted before the next delete...
+    assert client.delete("/v1/collections/c/documents/b").status_code == 200  # (no version)
+    assert write("b", "bee", accepted_before) == (0, 0, 1)  # ...and written after it
+    assert stored("b") is None
+    assert client.delete("/v1/collections/c/documents/b?version=-1").status_code == 422
+    assert client.delete("/v1/collections/c").status_code == 200  # its tombstones go with it
+    assert versions.tombstones("c", ["a", "b"]) == {}
 
 
 # Operations, keys, errors

@@ -55,7 +55,7 @@ def resources(redis_db: redis.Redis, each_engine: Store) -> Iterator[Resources]:
 def _submit(resources: Resources, raw: dict[str, Any]) -> str:
     """What Runtime.delete_matching does, without sending the task (called here instead)."""
     job_id = resources.jobs.create("c", 0, {}, kind="delete", open_=True)
-    DeletePlans(resources.redis).create(job_id, "c", raw)
+    DeletePlans(resources.redis).create(job_id, "c", raw, resources.versions.assign("c", 1))
     return job_id
 
 

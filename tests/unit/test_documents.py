@@ -26,12 +26,26 @@ def test_beir_and_plain_forms_give_the_same_document() -> None:
         ({"id": "a\udc80", "text": "x"}, "'id' contains a lone surrogate"),
         ({"id": "a", "text": "bad \ud800 surrogate"}, "'text' is not valid Unicode"),
         ({"id": "a", "_id": "b", "text": "x"}, "not both"),
+        ({"id": "a", "text": "x", "version": -1}, "'version' must be an integer from 0 to"),
+        ({"id": "a", "text": "x", "version": 2**53}, "'version' must be an integer from 0 to"),
+        ({"id": "a", "text": "x", "version": "3"}, "'version' must be an integer"),
+        ({"id": "a", "text": "x", "version": 1.0}, "'version' must be an integer"),
+        ({"id": "a", "text": "x", "version": True}, "'version' must be an integer"),
         ([1, 2], "expected a JSON object"),
     ],
 )
 def test_bad_records_name_the_field(record: object, field: str) -> None:
     with pytest.raises(RecordError, match=field):
         parse_record(record, 1000)
+
+
+def test_a_version_travels_with_the_document_and_is_not_content() -> None:
+    versioned = parse_record({"id": "a", "text": "x", "version": 2**53 - 1}, 1000)
+    assert versioned.version == 2**53 - 1
+    assert parse_record({"id": "a", "text": "x"}, 1000).version is None
+    assert Document.from_message(versioned.to_message()) == versioned
+    assert versioned.content_hash == Document("a", "x").content_hash  # same text: unchanged
+    assert "version" not in Document("a", "x").to_message()
 
 
 def test_text_over_the_limit_names_the_setting() -> None:

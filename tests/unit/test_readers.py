@@ -16,16 +16,20 @@ def test_jsonl_reports_bad_lines_by_number_and_keeps_the_rest() -> None:
         b'{"id": "2", "text": "second", "metadata": {"lang": "en"}}\n'
         b'{"id": "3", "text": "caf\xff"}\n'
         b'{"id": "4"}\n'
+        b'{"id": "5", "text": "fifth", "version": 7}\n'
+        b'{"id": "6", "text": "sixth", "version": "7"}\n'
     )
     items = list(read_jsonl(io.BytesIO(data), 1000))
     docs = [i for i in items if isinstance(i, Document)]
     bad = [i for i in items if isinstance(i, BadRecord)]
-    assert [d.id for d in docs] == ["1", "2"]
+    assert [d.id for d in docs] == ["1", "2", "5"]
     assert docs[1].metadata == {"lang": "en"}
+    assert (docs[0].version, docs[2].version) == (None, 7)
     assert [(b.where, b.reason.split(":")[0]) for b in bad] == [
         ("line 3", "invalid JSON"),
         ("line 5", "not valid UTF-8 (byte 24)"),
         ("line 6", "missing field 'text'"),
+        ("line 8", "field 'version' must be an integer from 0 to 9007199254740991, got '7'"),
     ]
 
 

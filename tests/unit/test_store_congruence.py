@@ -185,6 +185,43 @@ def test_stale_chunks_and_documents_are_deleted(store: Store) -> None:
     assert store.info("c").points == 0
 
 
+def _versioned(point: ChunkPoint, version: int) -> ChunkPoint:
+    return replace(point, payload={**point.payload, "version": version})
+
+
+def _check_set_versions(store: Store) -> None:
+    """Documents `a` (3 chunks) and `b` at version 1 are in `c`: a's version is set to 9 on
+    every chunk, nothing else of either changes."""
+    before = {(p.doc_id, p.chunk_no): p for p in store.document_points("c", ["a", "b"])}
+    store.set_versions("c", {"a": 9})
+    after = {(p.doc_id, p.chunk_no): p for p in store.document_points("c", ["a", "b"])}
+    assert sorted(after) == sorted(before) == [("a", 0), ("a", 1), ("a", 2), ("b", 0)]
+    for key, point in after.items():
+        assert point.payload == {**before[key].payload, "version": 9 if key[0] == "a" else 1}
+        np.testing.assert_allclose(point.vector, before[key].vector, atol=1e-6)
+    assert store.first_chunks("c", ["a"], ["doc_id", "version"]) == {"a": {"doc_id": "a", "version": 9}}
+    assert store.info("c").points == 4
+
+
+def test_a_documents_version_is_set_on_every_chunk_and_nothing_else(store: Store) -> None:
+    store.ensure_collection("c", _enc(3))
+    store.upsert("c", [_versioned(_point("a", i, _unit(1, i, 0), chunks=3), 1) for i in range(3)]
+                 + [_versioned(_point("b", 0, _unit(0, 1, 1)), 1)])
+    _check_set_versions(store)
+    store.set_versions("c", {})  # nothing to set: no error
+
+
+def test_edge_sets_a_version_whichever_parts_hold_the_chunks(tmp_path: Path) -> None:
+    store = EdgeVectorStore(tmp_path / "edge", indexing_threshold=2)
+    store.ensure_collection("c", _enc(3))
+    # each upsert fills the active part (2 points): a's chunks end in two sealed parts
+    store.upsert("c", [_versioned(_point("a", i, _unit(1, i, 0), chunks=3), 1) for i in range(2)])
+    store.upsert("c", [_versioned(_point("a", 2, _unit(1, 2, 0), chunks=3), 1),
+                       _versioned(_point("b", 0, _unit(0, 1, 1)), 1)])
+    _check_set_versions(store)
+    store.close()
+
+
 def test_metadata_filter_exact_and_list_match_and_threshold(store: Store) -> None:
     store.ensure_collection("c", _enc(3))
     store.upsert("c", [_point("en", 0, _unit(1, 0, 0), lang="en", year=2020, open=True),

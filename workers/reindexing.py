@@ -391,9 +391,10 @@ def _abort(resources: Resources, reindex: Reindex, lease: Lease) -> bool:
     outcome = reindex.abort_outcome or "cancelled"
     reason = reindex.abort_reason or "aborted"
     if target is not None and store.resolve(name) == target:
-        reason += (f"; {name!r} already served the new collection {target}, and still does; "
-                   f"the old one, {reindex.source}, is kept (drop it with DELETE "
-                   f"/v1/collections/{reindex.source})")
+        reason += f"; {name!r} already served the new collection {target}, and still does"
+        if reindex.source is not None and store.resolve(reindex.source) == reindex.source:
+            reason += (f"; the old one, {reindex.source}, is kept (drop it with DELETE "
+                       f"/v1/collections/{reindex.source})")
     elif target is not None:
         try:
             store.drop_physical(target)

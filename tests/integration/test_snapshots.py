@@ -301,8 +301,10 @@ def test_snapshots_taken_during_ingests_hold_whole_batches_at_one_version(
             break
     assert len(exported) == live["documents"] == len({d["id"] for d in exported})
     first = next(d for d in exported if d["id"] == "b3")
+    # an export record is what an ingest takes back, without the stored version: the
+    # collection it goes into numbers its own writes
     assert first == {k: v for k, v in api.get("/v1/collections/live/documents/b3").json().items()
-                     if k != "chunks"}
+                     if k not in ("chunks", "version")}
     damaged = api.post("/v1/snapshots/restore", content=taken[-1][:-700])
     assert damaged.status_code == 422 and "checksum" in damaged.json()["detail"]
     assert api.get("/v1/collections/copy").json()["physical"] == "copy@1"

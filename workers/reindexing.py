@@ -49,7 +49,7 @@ from bienc.queue.leases import new_holder
 from bienc.queue.reindex import Lease, LeaseLost, Reindex, State
 from bienc.store import record
 from bienc.store.interface import ChunkPoint
-from bienc.store.record import Chunking, CollectionEncoding, physical_name, split_physical
+from bienc.store.record import POINT_IDS, Chunking, CollectionEncoding, physical_name, split_physical
 from bienc.workers.indexing import encoding_of, index_documents, index_hash
 
 if TYPE_CHECKING:
@@ -104,9 +104,11 @@ def target_encoding(resources: Resources, name: str, source: CollectionEncoding,
     else:
         lexical = None
     model = options.get("model")
-    if not model:  # the same model (nothing to load): the record, rechunked and relexed
+    if not model:  # the same model (nothing to load): the record, rechunked and relexed, with
+        # the point ids a new collection gets
         return replace(source, chunking=chunking,
-                       lexical=lexical.record() if lexical is not None else None)
+                       lexical=lexical.record() if lexical is not None else None,
+                       point_ids=POINT_IDS[-1])
     try:
         encoder = resources.model(model)
     except ModelLoadError as exc:

@@ -20,8 +20,8 @@ Layout. Each physical collection is a folder of Edge shards, its parts (bienc.st
         parts.json, parts/      its parts: the active one, sealed and indexed ones, lexical
 
 A name resolves through aliases.json first, then to a physical collection of that very name.
-Point ids are bienc.store.interface.point_id's uuid5 strings, so a document written again
-overwrites its points.
+Point ids are bienc.store.interface.point_id's, made as the collection records, so a document
+written again overwrites its points.
 
 Lexical vectors. A collection created with lexical parameters has a sparse vector
 (LEXICAL_VECTOR) with Qdrant's IDF modifier, in a part of its own; every lexical query computes
@@ -302,14 +302,15 @@ class EdgeVectorStore(StoreBase):
         """Write points and return once they are searchable. Existing ids are overwritten."""
         if not points:
             return
-        dense = [qe.Point(id=point_id(p.doc_id, p.chunk_no),
+        with self._lock:
+            collection = self._collection(name)
+        ids = collection.encoding.point_ids
+        dense = [qe.Point(id=point_id(p.doc_id, p.chunk_no, ids),
                           vector=np.asarray(p.vector, dtype=np.float32).tolist(), payload=p.payload)
                  for p in points]
         lexical = [qe.Point(id=dense[i].id, vector={LEXICAL_VECTOR: edge_search.edge_sparse(p.sparse)},
                             payload=_lexical_payload(p.payload))
                    for i, p in enumerate(points) if p.sparse is not None]
-        with self._lock:
-            collection = self._collection(name)
         if lexical and collection.encoding.lexical is None:
             raise no_lexical_vectors(name)
         with self._writing():
@@ -339,11 +340,13 @@ class EdgeVectorStore(StoreBase):
                      fields: list[str] | None = None) -> dict[str, dict[str, Any]]:
         """Payload (all of it, or `fields`) of chunk 0 of each stored document among
         `doc_ids`; absent documents are left out."""
-        ids = {point_id(doc_id, 0): doc_id for doc_id in doc_ids}
-        if not ids:
+        doc_ids = list(doc_ids)
+        if not doc_ids:
             return {}
         with self._lock:
-            parts = self._collection(name).parts
+            collection = self._collection(name)
+        parts, made = collection.parts, collection.encoding.point_ids
+        ids = {point_id(doc_id, 0, made): doc_id for doc_id in doc_ids}
         records = parts.retrieve(list(ids), fields if fields is not None else True)
         return {ids[str(r.id)]: r.payload for r in records if r.payload}
 

@@ -27,7 +27,7 @@ from typing import Any
 from bienc.config.crash import crash_point
 from bienc.store.edge_collections import OpenCollection
 from bienc.store.parts import Parts
-from bienc.store.parts_files import PARTS_DIR, Job
+from bienc.store.parts_files import PARTS_DIR, BuildCancelled, Job
 from bienc.store.record import CollectionEncoding
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,9 @@ class Indexer:
         while not self._stopping:
             try:
                 worked = self._one_job()
+            except BuildCancelled as exc:  # the collection was closed: nothing went wrong
+                log.info("index build stopped: %s", exc)
+                worked = False
             except Exception:  # the parts stay as they were; try again later
                 log.exception("an index job failed")
                 worked = False

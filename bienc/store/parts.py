@@ -305,6 +305,11 @@ class Parts:
         with self._held(lexical=True) as held:
             return held[0].shard.query(request) if held else []
 
+    def retrieve_lexical(self, ids: list[qe.PointId], fields: Any) -> list[Any]:
+        """Records of `ids` in the lexical part (chunk 0 of documents; none without one)."""
+        with self._held(lexical=True) as held:
+            return held[0].shard.retrieve(ids, fields, False) if held and ids else []
+
     def retrieve(self, ids: list[qe.PointId], fields: Any) -> list[Any]:
         with self._held() as held:
             return [r for part in held for r in part.shard.retrieve(ids, fields, False)]

@@ -293,8 +293,9 @@ class VectorStore(StoreBase):
         """Write points and return once Qdrant has applied them. Existing ids are overwritten."""
         if not points:
             return
+        ids = self.describe(name).point_ids
         structs = [
-            qm.PointStruct(id=point_id(p.doc_id, p.chunk_no), vector=_vector(p), payload=p.payload)
+            qm.PointStruct(id=point_id(p.doc_id, p.chunk_no, ids), vector=_vector(p), payload=p.payload)
             for p in points
         ]
         self._call("upsert", self._client.upsert, name, points=structs, wait=True)
@@ -303,9 +304,11 @@ class VectorStore(StoreBase):
                      fields: list[str] | None = None) -> dict[str, dict[str, Any]]:
         """Payload (all of it, or `fields`) of chunk 0 of each stored document among
         `doc_ids`; absent documents are left out."""
-        ids = [point_id(doc_id, 0) for doc_id in doc_ids]
-        if not ids:
+        doc_ids = list(doc_ids)
+        if not doc_ids:
             return {}
+        made = self.describe(name).point_ids
+        ids = [point_id(doc_id, 0, made) for doc_id in doc_ids]
         records = self._call("retrieve", self._client.retrieve, name, ids=ids,
                              with_payload=fields if fields is not None else True,
                              with_vectors=False)
@@ -526,8 +529,9 @@ class VectorStore(StoreBase):
         if not chosen:
             return []
         fields = HIT_FIELDS + (TEXT_FIELDS if with_text else [])
+        made = self.describe(name).point_ids
         records = self._call("retrieve", self._client.retrieve, name,
-                             ids=[point_id(doc_id, chunk) for doc_id, chunk in hit_chunks(chosen)],
+                             ids=[point_id(doc_id, chunk, made) for doc_id, chunk in hit_chunks(chosen)],
                              with_payload=fields, with_vectors=False)
         payloads = {(r.payload["doc_id"], r.payload["chunk"]): r.payload
                     for r in records if r.payload}

@@ -79,6 +79,9 @@ class Chunking:
         return f"{self.tokens}/{self.overlap}" if self.enabled else "truncate"
 
 
+POINT_IDS = ("uuid5", "document-key")  # the ways of making point ids, oldest first
+
+
 @dataclass(frozen=True)
 class CollectionEncoding:
     """How a collection's vectors are made (the module's docstring)."""
@@ -90,6 +93,9 @@ class CollectionEncoding:
     weights: str | None = None  # sha256 of the model's weights
     chunking: Chunking | None = None
     lexical: Mapping[str, Any] | None = None  # BM25 parameters; None: dense vectors only
+    # how its point ids are made (bienc.store.interface.point_id): a new collection's are
+    # "document-key"; a record without the field is older, "uuid5"
+    point_ids: str = "document-key"  # one of POINT_IDS
 
     def record(self) -> dict[str, Any]:
         """The JSON a collection keeps (Qdrant's collection metadata, Edge's collection.json)."""
@@ -100,6 +106,7 @@ class CollectionEncoding:
             "chunking": {"enabled": chunking.enabled, "tokens": chunking.tokens,
                          "overlap": chunking.overlap} if chunking is not None else None,
             "lexical": dict(self.lexical) if self.lexical is not None else None,
+            "point_ids": self.point_ids,
         }
 
     @classmethod
@@ -109,14 +116,19 @@ class CollectionEncoding:
                                   "choose another collection name")
         chunking = record.get("chunking")
         try:
-            return cls(
+            made = cls(
                 model=str(record["model"]), dimension=int(record["dimension"]),
                 encoding=str(record.get("encoding") or ""), source=record.get("source"),
                 weights=record.get("weights"),
                 chunking=Chunking(bool(chunking["enabled"]), int(chunking["tokens"]),
                                   int(chunking["overlap"])) if chunking else None,
                 lexical=record.get("lexical"),
+                point_ids=str(record.get("point_ids") or "uuid5"),
             )
+            if made.point_ids not in POINT_IDS:
+                raise ValueError(f"point ids {made.point_ids!r} are none of {', '.join(POINT_IDS)}"
+                                 " (a newer bienc made it?)")
+            return made
         except (KeyError, TypeError, ValueError) as exc:
             raise CollectionError(f"collection {name!r} at {location}: its record is damaged "
                                   f"({type(exc).__name__}: {exc})") from exc

@@ -1,6 +1,7 @@
 """Pure parts of the store: point ids and the store-neutral filter. Store behaviour, for both
 engines, is in test_store_congruence.py."""
 
+import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -17,15 +18,30 @@ from bienc.store.filters import (
     iso_bound,
     parse_filter,
 )
-from bienc.store.interface import point_id
+from bienc.store.interface import chunk_number, document_key, point_id
+
+NAMESPACE = uuid.UUID("6f1c3a52-8a0e-4d55-9a53-2f1f0b1e7c11")  # ids of stored points: never changes
+DOCUMENTS = (("a", 0), ("paper-17", 3), ("é ü 東京", 12), ("x" * 512, 4095))
 
 
-def test_point_ids_are_stable_and_distinct() -> None:
-    namespace = uuid.UUID("6f1c3a52-8a0e-4d55-9a53-2f1f0b1e7c11")  # ids of stored points: never changes
-    for doc_id, chunk in (("a", 0), ("paper-17", 3), ("é ü 東京", 12), ("x" * 512, 4095)):
-        assert point_id(doc_id, chunk) == str(uuid.uuid5(namespace, f"{doc_id}\x00{chunk}"))
-    assert point_id("a", 0) == point_id("a", 0)
-    assert len({point_id("a", 0), point_id("a", 1), point_id("b", 0), point_id("a\x001", 0)}) == 4
+def test_older_collections_point_ids_are_still_uuid5() -> None:
+    for doc_id, chunk in DOCUMENTS:
+        assert point_id(doc_id, chunk, "uuid5") == str(uuid.uuid5(NAMESPACE, f"{doc_id}\x00{chunk}"))
+    assert len({point_id(d, c, "uuid5") for d, c in (("a", 0), ("a", 1), ("b", 0), ("a\x001", 0))}) == 4
+
+
+def test_a_point_id_names_its_document_and_chunk() -> None:
+    for doc_id, chunk in DOCUMENTS:
+        made = uuid.UUID(point_id(doc_id, chunk))
+        assert chunk_number(made) == chunk
+        # the document's part: 12 bytes of sha1(namespace, doc_id), version and variant set
+        digest = bytearray(hashlib.sha1(NAMESPACE.bytes + doc_id.encode()).digest()[:12])
+        digest[6], digest[8] = (digest[6] & 0x0F) | 0x80, (digest[8] & 0x3F) | 0x80
+        assert made.bytes[:12] == bytes(digest) and made.variant == uuid.RFC_4122
+        assert document_key(made) == document_key(uuid.UUID(point_id(doc_id, chunk + 1)))
+    keys = {document_key(uuid.UUID(point_id(d, 0))) for d in ("a", "b", "a\x001", "A")}
+    assert len(keys) == 4
+    assert point_id("a", 0) == point_id("a", 0) != point_id("a", 0, "uuid5")
 
 
 def test_a_filter_is_one_match_per_key_and_a_list_is_any_of() -> None:

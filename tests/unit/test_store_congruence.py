@@ -24,9 +24,10 @@ from bienc.encoding.openvino import calibration_texts
 from bienc.search.searcher import SearchRequest, rank, validate_request
 from bienc.store.edge import EdgeVectorStore
 from bienc.store.filters import parse_filter
-from bienc.store.interface import ChunkPoint
+from bienc.store.interface import ChunkPoint, point_id
 from bienc.store.qdrant import VectorStore
 from bienc.store.record import Chunking, CollectionEncoding, check_model
+from bienc.workers.reindexing import target_encoding
 
 Store = VectorStore | EdgeVectorStore
 
@@ -96,6 +97,35 @@ def test_a_name_switches_to_another_physical_collection_in_one_step(store: Store
     assert store.list_collections() == ["c"] and store.info("c").physical == "c@2"
 
 
+def _holds(store: Store, name: str, point: str) -> bool:
+    """Whether the collection `name` holds a point of id `point` (read from the engine)."""
+    physical = store.resolve(name) or name
+    if isinstance(store, EdgeVectorStore):
+        return bool(store._collection(physical).parts.retrieve([point], False))
+    return bool(store._client.retrieve(physical, ids=[point]))
+
+
+def test_a_collection_keeps_the_point_ids_it_was_made_with(store: Store) -> None:
+    """Collections made before "document-key" ids keep uuid5 ids: they are written, searched
+    and read as before; a new collection's ids name the document, and a reindex's new
+    collection gets them."""
+    store.ensure_collection("old", replace(_enc(3), point_ids="uuid5"))
+    store.ensure_collection("new", _enc(3))
+    for name, made in (("old", "uuid5"), ("new", "document-key")):
+        assert store.describe(name).point_ids == made
+        store.upsert(name, [_point("a", 0, _unit(1, 0, 0), chunks=2),
+                            _point("a", 1, _unit(0, 1, 0), chunks=2), _point("b", 0, _unit(1, 1, 0))])
+        store.upsert(name, [_point("a", 1, _unit(0, 1, 0), chunks=2)])  # overwritten, not added
+        assert store.info(name).points == 3
+        assert _holds(store, name, point_id("a", 1, made))
+        assert not _holds(store, name, point_id("a", 1, "uuid5" if made != "uuid5" else "document-key"))
+        hits = store.search(name, _unit(0, 1, 0), 5)
+        assert [(h.doc_id, h.chunk, h.text) for h in hits] == [
+            ("a", 1, "full text of a"), ("b", 0, "full text of b")]
+        assert set(store.first_chunks(name, ["a", "b", "zz"])) == {"a", "b"}
+    assert target_encoding(None, "old", store.describe("old"), {}).point_ids == "document-key"  # type: ignore[arg-type]
+
+
 def test_a_collection_made_by_an_older_bienc_is_found_by_its_own_name(tmp_path: Path) -> None:
     """Before aliases, a collection was a physical collection of the user's name."""
     old_record = {"bienc_schema": 1, "model": "m", "dimension": 3, "encoding": "torch/float32"}
@@ -110,7 +140,8 @@ def test_a_collection_made_by_an_older_bienc_is_found_by_its_own_name(tmp_path: 
             assert store.resolve("old") == "old" and store.list_collections() == ["old"]
             recorded = store.describe("old")
             assert (recorded.model, recorded.encoding, recorded.chunking, recorded.weights,
-                    recorded.lexical) == ("m", "torch/float32", None, None, None)
+                    recorded.lexical, recorded.point_ids) == ("m", "torch/float32", None, None, None,
+                                                              "uuid5")
             store.upsert("old", [_point("a", 0, _unit(1, 0, 0))])
             store.ensure_collection("old@1", _enc(3))
             store.switch_alias("old", "old@1")

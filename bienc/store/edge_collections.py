@@ -10,9 +10,11 @@ lock around every call, and stops a collection's build before removing it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import shutil
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from bienc.store.record import CollectionEncoding, invalid_name, is_collection_n
 
 log = logging.getLogger(__name__)
 META_FILE = "collection.json"
+NAMES_KEPT = 1 << 16  # document names an open collection keeps (DocumentNames)
 
 
 class OpenCollection:
@@ -40,6 +43,34 @@ class OpenCollection:
         # chunks a search needed per distinct document, by the size of the request (a
         # running estimate: the first fetch of the next search of about that size)
         self.chunks_per_document: dict[int, float] = {}
+        self.names = DocumentNames()
+
+
+class DocumentNames:
+    """Document ids by document key ("document-key" point ids, bienc.store.interface), as
+    searches have read them: a key names one document id for good (it is a hash of it), so a
+    name read once stays true, and a search names the documents it found without reading
+    their payloads again (~3.5 us a document from the lexical part). At most NAMES_KEPT are
+    kept, the oldest forgotten first (~100 bytes each)."""
+
+    def __init__(self, kept: int = 0) -> None:
+        self._kept = kept or NAMES_KEPT
+        self._names: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: int) -> str | None:
+        return self._names.get(key)
+
+    def add(self, names: Mapping[int, str]) -> None:
+        with self._lock:
+            self._names.update(names)
+            excess = len(self._names) - self._kept
+            if excess > 0:  # insertion order: the oldest first
+                for key in list(itertools.islice(self._names, excess + self._kept // 8)):
+                    del self._names[key]
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 class Collections:

@@ -126,19 +126,39 @@ def _best_chunks(scored: Sequence[Any], limit: int, keyed: bool
 
 
 def _named(collection: OpenCollection, chosen: list[tuple[Any, int, float]]) -> list[Candidate]:
-    """Candidates of best chunks found by their point ids alone ("document-key" ids), named:
-    their document ids are read from the documents' chunk 0 in the lexical part, whose
-    payloads are small (~0.35 ms for 100, against ~0.8 ms from the dense parts' full ones),
-    and from the dense parts for any not found there. A document deleted since it was found
-    is left out."""
+    """Candidates of best chunks found by their point ids alone ("document-key" ids), named
+    (_names). A document deleted since it was found and never named before is left out."""
     keys = [document_key(point) for point, _, _ in chosen]
-    names = _document_names(collection.parts.retrieve_lexical(
-        [uuid.UUID(int=key << 32) for key in dict.fromkeys(keys)], ["doc_id"]))
-    missing = [point for (point, _, _), key in zip(chosen, keys, strict=True) if key not in names]
-    if missing:
-        names.update(_document_names(collection.parts.retrieve(missing, ["doc_id"])))
+    names = _names(collection, keys, [point for point, _, _ in chosen])
     return [Candidate(names[key], chunk, score)
             for (_, chunk, score), key in zip(chosen, keys, strict=True) if key in names]
+
+
+def _names(collection: OpenCollection, keys: Sequence[int], points: Sequence[Any] = ()
+           ) -> dict[int, str]:
+    """The document ids of document `keys`: those this process has read already
+    (OpenCollection.names), the others read from the documents' chunk 0 in the lexical part,
+    whose payloads are small (~0.35 ms for 100, against ~0.8 ms from the dense parts' full
+    ones), and from `points` (the chunks found, in the dense parts) for any not found there."""
+    known = collection.names
+    names: dict[int, str] = {}
+    missing: list[int] = []
+    for key in keys:
+        if (name := known.get(key)) is not None:
+            names[key] = name
+        else:
+            missing.append(key)
+    if not missing:
+        return names
+    read = _document_names(collection.parts.retrieve_lexical(
+        [uuid.UUID(int=key << 32) for key in dict.fromkeys(missing)], ["doc_id"]))
+    named = read.keys() | names.keys()
+    unread = [point for point in points if document_key(point) not in named]
+    if unread:
+        read.update(_document_names(collection.parts.retrieve(unread, ["doc_id"])))
+    known.add(read)
+    names.update(read)
+    return names
 
 
 def _document_names(records: Sequence[Any]) -> dict[int, str]:
@@ -153,11 +173,17 @@ def lexical_candidates(collection: OpenCollection, query: SparseVector, limit: i
     """The `limit` best documents by BM25 in the lexical part of `collection` (IDF over the
     documents held now), best first."""
     edge_query_filter = _filter_of(collection, query_filter)
+    keyed = collection.encoding.point_ids == "document-key"
     scored = collection.parts.query_lexical(qe.QueryRequest(
         limit=max(1, limit), query=qe.Query.Nearest(edge_sparse(query), using=LEXICAL_VECTOR),
         filter=edge_query_filter, score_threshold=score_threshold,
-        params=qe.SearchParams(idf=_IDF_OVER_DOCUMENTS), with_payload=["doc_id"],
-        with_vector=False))
+        params=qe.SearchParams(idf=_IDF_OVER_DOCUMENTS),
+        with_payload=False if keyed else ["doc_id"], with_vector=False))
+    if keyed:  # the documents are named by their ids' keys (_names)
+        keys = [document_key(point.id) for point in scored]
+        names = _names(collection, keys)
+        return [Candidate(names[key], 0, point.score)
+                for point, key in zip(scored, keys, strict=True) if key in names]
     return [Candidate(str(point.payload["doc_id"]), 0, point.score)
             for point in scored if point.payload]
 

@@ -28,7 +28,7 @@ from bienc.encoding.encoder import load_encoder
 from bienc.encoding.lexical import LexicalEncoder, LexicalParams, document_text
 from bienc.ingest.documents import Document
 from bienc.ingest.readers import read_path
-from bienc.search.fusion import DEPTH, fuse
+from bienc.search.fusion import fuse, leg_depth
 from bienc.search.measures import load_qrels, load_queries
 from bienc.store.interface import Candidate
 from bienc.store.record import Chunking
@@ -106,9 +106,10 @@ def main() -> None:
         evaluate(f"BM25 over {unit}", words, qrels)
         for fusion in ("dbsf", "rrf"):
             fused = {}
+            depth = leg_depth(100)  # as a search for top_k 100 fetches its legs
             for q in query_ids:
-                candidates = {"dense": [Candidate(d, 0, s) for d, s in dense[q][:DEPTH]],
-                              "lexical": [Candidate(d, 0, s) for d, s in words[q][:DEPTH]]}
+                candidates = {"dense": [Candidate(d, 0, s) for d, s in dense[q][:depth]],
+                              "lexical": [Candidate(d, 0, s) for d, s in words[q][:depth]]}
                 fused[q] = [(c.doc_id, c.score) for c in fuse(candidates, fusion)]  # type: ignore[arg-type]
             evaluate(f"hybrid {fusion}, BM25 over {unit}", fused, qrels)
 

@@ -57,8 +57,7 @@ from bienc.encoding.lexical import LexicalParams, document_text, lexical_encoder
 from bienc.ingest.documents import Document
 from bienc.ingest.readers import read_path
 from bienc.resources import settle_heap
-from bienc.search.fusion import DEPTH as FUSION_DEPTH
-from bienc.search.fusion import fuse
+from bienc.search.fusion import fuse, leg_depth
 from bienc.search.measures import load_queries
 from bienc.search.searcher import SearchRequest, search
 from bienc.store.edge import EdgeVectorStore
@@ -133,7 +132,7 @@ def exact_ranking(store: Store, encoder: Encoder, query: str, mode: str, k: int)
     recorded = store.describe(COLLECTION)
     assert recorded.lexical is not None
     terms = lexical_encoder(LexicalParams.from_record(recorded.lexical)).embed_query(query)
-    depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
+    depth = leg_depth(k) if mode == "hybrid" else k
     lexical = sorted(store.lexical_candidates(COLLECTION, terms, depth + depth // 10 + 10),
                      key=lambda c: (-c.score, c.doc_id))[:depth]
     if mode == "lexical":

@@ -221,8 +221,9 @@ def _constants() -> list[tuple[str, Any, str]]:
         ("bienc.queue.versions.LOCK_WAIT_S", versions.LOCK_WAIT_S,
          "seconds a writer waits for documents another one holds"),
         ("bienc.config.settings.MIN_KEY_CHARS", MIN_KEY_CHARS, "shortest API key accepted"),
-        ("bienc.search.fusion.DEPTH", fusion.DEPTH,
-         "documents of each leg a hybrid search fuses into the first tier of its ranking"),
+        ("bienc.search.fusion.TIERS", fusion.TIERS,
+         "documents of each leg a hybrid search fuses into each tier of its ranking, "
+         "before the last tier's MAX_TOP_K"),
         ("bienc.search.fusion.RRF_K", fusion.RRF_K, "RRF's k: a document scores 1 / (k + rank)"),
         ("bienc.encoding.encoder.QUERY_WARM_UP_TOKENS", QUERY_WARM_UP_TOKENS,
          "query lengths (tokens) a server encodes once at start"),

@@ -4,9 +4,9 @@ lexical BM25 over documents), fuse them in hybrid mode, and read the hits kept.
 Modes:
     dense    cosine of the query's vector to each document's best chunk (score in [-1, 1])
     lexical  BM25 of the query's words over each document's title and text (score >= 0)
-    hybrid   both, fused per document (bienc.search.fusion): each leg contributes its best
-             FUSION_DEPTH documents (MAX_TOP_K for a search deeper than FUSION_DEPTH, fused in
-             a second tier after the first); the score is the fused one
+    hybrid   both, fused per document (bienc.search.fusion) in tiers: each leg contributes
+             its best 30 documents to the first, 100 to the second and MAX_TOP_K to the
+             third, each fetched only when a search goes that deep; the score is the fused one
 A request without a mode gets hybrid on a collection with lexical vectors, dense on one
 without. `score_threshold` applies to the score of the mode used.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,7 +27,7 @@ from bienc.config.errors import CollectionError, CollectionNotFoundError, Invali
 from bienc.config.settings import MAX_TOP_K
 from bienc.encoding.encoder import Encoder
 from bienc.encoding.lexical import LexicalParams, lexical_encoder
-from bienc.search.fusion import FUSIONS, Fusion, fuse, leg_depth
+from bienc.search.fusion import FUSIONS, TIERS, Fusion, fuse, leg_depth
 from bienc.search.modes import MODES, Mode
 from bienc.store.filters import MetadataFilter
 from bienc.store.interface import Candidate, Hit, SparseVector, Store, resolved
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
 MAX_QUERY_CHARS = 10_000
 EncoderFor = Callable[[str, CollectionEncoding], Encoder]  # a collection's model, by its record
 TIE_MARGIN = 10  # lexical candidates asked for beyond those kept (and a tenth more)
-_LEGS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bienc-lexical-leg")
 
 
 @dataclass(frozen=True)
@@ -119,12 +117,12 @@ def _lexical(store: Store, collection: str, sparse: SparseVector, limit: int,
 
 
 def rank(store: Store, collection: str, request: SearchRequest, mode: Mode,
-         vector: np.ndarray | None, sparse: SparseVector | None,
-         lexical_leg: Future[list[Candidate]] | None = None) -> list[Candidate]:
+         vector: np.ndarray | None, sparse: SparseVector | None) -> list[Candidate]:
     """The documents one query keeps, best first: at most `top_k` after the first `offset`,
     scored at or above the threshold (applied here, the same way on every engine). A hybrid
-    search takes its lexical leg from `lexical_leg` where it was started already
-    (start_lexical_leg)."""
+    search runs its legs one after the other: on threads of their own they took as long
+    (Qdrant Edge's calls hold the GIL: 2.78 ms p50 for both legs either way, SciFact,
+    bench/search_latency.py's store), and the hop to a thread costs a request its wake-up."""
     top_k, query_filter = request.offset + request.top_k, request.filter
     if mode == "dense":
         assert vector is not None
@@ -135,24 +133,17 @@ def rank(store: Store, collection: str, request: SearchRequest, mode: Mode,
     else:
         assert vector is not None and sparse is not None
         depth = leg_depth(top_k)
-        dense = store.dense_candidates(collection, vector, depth, query_filter=query_filter)
-        lexical = lexical_leg.result() if lexical_leg is not None else \
-            _lexical(store, collection, sparse, depth, query_filter)
-        ranked = fuse({"dense": dense, "lexical": lexical}, request.fusion)[:top_k]
+        legs = {"dense": store.dense_candidates(collection, vector, depth, query_filter=query_filter),
+                "lexical": _lexical(store, collection, sparse, depth, query_filter)}
+        shallow = None
+        if depth > TIERS[-1]:  # the upper tiers as a shallower search ranks them (fuse)
+            shallow = {"dense": store.dense_candidates(collection, vector, TIERS[-1],
+                                                       query_filter=query_filter),
+                       "lexical": legs["lexical"]}
+        ranked = fuse(legs, request.fusion, shallow)[:top_k]
     if request.score_threshold is not None:
         ranked = [c for c in ranked if c.score >= request.score_threshold]
     return ranked[request.offset:]
-
-
-def start_lexical_leg(store: Store, collection: str, request: SearchRequest,
-                      sparse: SparseVector) -> Future[list[Candidate]]:
-    """A hybrid search's lexical leg, started on a thread of its own: it runs while the dense
-    leg is searched, once the query is encoded. Started before the encoding, it took a core
-    from it: OpenVINO's LATENCY request runs on every core, and on two cores the query's
-    encoding took 8.3 ms p50 beside the leg against 5.8 ms alone (bench/search_latency.py,
-    100,000 points), more than the 1.1 ms the leg takes."""
-    return _LEGS.submit(_lexical, store, collection, sparse,
-                        leg_depth(request.offset + request.top_k), request.filter)
 
 
 def search(store: Store, encoders: Encoder | EncoderFor, collection: str, request: SearchRequest,
@@ -193,22 +184,18 @@ def _search(store: Store, encoders: Encoder | EncoderFor, collection: str, physi
     started = time.perf_counter()
     vectors: Sequence[np.ndarray | None] = [None] * len(queries)
     sparse: Sequence[SparseVector | None] = [None] * len(queries)
-    lexical_legs: Sequence[Future[list[Candidate]] | None] = [None] * len(queries)
     if mode != "dense":
         assert recorded.lexical is not None
         lexical = lexical_encoder(LexicalParams.from_record(recorded.lexical))
         sparse = [lexical.embed_query(query) for query in queries]
     if mode != "lexical":
         vectors = list(encoder.encode_queries(queries))
-    if mode == "hybrid":  # after the encoding, which takes every core while it runs
-        lexical_legs = [start_lexical_leg(store, physical, request, terms)  # type: ignore[arg-type]
-                        for terms in sparse]
     spent = timings if timings is not None else {}
     spent["encode"] = spent.get("encode", 0.0) + time.perf_counter() - started
     hits = []
-    for vector, terms, lexical_leg in zip(vectors, sparse, lexical_legs, strict=True):
+    for vector, terms in zip(vectors, sparse, strict=True):
         started = time.perf_counter()
-        ranked = rank(store, physical, request, mode, vector, terms, lexical_leg)
+        ranked = rank(store, physical, request, mode, vector, terms)
         fetched = time.perf_counter()
         hits.append(store.fetch_hits(physical, ranked, request.with_text))
         spent["rank"] = spent.get("rank", 0.0) + fetched - started

@@ -70,12 +70,15 @@ ABSORB = 2.0  # a build takes in the indexed parts up to this many times its sea
 IDLE_S = 10.0  # after this long without writes, a collection's parts are merged (plan_job)
 IDLE_RATIO = 4
 IDLE_SEAL = 1000  # an idle collection's active part is sealed (and indexed) from this size
-# An indexed part is searched exactly when it holds fewer than this many points per point
-# asked for: brute force costs the part's size, HNSW about the candidates it keeps (ef, at
-# least the points asked for) times the graph's degree, and its recall falls as a request
-# asks for more of its candidates. Measured (bench/search_latency.py --ef-sweep, one
-# 100,000-point part, 400 points asked for): exact search 28 ms with recall 1, HNSW 25 ms
-# with 0.994 at ef 2048 and 15 ms with 0.956 at ef 512.
+# An indexed part is searched through its graph when a request asks for no more points
+# than the search's `ef` (the graph's candidate list: then the first n points of a deeper
+# request are those of a request for n, the same list cut shorter, so a hybrid search's
+# tiers agree with each other), and otherwise exactly when it holds fewer than this many
+# points per point asked for: brute force costs the part's size, HNSW about the candidates
+# it keeps (ef, at least the points asked for) times the graph's degree, and its recall
+# falls as a request asks for more of its candidates. Measured (bench/search_latency.py
+# --ef-sweep, one 100,000-point part, 400 points asked for): exact search 28 ms with recall
+# 1, HNSW 25 ms with 0.994 at ef 2048 and 15 ms with 0.956 at ef 512.
 EXACT_RATIO = 250
 RETRY_BASE_S = 30.0  # a failed build is tried again after this long, twice as long each time
 RETRY_MAX_S = 3600.0  # a failing build is retried at most this far apart
@@ -291,12 +294,15 @@ class Parts:
 
     def query(self, request: qe.QueryRequest, exact: qe.QueryRequest) -> list[Any]:
         """The best `request.limit` points over every dense part, best first: `request` on
-        the indexed parts big enough for HNSW to pay (EXACT_RATIO), `exact` (the same request
-        with exact search) on the others."""
+        the indexed parts where HNSW pays (EXACT_RATIO), `exact` (the same request with exact
+        search) on the others."""
         found: list[Any] = []
+        ef = request.params.hnsw_ef if request.params is not None else None
+        in_list = ef is not None and request.limit <= ef
         with self._held() as held:
             for part in held:
-                by_index = part.state == "indexed" and part.points >= EXACT_RATIO * request.limit
+                by_index = part.state == "indexed" and \
+                    (in_list or part.points >= EXACT_RATIO * request.limit)
                 found.extend(part.shard.query(request if by_index else exact))
         found.sort(key=lambda p: -p.score)
         return found[:request.limit]

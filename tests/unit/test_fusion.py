@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from bienc.search.fusion import DEPTH, fuse, leg_depth
+from bienc.search.fusion import TIERS, fuse, leg_depth
 from bienc.store.interface import Candidate
 
 
@@ -87,21 +87,41 @@ def test_lexical_documents_not_found_enter_its_statistics_at_score_0() -> None:
 
 @pytest.mark.parametrize("fusion", ["dbsf", "rrf"])
 def test_the_first_results_do_not_depend_on_how_many_are_asked_for(fusion: str) -> None:
-    """Legs as a search fetches them for top_k 10, 100 (DEPTH each) and 1000 (MAX_TOP_K):
-    the top 100 are the same, and any page is the slice of a deeper ranking."""
+    """Legs as a search fetches them for top_k 10 (30 each), 100 (100 each) and 1000
+    (MAX_TOP_K): each shallower ranking is the head of each deeper one, and any page is the
+    slice of a deeper ranking, its scores decreasing down the list."""
     rng = random.Random(5)
     dense = _leg(*((f"d{i}", 0.9 - i * 0.0005 + rng.random() * 1e-3) for i in range(1000)))
     dense.sort(key=lambda c: -c.score)
     lexical = _leg(*((f"d{rng.randrange(3000)}", 30.0 - i * 0.02) for i in range(1200)))
     lexical = list({c.doc_id: c for c in reversed(lexical)}.values())[::-1][:1000]
-    assert leg_depth(10) == leg_depth(100) == DEPTH and leg_depth(101) == leg_depth(1000) == 1000
-    shallow = fuse({"dense": dense[:DEPTH], "lexical": lexical[:DEPTH]}, fusion)  # type: ignore[arg-type]
+    assert [leg_depth(k) for k in (1, 10, 30, 31, 100, 101, 1000)] == list(TIERS[:1]) * 3 + \
+        [TIERS[1]] * 2 + [1000] * 2
+    rankings = [[c.doc_id for c in fuse({"dense": dense[:depth], "lexical": lexical[:depth]},
+                                        fusion)]  # type: ignore[arg-type]
+                for depth in (leg_depth(10), leg_depth(100), leg_depth(1000))]
+    for shallower, deeper in itertools.pairwise(rankings):
+        assert deeper[:len(shallower)] == shallower and len(deeper) > len(shallower)
     deep = fuse({"dense": dense, "lexical": lexical}, fusion)  # type: ignore[arg-type]
-    assert [c.doc_id for c in deep[: len(shallow)]] == [c.doc_id for c in shallow]
-    assert len(deep) > len(shallow) and len({c.doc_id for c in deep}) == len(deep)
+    assert len({c.doc_id for c in deep}) == len(deep)
     scores = [c.score for c in deep]  # a client sorting by score keeps the order
     assert all(a >= b for a, b in itertools.pairwise(scores))
-    assert scores[len(shallow) - 1] > scores[len(shallow)]
+    for tier in rankings[:2]:  # each tier ends above the next one
+        assert scores[len(tier) - 1] > scores[len(tier)]
+
+
+def test_a_deep_search_ranks_its_upper_tiers_from_the_shallow_legs_it_is_given() -> None:
+    """An approximate dense leg fetched 100 deep may miss a document that the one fetched
+    1,000 deep (exactly) finds: the upper tiers come from the shallow legs, so the top of a
+    top-1000 search is the top-100 search's."""
+    dense = _leg(*((f"d{i}", 0.9 - i * 0.001) for i in range(1000)))
+    lexical = _leg(*((f"d{i * 3}", 20.0 - i * 0.01) for i in range(1000)))
+    shallow = {"dense": dense[1:101], "lexical": lexical[:100]}  # the graph missed d0
+    top100 = [c.doc_id for c in fuse(shallow, "dbsf")]
+    deep = [c.doc_id for c in fuse({"dense": dense, "lexical": lexical}, "dbsf", shallow)]
+    assert deep[:len(top100)] == top100
+    unaided = [c.doc_id for c in fuse({"dense": dense, "lexical": lexical}, "dbsf")]
+    assert unaided[:len(top100)] != top100  # the shallow legs made the difference
 
 
 def test_dbsf_of_a_lone_or_flat_leg_is_one_half_and_an_empty_leg_adds_nothing() -> None:

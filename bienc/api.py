@@ -414,8 +414,9 @@ def _api_router() -> APIRouter:
         job_id, state = _state(request).live.abort_reindex(collection)
         return {"job_id": job_id, "collection": collection, "from": state}
 
-    @router.post("/collections/{collection}/search", tags=["search"], dependencies=READ)
-    def search(collection: PhysicalOrName, body: SearchBody, request: Request) -> dict[str, Any]:
+    @router.post("/collections/{collection}/search", tags=["search"], dependencies=READ,
+                 response_class=JSONResponse)
+    def search(collection: PhysicalOrName, body: SearchBody, request: Request) -> JSONResponse:
         """Documents ranked by meaning and words: one list per query, best first."""
         state = _state(request)
         validate_collection_name(collection, physical=True)
@@ -432,13 +433,15 @@ def _api_router() -> APIRouter:
         metrics.search_seconds.observe(total)
         if "encode" in timings:
             metrics.encode_seconds.observe(timings["encode"])
-        return {
+        # rendered here, already JSON: FastAPI would validate and convert the answer first
+        # (~0.4 ms for ten hits with their text)
+        return JSONResponse({
             "results": [[hit.to_dict() for hit in hits] for hits in results.hits],
             "mode": results.mode, "offset": body.offset,
             **({"fusion": body.fusion} if results.mode == "hybrid" else {}),
             "timings_ms": {name: round(seconds * 1000, 3)
                            for name, seconds in {**timings, "total": total}.items()},
-        }
+        })
 
     @router.get("/collections", tags=["collections"], dependencies=READ)
     def list_collections(request: Request) -> dict[str, Any]:

@@ -203,10 +203,7 @@ class OpenVINORunner:
         """Start embedding one batch on a free request (waiting for one if all are busy);
         returns what waits for its vectors. Call that exactly once: it hands the request
         back."""
-        inputs = {k: v.numpy() for k, v in features.items() if k in self._inputs}
-        width = next(iter(inputs.values())).shape[1]
-        if width in self._avoid_widths:  # one more column: pad id 0, attention mask 0
-            inputs = {k: np.pad(v, ((0, 0), (0, 1))) for k, v in inputs.items()}
+        inputs = self._inputs_of(features)
         request = self._free.get()
         try:
             request.start_async(inputs)
@@ -225,4 +222,19 @@ class OpenVINORunner:
         return result
 
     def __call__(self, features: Mapping[str, Any]) -> np.ndarray:
-        return self.start(features)()
+        """One batch's vectors, run on the calling thread (OpenVINO's synchronous `infer`):
+        no hand-over to the request's own thread and back, ~0.15 ms less for one query."""
+        inputs = self._inputs_of(features)
+        request = self._free.get()
+        try:
+            request.infer(inputs)
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32)
+        finally:
+            self._free.put(request)
+
+    def _inputs_of(self, features: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        inputs = {k: v.numpy() for k, v in features.items() if k in self._inputs}
+        width = next(iter(inputs.values())).shape[1]
+        if width in self._avoid_widths:  # one more column: pad id 0, attention mask 0
+            inputs = {k: np.pad(v, ((0, 0), (0, 1))) for k, v in inputs.items()}
+        return inputs

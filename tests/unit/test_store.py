@@ -9,6 +9,7 @@ import pytest
 
 from bienc.config.errors import InvalidInputError
 from bienc.config.indexed_fields import parse_index_declarations
+from bienc.store.edge_collections import DocumentNames
 from bienc.store.filters import (
     FieldExists,
     FieldMatch,
@@ -42,6 +43,15 @@ def test_a_point_id_names_its_document_and_chunk() -> None:
     keys = {document_key(uuid.UUID(point_id(d, 0))) for d in ("a", "b", "a\x001", "A")}
     assert len(keys) == 4
     assert point_id("a", 0) == point_id("a", 0) != point_id("a", 0, "uuid5")
+
+
+def test_the_document_names_a_collection_keeps_are_bounded_the_oldest_forgotten_first() -> None:
+    names = DocumentNames(kept=8)
+    names.add({key: f"d{key}" for key in range(8)})
+    assert len(names) == 8 and names.get(0) == "d0"
+    names.add({8: "d8", 9: "d9"})
+    assert len(names) <= 8 and names.get(9) == "d9" and names.get(8) == "d8"
+    assert names.get(0) is None and names.get(1) is None  # the first ones read
 
 
 def test_a_filter_is_one_match_per_key_and_a_list_is_any_of() -> None:

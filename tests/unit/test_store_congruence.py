@@ -201,6 +201,22 @@ def test_search_returns_each_document_once_scored_by_its_best_chunk(store: Store
                                                                         ("short", None, None, 0)]
 
 
+def test_a_search_after_deletes_and_writes_names_the_documents_there_now(store: Store) -> None:
+    """Edge names the documents a search finds from the ids it has read before (a document
+    key names one id for good): a deleted document is not found again, and one written
+    since is found under its own name, its chunk's text beside it."""
+    store.ensure_collection("c", _enc(3))
+    store.upsert("c", [_point("a", 0, _unit(1, 0, 0)), _point("b", 0, _unit(0.9, 0.1, 0)),
+                       _point("c", 0, _unit(0, 1, 0))])
+    assert [h.doc_id for h in store.search("c", _unit(1, 0, 0), 3)] == ["a", "b", "c"]
+    store.delete_documents("c", ["a"])
+    store.upsert("c", [_point("d", 0, _unit(1, 0.05, 0), chunks=2),
+                       _point("d", 1, _unit(1, 0.01, 0), chunks=2)])
+    hits = store.search("c", _unit(1, 0, 0), 3)
+    assert [(h.doc_id, h.chunk, h.snippet) for h in hits] == [
+        ("d", 1, "d chunk 1"), ("b", 0, "full text of b"), ("c", 0, "full text of c")]
+
+
 def test_stale_chunks_and_documents_are_deleted(store: Store) -> None:
     store.ensure_collection("c", _enc(3))
     store.upsert("c", [_point("a", i, _unit(1, i, 0), chunks=3) for i in range(3)]

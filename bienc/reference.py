@@ -234,7 +234,8 @@ def _constants() -> list[tuple[str, Any, str]]:
         ("bienc.workers.tasks.HOLD_RETRY_S", tasks.HOLD_RETRY_S,
          "seconds after which a write held by a reindex's fence is tried again"),
         ("bienc.store.parts.EXACT_RATIO", parts.EXACT_RATIO,
-         "an Edge part with fewer points than this many per point asked for is searched exactly"),
+         "an Edge part with fewer points than this many per point asked for is searched exactly "
+         "(when more points are asked for than the search's ef)"),
         ("bienc.store.parts.IDLE_S", parts.IDLE_S,
          "seconds without a write after which an Edge collection's parts are merged"),
         ("bienc.store.parts.IDLE_RATIO", parts.IDLE_RATIO,

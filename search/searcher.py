@@ -120,9 +120,9 @@ def rank(store: Store, collection: str, request: SearchRequest, mode: Mode,
          vector: np.ndarray | None, sparse: SparseVector | None) -> list[Candidate]:
     """The documents one query keeps, best first: at most `top_k` after the first `offset`,
     scored at or above the threshold (applied here, the same way on every engine). A hybrid
-    search runs its legs one after the other: on threads of their own they took as long
-    (Qdrant Edge's calls hold the GIL: 2.78 ms p50 for both legs either way, SciFact,
-    bench/search_latency.py's store), and the hop to a thread costs a request its wake-up."""
+    search runs its legs one after the other: Qdrant Edge's calls hold the GIL (measured: two
+    threads querying one part answer no more queries a second than one), so on threads of
+    their own the legs took as long (2.8 ms p50 for both, full SciFact), plus the hop."""
     top_k, query_filter = request.offset + request.top_k, request.filter
     if mode == "dense":
         assert vector is not None

@@ -97,17 +97,17 @@ _CONTRIBUTIONS: dict[str, Callable[[Sequence[Candidate], int, float | None], lis
 
 
 def fuse(legs: Mapping[str, Sequence[Candidate]], fusion: Fusion,
-         shallow: Mapping[str, Sequence[Candidate]] | None = None) -> list[Candidate]:
+         upper: Mapping[int, Mapping[str, Sequence[Candidate]]] | None = None) -> list[Candidate]:
     """One ranking of the documents of every leg (in the mapping's order: the first leg
     names a document's chunk), best first, in tiers (module docstring); each result's
-    `scores` holds the leg scores it was found with. `shallow`: the legs as a search
-    TIERS[-1] deep fetches them, where `legs` were fetched deeper; the tiers down to
-    TIERS[-1] are fused from them, so that they are exactly what a shallower search ranks
-    (an approximate search's first documents may differ with the depth asked for)."""
+    `scores` holds the leg scores it was found with. `upper`: the legs as a search of a
+    tier's depth fetches them, by depth, where `legs` were fetched deeper; that tier is fused
+    from them, so that it is exactly what the shallower search ranks (an approximate
+    search's first documents may differ with the depth asked for)."""
     longest = max((len(leg) for leg in legs.values()), default=0)
     ranked: list[Candidate] = []
     for depth in (*TIERS, longest):
-        source = shallow if shallow is not None and depth <= TIERS[-1] else legs
+        source = (upper or {}).get(depth, legs)
         window = {name: leg[:depth] for name, leg in source.items()}
         if not ranked:
             ranked = _fuse_window(window, fusion)

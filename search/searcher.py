@@ -135,12 +135,13 @@ def rank(store: Store, collection: str, request: SearchRequest, mode: Mode,
         depth = leg_depth(top_k)
         legs = {"dense": store.dense_candidates(collection, vector, depth, query_filter=query_filter),
                 "lexical": _lexical(store, collection, sparse, depth, query_filter)}
-        shallow = None
-        if depth > TIERS[-1]:  # the upper tiers as a shallower search ranks them (fuse)
-            shallow = {"dense": store.dense_candidates(collection, vector, TIERS[-1],
-                                                       query_filter=query_filter),
-                       "lexical": legs["lexical"]}
-        ranked = fuse(legs, request.fusion, shallow)[:top_k]
+        # the upper tiers as the shallower searches rank them (fuse): the dense leg again at
+        # each of their depths (an approximate search; the lexical one is exact)
+        upper = {tier: {"dense": store.dense_candidates(collection, vector, tier,
+                                                        query_filter=query_filter),
+                        "lexical": legs["lexical"]}
+                 for tier in TIERS if tier < depth}
+        ranked = fuse(legs, request.fusion, upper)[:top_k]
     if request.score_threshold is not None:
         ranked = [c for c in ranked if c.score >= request.score_threshold]
     return ranked[request.offset:]

@@ -111,17 +111,19 @@ def test_the_first_results_do_not_depend_on_how_many_are_asked_for(fusion: str) 
 
 
 def test_a_deep_search_ranks_its_upper_tiers_from_the_shallow_legs_it_is_given() -> None:
-    """An approximate dense leg fetched 100 deep may miss a document that the one fetched
-    1,000 deep (exactly) finds: the upper tiers come from the shallow legs, so the top of a
-    top-1000 search is the top-100 search's."""
+    """An approximate dense leg fetched 30 or 100 deep may miss a document that the one
+    fetched 1,000 deep (exactly) finds: each upper tier comes from the legs a search of its
+    depth fetches, so the top of a deeper search is the shallower search's."""
     dense = _leg(*((f"d{i}", 0.9 - i * 0.001) for i in range(1000)))
     lexical = _leg(*((f"d{i * 3}", 20.0 - i * 0.01) for i in range(1000)))
-    shallow = {"dense": dense[1:101], "lexical": lexical[:100]}  # the graph missed d0
-    top100 = [c.doc_id for c in fuse(shallow, "dbsf")]
-    deep = [c.doc_id for c in fuse({"dense": dense, "lexical": lexical}, "dbsf", shallow)]
-    assert deep[:len(top100)] == top100
+    fetched = {depth: {"dense": dense[1:depth + 1], "lexical": lexical[:depth]}  # the graph missed d0
+               for depth in TIERS}
+    top30 = [c.doc_id for c in fuse(fetched[30], "dbsf")]
+    top100 = [c.doc_id for c in fuse(fetched[100], "dbsf", {30: fetched[30]})]
+    deep = [c.doc_id for c in fuse({"dense": dense, "lexical": lexical}, "dbsf", fetched)]
+    assert top100[:len(top30)] == top30 and deep[:len(top100)] == top100
     unaided = [c.doc_id for c in fuse({"dense": dense, "lexical": lexical}, "dbsf")]
-    assert unaided[:len(top100)] != top100  # the shallow legs made the difference
+    assert unaided[:len(top30)] != top30  # the shallow legs made the difference
 
 
 def test_dbsf_of_a_lone_or_flat_leg_is_one_half_and_an_empty_leg_adds_nothing() -> None:

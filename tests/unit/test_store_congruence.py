@@ -580,6 +580,45 @@ def test_edge_hnsw_rankings_agree_with_exact_search(tmp_path: Path) -> None:
         edge.close()
 
 
+def test_a_hybrid_searchs_tiers_agree_where_its_dense_leg_is_approximate(tmp_path: Path) -> None:
+    """Through HNSW (`ef` 160) a top-30 search's dense leg (~150 chunks) walks the graph while
+    a top-100 one's (~500 chunks, more than `ef`) is searched exactly: the first 30 of a
+    top-100 hybrid search are still a top-30 search's, and the first 100 of a top-1000 one
+    a top-100 search's (bienc.search.fusion, tiers)."""
+    rng = np.random.default_rng(7)
+    basis = rng.normal(size=(16, 64)).astype(np.float32)
+    docs, chunks = 1500, 3
+    vectors = _embedding_like(rng, docs * chunks, basis)
+    words = [f"w{i}" for i in range(300)]
+    points = []
+    for d in range(docs):
+        text = " ".join(rng.choice(words, size=int(rng.integers(5, 60))))  # lengths vary: few ties
+        points.append(replace(_text_point(f"d{d}", text, vectors[d * chunks]),
+                              payload={**_text_point(f"d{d}", text, vectors[d * chunks]).payload,
+                                       "chunks": chunks}))
+        points += [_point(f"d{d}", c, vectors[d * chunks + c], chunks=chunks) for c in range(1, chunks)]
+    # a sparse graph, so that its approximate answers differ from exact search's
+    edge = EdgeVectorStore(tmp_path / "edge", indexing_threshold=1000, search_ef=160, hnsw_m=4,
+                           hnsw_ef_construct=16)
+    try:
+        edge.ensure_collection("c", _enc(64, lexical=BM25.record()))
+        for start in range(0, len(points), 500):
+            edge.upsert("c", points[start:start + 500])
+        edge.wait_indexed("c")
+        assert edge.index_state("c")["indexed_points"] >= 4000
+        lexical = LexicalEncoder(BM25)
+        for query in _embedding_like(rng, 30, basis):
+            terms = lexical.embed_query(" ".join(rng.choice(words, size=3)))
+            ranked = {k: [c.doc_id for c in rank(edge, "c", SearchRequest(["q"], top_k=k),
+                                                 "hybrid", query, terms)]
+                      for k in (10, 30, 100, 1000)}
+            assert ranked[30][:10] == ranked[10]
+            assert ranked[100][:30] == ranked[30]
+            assert ranked[1000][:100] == ranked[100]
+    finally:
+        edge.close()
+
+
 @pytest.mark.parametrize("quantization", [False, True])
 def test_ann_search_agrees_with_the_same_collections_exact_search(tmp_path: Path,
                                                                  quantization: bool) -> None:

@@ -55,7 +55,6 @@ Fusion = Literal["dbsf", "rrf"]
 FUSIONS: tuple[Fusion, ...] = ("dbsf", "rrf")
 RRF_K = 60
 TIERS = (30, 100)  # documents of each leg the first tiers fuse (then MAX_TOP_K)
-DEPTH = TIERS[0]  # each leg's least fetch
 TIER_MARGIN = 0.999  # a tier's best score, as a share of the tier above's last
 ABSENT_SCORES: Mapping[str, float] = {"lexical": 0.0}  # the known score of a document a leg did not find
 

@@ -109,6 +109,7 @@ class VectorStore(StoreBase):
         self._client = client
         self._declared = dict(indexed_fields or {})
         self._indexed: set[str] = set()  # collections given the declared indexes, by name
+        self._point_ids: dict[str, str] = {}  # each collection's point-id scheme, as last read
         self.location = location
         self._remote = remote
         self._api_key = api_key  # for the snapshot files, moved over Qdrant's REST API directly
@@ -523,16 +524,31 @@ class VectorStore(StoreBase):
         return [Candidate(str(point.payload["doc_id"]), 0, point.score)
                 for point in result.points if point.payload]
 
+    def _read_point_ids(self, name: str) -> str:
+        """The point-id scheme `name`'s collection records, read now and kept for searches."""
+        self._point_ids[name] = made = self.describe(name).point_ids
+        return made
+
     def fetch_hits(self, name: str, chosen: Sequence[Candidate], with_text: bool = True
                    ) -> list[Hit]:
         """Hits of the `chosen` documents, in order (bienc.store.interface.hits_from)."""
         if not chosen:
             return []
         fields = HIT_FIELDS + (TEXT_FIELDS if with_text else [])
-        made = self.describe(name).point_ids
-        records = self._call("retrieve", self._client.retrieve, name,
-                             ids=[point_id(doc_id, chunk, made) for doc_id, chunk in hit_chunks(chosen)],
-                             with_payload=fields, with_vectors=False)
+        wanted = hit_chunks(chosen)
+
+        def retrieve(made: str) -> list[qm.Record]:
+            return self._call("retrieve", self._client.retrieve, name,  # type: ignore[no-any-return]
+                              ids=[point_id(doc_id, chunk, made) for doc_id, chunk in wanted],
+                              with_payload=fields, with_vectors=False)
+
+        # A collection keeps its point-id scheme for life, so a search does not ask the server
+        # for it each time; when points are missing, the name may stand for another collection
+        # now (dropped and made again elsewhere, or switched by a reindex): read it again.
+        known = self._point_ids.get(name)
+        records = retrieve(known or self._read_point_ids(name))
+        if known is not None and len(records) < len(wanted) and self._read_point_ids(name) != known:
+            records = retrieve(self._point_ids[name])
         payloads = {(r.payload["doc_id"], r.payload["chunk"]): r.payload
                     for r in records if r.payload}
         return hits_from(chosen, payloads, with_text)

@@ -126,6 +126,24 @@ def test_a_collection_keeps_the_point_ids_it_was_made_with(store: Store) -> None
     assert target_encoding(None, "old", store.describe("old"), {}).point_ids == "document-key"  # type: ignore[arg-type]
 
 
+def test_a_server_collection_made_again_elsewhere_with_other_ids_is_searched_right() -> None:
+    """The qdrant-client engine keeps each collection's point-id scheme instead of asking the
+    server on every search. Another process may drop the collection and make it again under
+    the same name with the other scheme (an older bienc's uuid5 ids, then new ones): a
+    search here still reads the hits' text, having read the scheme again."""
+    client = QdrantClient(location=":memory:")
+    here = VectorStore(client, ":memory:", remote=False)
+    elsewhere = VectorStore(client, ":memory:", remote=False)
+    here.ensure_collection("c@1", replace(_enc(3), point_ids="uuid5"))
+    here.upsert("c@1", [_point("a", 0, _unit(1, 0, 0))])
+    assert [(h.doc_id, h.text) for h in here.search("c@1", _unit(1, 0, 0), 5)] == [("a", "full text of a")]
+    elsewhere.drop_physical("c@1")
+    elsewhere.ensure_collection("c@1", _enc(3))
+    elsewhere.upsert("c@1", [_point("b", 0, _unit(1, 0, 0))])
+    assert [(h.doc_id, h.text) for h in here.search("c@1", _unit(1, 0, 0), 5)] == [("b", "full text of b")]
+    here.close()
+
+
 def test_a_collection_made_by_an_older_bienc_is_found_by_its_own_name(tmp_path: Path) -> None:
     """Before aliases, a collection was a physical collection of the user's name."""
     old_record = {"bienc_schema": 1, "model": "m", "dimension": 3, "encoding": "torch/float32"}

@@ -611,9 +611,8 @@ def test_a_hybrid_searchs_tiers_agree_where_its_dense_leg_is_approximate(tmp_pat
     points = []
     for d in range(docs):
         text = " ".join(rng.choice(words, size=int(rng.integers(5, 60))))  # lengths vary: few ties
-        points.append(replace(_text_point(f"d{d}", text, vectors[d * chunks]),
-                              payload={**_text_point(f"d{d}", text, vectors[d * chunks]).payload,
-                                       "chunks": chunks}))
+        head = _text_point(f"d{d}", text, vectors[d * chunks])
+        points.append(replace(head, payload={**head.payload, "chunks": chunks}))
         points += [_point(f"d{d}", c, vectors[d * chunks + c], chunks=chunks) for c in range(1, chunks)]
     # a sparse graph, so that its approximate answers differ from exact search's
     edge = EdgeVectorStore(tmp_path / "edge", indexing_threshold=1000, search_ef=160, hnsw_m=4,

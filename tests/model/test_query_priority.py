@@ -112,3 +112,66 @@ def test_a_repeated_query_costs_no_encoding_and_the_least_recent_is_forgotten(
     assert encoder.calls == calls + 1  # used last of the first two: kept
     encoder.encode_queries([TEXTS[1]])
     assert encoder.calls == calls + 2
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_queries_waiting_for_the_encoder_share_one_forward_pass(
+        encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    alone = encoder.encode_queries(TEXTS)  # one by one below: each its own caller
+    entered, release, _ = _slow_queries(encoder, monkeypatch)
+    passes = encoder.query_passes
+    first, first_done = _in_thread(lambda: encoder.encode_queries(TEXTS[:1]))
+    assert entered.wait(timeout=60)
+    waiting = [_in_thread(lambda text=text: encoder.encode_queries([text])) for text in TEXTS]  # type: ignore[misc]
+    assert _wait_for(lambda: len(encoder._waiting) == len(TEXTS)), "the queries did not queue"
+    release.set()
+    for thread, _ in [(first, first_done), *waiting]:
+        thread.join(timeout=60)
+    assert encoder.query_passes == passes + 2  # the first query, then the three together
+    assert first_done and np.dot(first_done[0][0], alone[0]) > 0.9999
+    for row, (_, done) in enumerate(waiting):
+        assert done and done[0].shape == (1, encoder.dimension)
+        # each caller gets its own query's vector, the same as encoded alone
+        assert np.dot(done[0][0], alone[row]) > 0.9999
+
+
+def test_when_a_shared_pass_fails_each_of_its_callers_is_told_and_the_next_query_works(
+        encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    entered, release, _ = _slow_queries(encoder, monkeypatch)
+    slow = encoder._query_runner
+
+    def failing(features: Mapping[str, Any]) -> np.ndarray:
+        if features["input_ids"].shape[0] > 1:  # the shared pass
+            raise RuntimeError("the runner failed")
+        return slow(features)
+
+    monkeypatch.setattr(encoder, "_query_runner", failing)
+    errors: list[BaseException] = []
+
+    def query(texts: list[str]) -> np.ndarray | None:
+        try:
+            return encoder.encode_queries(texts)
+        except RuntimeError as error:
+            errors.append(error)
+            return None
+
+    first, first_done = _in_thread(lambda: query(TEXTS[:1]))
+    assert entered.wait(timeout=60)
+    waiting = [_in_thread(lambda text=text: query([text])) for text in TEXTS[1:]]  # type: ignore[misc]
+    assert _wait_for(lambda: len(encoder._waiting) == 2)
+    release.set()
+    for thread, _ in [(first, first_done), *waiting]:
+        thread.join(timeout=60)
+    assert first_done[0] is not None
+    assert [done for _, done in waiting] == [[None], [None]]
+    assert len(errors) == 2 and all("the runner failed" in str(e) for e in errors)
+    assert not encoder._waiting
+    assert encoder.encode_queries(TEXTS[2:]).shape == (1, encoder.dimension)

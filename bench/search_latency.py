@@ -23,8 +23,9 @@ back to back), the p50 of each stage (encoding the query; ranking: the store's c
 fused; fetching the hits' payloads) and recall@K of the document lists against the same
 search with exact dense search (exact=True) on the same collection.
 
---ef-sweep first times the store's ranking alone (no encoding, no payloads) at each
-BIENC_HNSW_EF given, top-10 and top-100, with recall against exact search.
+--ef-sweep first times the store's ranking alone (no encoding, no payloads) with each HNSW
+candidate list (`ef`) given at every depth, top-10, top-30 and top-100, with recall against
+exact search (on SciFact's chunks and on the filler apart).
 
 --during-ingest then starts `bienc serve` on the same folder (the embedded default: the worker
 in the same process) and times dense top-10 searches over HTTP on loopback, back to back: first
@@ -62,7 +63,7 @@ from bienc.search.measures import load_queries
 from bienc.search.searcher import SearchRequest, search
 from bienc.store.edge import EdgeVectorStore
 from bienc.store.factory import open_store
-from bienc.store.interface import ChunkPoint, Store
+from bienc.store.interface import ChunkPoint, Store, hnsw_ef
 from bienc.store.record import Chunking
 from bienc.workers.indexing import build_points, encoding_of, index_hash
 
@@ -143,8 +144,8 @@ def exact_ranking(store: Store, encoder: Encoder, query: str, mode: str, k: int)
 
 def floor(store: Store, encoder: Encoder, queries: list[str]) -> tuple[float, float]:
     """p50 ms of the two costs no search can avoid, each query timed alone: encoding it, and
-    the engine's own top-10 query at the `ef` in use (one HNSW query per part, no grouping of
-    chunks into documents, no payloads)."""
+    the engine's own top-10 query at the `ef` a top-10 search uses (one HNSW query per part,
+    no grouping of chunks into documents, no payloads)."""
     import qdrant_edge as qe
 
     assert isinstance(store, EdgeVectorStore)
@@ -155,7 +156,8 @@ def floor(store: Store, encoder: Encoder, queries: list[str]) -> tuple[float, fl
         vector = encoder.encode_queries([query])[0]
         encoded = time.perf_counter()
         nearest = qe.Query.Nearest(vector.tolist())
-        collection.parts.query(*(qe.QueryRequest(limit=10, query=nearest, params=store._search_params[exact],
+        collection.parts.query(*(qe.QueryRequest(limit=10, query=nearest,
+                                                 params=store.search_params(leg_depth(10), exact),
                                                  with_payload=False, with_vector=False)
                                  for exact in (False, True)))
         engine_ms.append((time.perf_counter() - encoded) * 1e3)
@@ -165,27 +167,37 @@ def floor(store: Store, encoder: Encoder, queries: list[str]) -> tuple[float, fl
 
 def ef_sweep(settings: Settings, encoder: Encoder, queries: list[str], efs: list[int]) -> None:
     """Dense candidates (the store's ranking alone: no encoding, no payloads) and their
-    recall against exact search at each BIENC_HNSW_EF, top-10 and top-100 documents."""
+    recall against exact search with each `ef` in `efs`, top-10, top-30 and top-100
+    documents (also apart on SciFact's chunks and on the filler)."""
     vectors = encoder.encode_queries(queries)
-    print("| BIENC_HNSW_EF | top-K | rank p50 ms | rank p99 ms | recall@K (mean / min) |")
-    print("|---|---|---|---|---|")
+    print("| ef | top-K | rank p50 ms | rank p99 ms | recall@K (mean / min) "
+          "| on SciFact chunks | on filler |")
+    print("|---|---|---|---|---|---|---|")
     exact: dict[int, list[set[str]]] = {}
     for ef in efs:
-        store = open_store(settings.model_copy(update={"hnsw_ef": ef}))
+        # every depth walks the graph with `ef` candidates (hnsw_ef: `ef` at most, and as
+        # many per document)
+        store = open_store(settings.model_copy(update={"hnsw_ef": ef, "hnsw_ef_per_document": ef}))
         try:
-            for k in (10, 100):
+            for k in (10, 30, 100):
                 if k not in exact:
                     exact[k] = [{c.doc_id for c in store.dense_candidates(COLLECTION, v, k, exact=True)}
                                 for v in vectors]
                 times, recalls = [], []
+                found = {"real": [0, 0], "filler": [0, 0]}
                 for vector, want in zip(vectors, exact[k], strict=True):
                     started = time.perf_counter()
                     got = {c.doc_id for c in store.dense_candidates(COLLECTION, vector, k)}
                     times.append((time.perf_counter() - started) * 1e3)
                     recalls.append(len(got & want) / max(1, len(want)))
+                    for doc_id in want:
+                        tally = found["filler" if doc_id.startswith("filler-") else "real"]
+                        tally[0] += doc_id in got
+                        tally[1] += 1
                 p50, p99 = np.percentile(times, [50, 99])
+                real, filler = (f"{hit / of:.4f}" if of else "-" for hit, of in found.values())
                 print(f"| {ef} | {k} | {p50:.1f} | {p99:.1f} | {np.mean(recalls):.4f} / "
-                      f"{min(recalls):.2f} |", flush=True)
+                      f"{min(recalls):.2f} | {real} | {filler} |", flush=True)
         finally:
             store.close()
 
@@ -283,7 +295,8 @@ def main() -> None:
             if isinstance(store, EdgeVectorStore) else (0.0, 0.0)
         floor_ms = floor_encode + floor_engine
         print(f"floor: encode {floor_encode:.1f} ms + the engine's own top-10 at ef "
-              f"{settings.hnsw_ef} {floor_engine:.1f} ms = {floor_ms:.1f} ms (p50s)", flush=True)
+              f"{hnsw_ef(leg_depth(10), settings.hnsw_ef)} {floor_engine:.1f} ms = "
+              f"{floor_ms:.1f} ms (p50s)", flush=True)
         summary["floor_ms"] = round(floor_ms, 2)
         print("| mode | top-K | p50 ms | p99 ms | of which p50 ms: encode / rank / fetch "
               "| recall@K vs exact dense (mean / min) |")

@@ -208,6 +208,7 @@ def _constants() -> list[tuple[str, Any, str]]:
     from bienc.search import fusion
     from bienc.search.searcher import MAX_QUERY_CHARS
     from bienc.store import edge, parts
+    from bienc.store.interface import EF_MIN
     from bienc.workers import reindexing, tasks
 
     return [
@@ -233,6 +234,9 @@ def _constants() -> list[tuple[str, Any, str]]:
          "copy batches of a reindex in the queue at once"),
         ("bienc.workers.tasks.HOLD_RETRY_S", tasks.HOLD_RETRY_S,
          "seconds after which a write held by a reindex's fence is tried again"),
+        ("bienc.store.interface.EF_MIN", EF_MIN,
+         "HNSW candidates a dense search keeps at least (BIENC_HNSW_EF_PER_DOCUMENT a document "
+         "asked for, BIENC_HNSW_EF at most)"),
         ("bienc.store.parts.EXACT_RATIO", parts.EXACT_RATIO,
          "an Edge part with fewer points than this many per point asked for is searched exactly "
          "(when more points are asked for than the search's ef)"),

@@ -12,7 +12,10 @@ without. `score_threshold` applies to the score of the mode used.
 
 A page (`offset`) is the slice of the search `offset + top_k` deep: every leg is asked for
 as many documents as a search with that `top_k` asks, so the page at offset 10 of top_k 10
-is results 11-20 of top_k 20, in every mode.
+is results 11-20 of top_k 20, in every mode. A dense search up to 100 deep is asked as deep
+as its tier (30 or 100 documents) and cut: HNSW's candidate list grows with the depth asked
+(bienc.store.interface.hnsw_ef), so the pages of one tier come from one ranking; a deeper
+tier's may find a document that a shallower one's approximate search missed.
 """
 
 from __future__ import annotations
@@ -126,7 +129,10 @@ def rank(store: Store, collection: str, request: SearchRequest, mode: Mode,
     top_k, query_filter = request.offset + request.top_k, request.filter
     if mode == "dense":
         assert vector is not None
-        ranked = store.dense_candidates(collection, vector, top_k, query_filter=query_filter)
+        # as deep as its tier, so that pages agree within it (past the last, `ef` is at its
+        # most whatever the depth: asked as deep as wanted)
+        depth = leg_depth(top_k) if top_k <= TIERS[-1] else top_k
+        ranked = store.dense_candidates(collection, vector, depth, query_filter=query_filter)[:top_k]
     elif mode == "lexical":
         assert sparse is not None
         ranked = _lexical(store, collection, sparse, top_k, query_filter)

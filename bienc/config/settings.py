@@ -13,6 +13,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bienc.config.indexed_fields import IndexType, parse_index_declarations
 
 MAX_TOP_K = 1000
+# HNSW candidates a dense search keeps per document it asks for (bienc.store.interface.hnsw_ef):
+# a graph walk's recall depends on how many candidates it keeps per result wanted (Malkov and
+# Yashunin, 2018), and a search of n documents reads their best chunks among about twice as
+# many chunks as a document has (SciFact: 4.0 at the default chunking)
+HNSW_EF_PER_DOCUMENT = 8
 MIN_KEY_CHARS = 16
 # an entry of BIENC_WEBHOOK_ALLOWED_HOSTS: host, host:port, an IPv6 address, [v6], [v6]:port
 _HOST_ENTRY = re.compile(r"[A-Za-z0-9._-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
@@ -97,7 +102,11 @@ class Settings(BaseSettings):
     hnsw_ef_construct: int = Field(
         default=100, ge=4, description="HNSW build-time candidate list (new collections)"
     )
-    hnsw_ef: int = Field(default=512, ge=1, description="HNSW search-time candidate list")
+    hnsw_ef: int = Field(default=512, ge=1, description="HNSW search-time candidate list, at most")
+    hnsw_ef_per_document: int = Field(
+        default=HNSW_EF_PER_DOCUMENT, ge=1, description="HNSW search-time candidates per "
+        "document a search asks for (128 at least, BIENC_HNSW_EF at most)"
+    )
     quantization: Literal["none", "int8"] = Field(
         default="none", description="int8: scalar-quantised copies of the vectors searched first, "
         "the top candidates rescored with the originals (new collections)",

@@ -48,7 +48,10 @@ class StoreBase(ABC):
     def dense_candidates(self, name: str, vector: np.ndarray, limit: int, *,
                          query_filter: MetadataFilter | None = None,
                          score_threshold: float | None = None,
-                         exact: bool = False) -> list[Candidate]: ...
+                         exact: bool = False) -> list[Candidate]:
+        """The `limit` best documents by cosine, each with its best chunk, best first.
+        `exact` skips the HNSW graph (and quantisation) and scores every point; else the
+        graph is walked with a candidate list that grows with `limit` (hnsw_ef)."""
     @abstractmethod
     def fetch_hits(self, name: str, chosen: Sequence[Candidate], with_text: bool = True
                    ) -> list[Hit]: ...

@@ -72,6 +72,7 @@ from bienc.config.errors import (
     ConfigError,
     StoreUnavailableError,
 )
+from bienc.config.settings import HNSW_EF_PER_DOCUMENT
 from bienc.store import edge_search
 from bienc.store.base import StoreBase, in_use_error
 from bienc.store.durable import is_io_error
@@ -88,6 +89,7 @@ from bienc.store.interface import (
     CollectionInfo,
     Hit,
     SparseVector,
+    hnsw_ef,
     no_lexical_vectors,
     point_id,
 )
@@ -106,11 +108,13 @@ class EdgeVectorStore(StoreBase):
     from every method that needs it (VectorStore's local mode lets some raise ValueError)."""
 
     def __init__(self, root: Path, *, hnsw_m: int = 16, hnsw_ef_construct: int = 100,
-                 search_ef: int = 512, indexing_threshold: int = 10_000, quantization: bool = False,
+                 search_ef: int = 512, ef_per_document: int = HNSW_EF_PER_DOCUMENT,
+                 indexing_threshold: int = 10_000, quantization: bool = False,
                  oversampling: float = 2.0, indexed_fields: Mapping[str, IndexType] | None = None,
                  build_retry_s: float = RETRY_BASE_S, min_free_mb: float = MIN_FREE_MB):
-        if min(hnsw_m, hnsw_ef_construct, search_ef, indexing_threshold) < 1:
-            raise ConfigError("hnsw_m, hnsw_ef_construct, search_ef and indexing_threshold must be >= 1")
+        if min(hnsw_m, hnsw_ef_construct, search_ef, ef_per_document, indexing_threshold) < 1:
+            raise ConfigError("hnsw_m, hnsw_ef_construct, search_ef, ef_per_document and "
+                              "indexing_threshold must be >= 1")
         self._root = Path(root)
         self.location = str(self._root)
         self._hnsw_m = hnsw_m
@@ -118,11 +122,11 @@ class EdgeVectorStore(StoreBase):
         self._indexing_threshold = indexing_threshold
         self._quantization = quantization
         self._min_free = min_free_mb * 2**20
-        rescoring = qe.QuantizationSearchParams(rescore=True, oversampling=oversampling) \
+        self._rescoring = qe.QuantizationSearchParams(rescore=True, oversampling=oversampling) \
             if quantization else None
-        self._search_params = {exact: qe.SearchParams(hnsw_ef=search_ef, exact=exact,
-                                                      quantization=rescoring)
-                               for exact in (False, True)}
+        self._search_ef = search_ef
+        self._ef_per_document = ef_per_document
+        self._exact_params = qe.SearchParams(exact=True, quantization=self._rescoring)
         self._lock = threading.RLock()
         self._collections = Collections(self._root, self.location, indexing_threshold,
                                         self._dense_settings, indexed_fields or {}, build_retry_s)
@@ -472,13 +476,18 @@ class EdgeVectorStore(StoreBase):
                          query_filter: MetadataFilter | None = None,
                          score_threshold: float | None = None,
                          exact: bool = False) -> list[Candidate]:
-        """The `limit` best documents by cosine, each with its best chunk, best first. `exact`
-        skips the HNSW graph (and quantisation) and scores every point."""
         with self._lock:
             collection = self._collection(name)
         return edge_search.dense_candidates(
-            collection, vector, limit, self._search_params[exact], self._search_params[True],
-            query_filter=query_filter, score_threshold=score_threshold)
+            collection, vector, limit, self.search_params(limit, exact),
+            self._exact_params, query_filter=query_filter, score_threshold=score_threshold)
+
+    def search_params(self, documents: int, exact: bool = False) -> qe.SearchParams:
+        """Edge's parameters of a dense search `documents` deep (hnsw_ef)."""
+        if exact:
+            return self._exact_params
+        return qe.SearchParams(hnsw_ef=hnsw_ef(documents, self._search_ef, self._ef_per_document),
+                               quantization=self._rescoring)
 
     def _lexical_candidates(self, name: str, query: SparseVector, limit: int,
                             query_filter: MetadataFilter | None,

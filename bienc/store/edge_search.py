@@ -108,7 +108,6 @@ def _best_chunks(scored: Sequence[Any], limit: int, keyed: bool
     (point id, chunk, score)}, and how many chunks it took to reach `limit` documents (0:
     fewer were found)."""
     best: dict[Any, tuple[Any, int, float]] = {}
-    needed = 0
     for number, point in enumerate(scored):
         if keyed:
             point_uuid = point.id
@@ -122,9 +121,9 @@ def _best_chunks(scored: Sequence[Any], limit: int, keyed: bool
             point_uuid, chunk = None, int(payload.get("chunk", -1))  # type: ignore[union-attr]
         if document not in best:  # results come best first
             best[document] = (point_uuid, chunk, point.score)
-            if len(best) == limit:
-                needed = number + 1
-    return best, needed
+            if len(best) == limit:  # the rest cannot be kept (reading an id costs ~1.5 us)
+                return best, number + 1
+    return best, 0
 
 
 def _named(collection: OpenCollection, chosen: list[tuple[Any, int, float]]) -> list[Candidate]:

@@ -18,7 +18,8 @@ def open_store(settings: Settings) -> Store:
     location = store_location(settings, kind)
     ann: dict[str, Any] = {
         "hnsw_m": settings.hnsw_m, "hnsw_ef_construct": settings.hnsw_ef_construct,
-        "search_ef": settings.hnsw_ef, "quantization": settings.quantization == "int8",
+        "search_ef": settings.hnsw_ef, "ef_per_document": settings.hnsw_ef_per_document,
+        "quantization": settings.quantization == "int8",
         "oversampling": settings.quantization_oversampling,
         "indexed_fields": settings.indexed_field_types,
     }

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bienc.config.errors import CollectionError, CollectionNotFoundError
+from bienc.config.settings import HNSW_EF_PER_DOCUMENT
 from bienc.store.filters import Condition, MetadataFilter
 from bienc.store.record import CollectionEncoding
 
@@ -45,6 +46,14 @@ TEXT_FIELDS = ["chunk_text", "text"]
 # taking a corpus filter).
 FIRST_CHUNKS: tuple[Condition, ...] = (("chunk", (0,)),)
 IDF_CORPUS = FIRST_CHUNKS
+EF_MIN = 128  # HNSW candidates a dense search keeps at least: a shorter walk misses neighbours
+
+
+def hnsw_ef(documents: int, most: int, per_document: int = HNSW_EF_PER_DOCUMENT) -> int:
+    """The HNSW candidate list (`ef`) of a dense search for `documents` documents: it grows
+    with them, `per_document` (BIENC_HNSW_EF_PER_DOCUMENT) a document, EF_MIN at least,
+    `most` (BIENC_HNSW_EF) at most."""
+    return min(most, max(EF_MIN, per_document * documents))
 
 
 def point_id(doc_id: str, chunk_no: int, ids: str = "document-key") -> str:

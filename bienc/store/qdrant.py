@@ -21,6 +21,7 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from bienc.config.errors import CollectionError, CollectionNotFoundError, StoreUnavailableError
+from bienc.config.settings import HNSW_EF_PER_DOCUMENT
 from bienc.store.base import StoreBase
 from bienc.store.filters import (
     PAYLOAD_PREFIX,
@@ -46,6 +47,7 @@ from bienc.store.interface import (
     SparseVector,
     hit_chunks,
     hits_from,
+    hnsw_ef,
     no_lexical_vectors,
     point_id,
 )
@@ -104,7 +106,8 @@ class VectorStore(StoreBase):
                  api_key: str | None = None, timeout_s: float = 30.0,
                  shard_number: int | None = None,
                  replication_factor: int | None = None, hnsw_m: int = 16,
-                 hnsw_ef_construct: int = 100, search_ef: int = 128, quantization: bool = False,
+                 hnsw_ef_construct: int = 100, search_ef: int = 128,
+                 ef_per_document: int = HNSW_EF_PER_DOCUMENT, quantization: bool = False,
                  oversampling: float = 2.0, indexed_fields: Mapping[str, IndexType] | None = None):
         self._client = client
         self._declared = dict(indexed_fields or {})
@@ -117,13 +120,10 @@ class VectorStore(StoreBase):
         self._hnsw = qm.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct)
         self._quantization = qm.ScalarQuantization(scalar=qm.ScalarQuantizationConfig(
             type=qm.ScalarType.INT8, quantile=0.99, always_ram=True)) if quantization else None
-        rescoring = qm.QuantizationSearchParams(rescore=True, oversampling=oversampling) \
+        self._rescoring = qm.QuantizationSearchParams(rescore=True, oversampling=oversampling) \
             if quantization else None
-        # the embedded engine has no index to tune (and warns when given search params)
-        self._search_params = {exact: qm.SearchParams(hnsw_ef=search_ef, exact=exact,
-                                                      quantization=rescoring)
-                               if remote else None
-                               for exact in (False, True)}
+        self._search_ef = search_ef
+        self._ef_per_document = ef_per_document
         # The embedded engine is plain Python without locking of its own: calls from the
         # API's threads and the in-process worker take turns. A server needs no such lock.
         self._lock: AbstractContextManager[Any] = (
@@ -493,18 +493,24 @@ class VectorStore(StoreBase):
                          query_filter: MetadataFilter | None = None,
                          score_threshold: float | None = None,
                          exact: bool = False) -> list[Candidate]:
-        """The `limit` best documents by cosine, each with its best chunk (Qdrant's grouping
-        by document id), best first. `exact` skips the ANN index (and quantisation) and scores
-        every point: the reference for recall."""
+        """StoreBase.dense_candidates, by Qdrant's grouping of chunks by document id."""
         result = self._call("query_points_groups", self._client.query_points_groups, name,
             query=np.asarray(vector, dtype=np.float32).tolist(), group_by="doc_id", limit=limit,
             group_size=1, query_filter=self._query_filter(name, query_filter),
             score_threshold=score_threshold, with_payload=["doc_id", "chunk"],
-            search_params=self._search_params[exact],
+            search_params=self._search_params(limit, exact),
         )
         return [Candidate(str(group.hits[0].payload["doc_id"]), int(group.hits[0].payload["chunk"]),
                           group.hits[0].score)
                 for group in result.groups if group.hits and group.hits[0].payload]
+
+    def _search_params(self, documents: int, exact: bool) -> qm.SearchParams | None:
+        """A dense search's parameters, `documents` deep (hnsw_ef); none for the embedded
+        engine, which has no index to tune (and warns when given them)."""
+        if not self._remote:
+            return None
+        ef = None if exact else hnsw_ef(documents, self._search_ef, self._ef_per_document)
+        return qm.SearchParams(hnsw_ef=ef, exact=exact, quantization=self._rescoring)
 
     def _lexical_candidates(self, name: str, query: SparseVector, limit: int,
                             query_filter: MetadataFilter | None,

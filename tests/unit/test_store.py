@@ -9,6 +9,7 @@ import pytest
 
 from bienc.config.errors import InvalidInputError
 from bienc.config.indexed_fields import parse_index_declarations
+from bienc.config.settings import Settings
 from bienc.store.edge_collections import DocumentNames
 from bienc.store.filters import (
     FieldExists,
@@ -19,7 +20,7 @@ from bienc.store.filters import (
     iso_bound,
     parse_filter,
 )
-from bienc.store.interface import chunk_number, document_key, point_id
+from bienc.store.interface import EF_MIN, chunk_number, document_key, hnsw_ef, point_id
 
 NAMESPACE = uuid.UUID("6f1c3a52-8a0e-4d55-9a53-2f1f0b1e7c11")  # ids of stored points: never changes
 DOCUMENTS = (("a", 0), ("paper-17", 3), ("é ü 東京", 12), ("x" * 512, 4095))
@@ -149,3 +150,14 @@ def test_a_bad_filter_key_or_value_is_named(bad: dict[str, object], named: str) 
     with pytest.raises(InvalidInputError, match="filter") as raised:
         parse_filter(bad)
     assert named in str(raised.value)
+
+
+def test_a_deeper_search_walks_a_longer_candidate_list_within_the_settings_bounds() -> None:
+    settings = Settings()
+    depths = [1, 10, 30, 64, 100, 1000]
+    efs = [hnsw_ef(depth, settings.hnsw_ef, settings.hnsw_ef_per_document) for depth in depths]
+    assert efs == sorted(efs)
+    assert efs[0] == EF_MIN  # a shallow search still keeps enough candidates
+    assert hnsw_ef(30, 512, 8) == 240  # 8 candidates a document
+    assert efs[-1] == settings.hnsw_ef  # BIENC_HNSW_EF: the most
+    assert hnsw_ef(1000, 64, 8) == 64  # a cap below the minimum is the cap

@@ -598,11 +598,14 @@ def test_edge_hnsw_rankings_agree_with_exact_search(tmp_path: Path) -> None:
         edge.close()
 
 
-def test_a_hybrid_searchs_tiers_agree_where_its_dense_leg_is_approximate(tmp_path: Path) -> None:
-    """Through HNSW (`ef` 160) a top-30 search's dense leg (~150 chunks) walks the graph while
-    a top-100 one's (~500 chunks, more than `ef`) is searched exactly: the first 30 of a
-    top-100 hybrid search are still a top-30 search's, and the first 100 of a top-1000 one
-    a top-100 search's (bienc.search.fusion, tiers)."""
+@pytest.mark.parametrize("search_ef", [160, 512])
+def test_a_searchs_tiers_agree_where_its_dense_leg_is_approximate(tmp_path: Path,
+                                                                    search_ef: int) -> None:
+    """Through HNSW a top-30 search's dense leg (~150 chunks) walks the graph while a top-100
+    one's (~500 chunks) walks it with a longer candidate list (`search_ef` 512: 240 against
+    512, hnsw_ef) or, being more than `ef` (160), is searched exactly: the first 30 of a
+    top-100 hybrid search are still a top-30 search's, and the first 100 of a top-1000 one a
+    top-100 search's (bienc.search.fusion, tiers). A dense search's pages agree within a tier."""
     rng = np.random.default_rng(7)
     basis = rng.normal(size=(16, 64)).astype(np.float32)
     docs, chunks = 1500, 3
@@ -615,8 +618,8 @@ def test_a_hybrid_searchs_tiers_agree_where_its_dense_leg_is_approximate(tmp_pat
         points.append(replace(head, payload={**head.payload, "chunks": chunks}))
         points += [_point(f"d{d}", c, vectors[d * chunks + c], chunks=chunks) for c in range(1, chunks)]
     # a sparse graph, so that its approximate answers differ from exact search's
-    edge = EdgeVectorStore(tmp_path / "edge", indexing_threshold=1000, search_ef=160, hnsw_m=4,
-                           hnsw_ef_construct=16)
+    edge = EdgeVectorStore(tmp_path / "edge", indexing_threshold=1000, search_ef=search_ef,
+                           hnsw_m=2, hnsw_ef_construct=8)
     try:
         edge.ensure_collection("c", _enc(64, lexical=BM25.record()))
         for start in range(0, len(points), 500):
@@ -632,6 +635,11 @@ def test_a_hybrid_searchs_tiers_agree_where_its_dense_leg_is_approximate(tmp_pat
             assert ranked[30][:10] == ranked[10]
             assert ranked[100][:30] == ranked[30]
             assert ranked[1000][:100] == ranked[100]
+            dense = {k: [c.doc_id for c in rank(edge, "c", SearchRequest(["q"], top_k=k), "dense",
+                                                query, None)]
+                     for k in (10, 20, 30, 40, 100)}
+            assert dense[10] == dense[20][:10] == dense[30][:10]
+            assert dense[40] == dense[100][:40]
     finally:
         edge.close()
 

@@ -164,7 +164,7 @@ class Parts:
                                  build.get("failed_at"))  # a start tries again at once
         self._lexical_dead = int(manifest.get("lexical_dead", 0))
         clear_leftovers(self.folder, set(states) | {lexical}, manifest.get("building"),
-                        set(manifest.get("retired", [])))
+                        set(manifest.get("retired", [])), self._next)
         for name, state in states.items():
             shard = qe.EdgeShard.load(str(self._part_dir(name)), self._dense_config())
             self.parts[name] = Part(name, shard, state, shard.info().points_count)
@@ -409,6 +409,7 @@ class Parts:
         with self._state_lock:
             self.parts[self.active].state = "sealed"
             self._new_active()
+        crash_point("parts.seal.created")  # the new active part's folder is made, not named
         self._save()
 
     def update_all(self, operation: qe.UpdateOperation, lexical: bool = True) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -91,17 +92,19 @@ class BuildCancelled(Exception):
     """The collection was closed (dropped, or the store closed) while its build ran."""
 
 
-def clear_leftovers(folder: Path, known: set[str], building: str | None, retired: set[str]) -> None:
+def clear_leftovers(folder: Path, known: set[str], building: str | None, retired: set[str],
+                    next_part: int) -> None:
     """Remove what a crash left under `folder`/parts/ (a builder's dot-folders, the target of
-    a build the crash kept from being swapped in, parts swapped out); quarantine any other
-    folder no manifest names: it may hold data (a manifest from a backup, a person's copy),
-    so it is kept for a person to look at."""
+    a build the crash kept from being swapped in, parts swapped out, a new part not yet named:
+    begun_unnamed); quarantine any other folder no manifest names: it may hold data (a
+    manifest from a backup, a person's copy), so it is kept for a person to look at."""
     parts_dir = folder / PARTS_DIR
     for leftover in sorted(parts_dir.iterdir()) if parts_dir.is_dir() else []:
         name = leftover.name
         if name in known:
             continue
-        if name.startswith(".") or name == building or name in retired:
+        if name.startswith(".") or name == building or name in retired or \
+                begun_unnamed(leftover, next_part):
             shutil.rmtree(leftover, ignore_errors=True)
             continue
         aside = folder / QUARANTINE / f"{name}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}"
@@ -112,6 +115,24 @@ def clear_leftovers(folder: Path, known: set[str], building: str | None, retired
         log.warning("%s is a folder no part of %s is named after: moved to %s and kept. "
                     "Delete it once you know it holds nothing you need.", leftover,
                     folder / MANIFEST, aside)
+
+
+def begun_unnamed(path: Path, next_part: int) -> bool:
+    """Whether `path` is a part begun after the manifest was last written (named p<n>, n at
+    least the manifest's `next`) that holds no point: the new active part that a crash caught
+    between making its folder and naming it. A part takes writes only once a manifest names
+    it, so such a folder holds nothing; one that holds points is kept (quarantined)."""
+    match = re.fullmatch(r"p(\d+)", path.name)
+    if match is None or int(match.group(1)) < next_part:
+        return False
+    try:
+        shard = qe.EdgeShard.load(str(path))
+    except Exception:  # not a part, or a damaged one: a person looks at it
+        return False
+    try:
+        return bool(shard.info().points_count == 0)
+    finally:
+        shard.close()
 
 
 def copy_tree(source: Path, into: Path, cancelled: Callable[[], bool]) -> None:

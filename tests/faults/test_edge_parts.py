@@ -18,6 +18,8 @@ Crash points of the store (bienc.store.parts, bienc.store.edge_indexer, bienc.st
     parts.install.saved      the manifest names the new part, the old ones not yet removed
     parts.upsert.between     a document's old points deleted from a sealed part, its new ones
                              not yet written to the active part (an upsert spanning parts)
+    parts.seal.created       the active part sealed and its successor's folder made, not
+                             yet in the manifest
     indexer.started          the parent, just after it started a builder
     builder.build            the builder, before it optimizes (it exits non-zero)
 """
@@ -164,7 +166,7 @@ def reopen_and_check(root: Path) -> None:
 
 
 @pytest.mark.parametrize("point", ["parts.copy", "parts.install.renamed", "parts.install.saved",
-                                   "parts.upsert.between"])
+                                   "parts.upsert.between", "parts.seal.created"])
 def test_a_kill_at_each_crash_point_loses_nothing(tmp_path: Path, point: str) -> None:
     root = tmp_path / "edge"
     _killed_at(root, point)

@@ -203,6 +203,7 @@ def _constants() -> list[tuple[str, Any, str]]:
     from bienc.api_requests import MAX_QUERIES
     from bienc.config.settings import MAX_TOP_K, MIN_KEY_CHARS
     from bienc.encoding.encoder import QUERY_WARM_UP_TOKENS, TOKENIZE_WINDOW
+    from bienc.encoding.openvino import DOCUMENT_NICE
     from bienc.ingest.documents import MAX_ID_CHARS
     from bienc.queue import versions
     from bienc.search import fusion
@@ -228,6 +229,8 @@ def _constants() -> list[tuple[str, Any, str]]:
         ("bienc.search.fusion.RRF_K", fusion.RRF_K, "RRF's k: a document scores 1 / (k + rank)"),
         ("bienc.encoding.encoder.QUERY_WARM_UP_TOKENS", QUERY_WARM_UP_TOKENS,
          "query lengths (tokens) a server encodes once at start"),
+        ("bienc.encoding.openvino.DOCUMENT_NICE", DOCUMENT_NICE,
+         "Linux scheduling priority (nice) of the threads that encode documents"),
         ("bienc.encoding.encoder.TOKENIZE_WINDOW", TOKENIZE_WINDOW,
          "texts a worker tokenises and plans into forward batches together"),
         ("bienc.workers.reindexing.WINDOW", reindexing.WINDOW,

@@ -19,6 +19,8 @@ import logging
 import os
 import queue
 import shutil
+import sys
+import threading
 import time
 import uuid
 import warnings
@@ -36,6 +38,11 @@ log = logging.getLogger(__name__)
 EXPORT_FORMAT = 1  # bump when the exported graph changes meaning
 _CALIBRATION_TEXTS = 256
 _PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16", "int8": "bf16"}
+# Linux scheduling priority (nice) of the threads that encode documents: the lowest, so that
+# where documents and queries share the cores (a server with its worker in the process, or a
+# worker beside an API on one host) a query's threads get them (CFS gives a nice-0 thread ~68
+# times the share of a nice-19 one) and an ingest runs at full speed when no query does.
+DOCUMENT_NICE = 19
 
 
 def cache_key(digest: Any, dtype: str) -> str:
@@ -160,6 +167,32 @@ def load_compiled(model: SentenceTransformer, digest: Any, dtype: str, cache_dir
     return compile_model
 
 
+def _compiled_at(nice: int, compile_model: Callable[[str], Any], hint: str) -> Any:
+    """`compile_model(hint)` run on a thread of priority `nice`: OpenVINO starts the threads
+    of the model's streams as it compiles it, and a Linux thread takes the priority of the
+    thread that starts it, so the model then runs its batches at that priority whoever hands
+    them over."""
+    done: list[Any] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)  # on Linux: this thread only
+        except OSError as error:  # the model then runs at the process's priority
+            log.warning("cannot lower the document threads' priority: %s", error)
+        try:
+            done.append(compile_model(hint))
+        except BaseException as error:  # raised again in the caller's thread
+            failed.append(error)
+
+    compiler = threading.Thread(target=run, name="bienc-compile-documents")
+    compiler.start()
+    compiler.join()
+    if failed:
+        raise failed[0]
+    return done[0]
+
+
 INT8_AVOID_WIDTHS = frozenset({32})  # batch widths the int8 graph gets wrong (OpenVINORunner)
 
 
@@ -169,9 +202,10 @@ class OpenVINORunner:
     Documents run under the THROUGHPUT hint: OpenVINO splits the cores into streams (two on
     two cores, one thread each) and `start` keeps one batch in flight per stream, so that no
     core waits for the other at each layer's synchronisation point (docs/performance.md,
-    "Streams": `python bench/encoder_levers.py` compares it with one request on every core).
-    Queries run on a `twin` under the LATENCY hint: one request on every core, the shortest
-    time for one batch.
+    "Streams": `python bench/encoder_levers.py` compares it with one request on every core),
+    on threads of priority DOCUMENT_NICE (on Linux). Queries run on a `twin` under the
+    LATENCY hint: one request on every core, the shortest time for one batch, on threads of
+    the process's own priority.
 
     `avoid_widths`: batch widths (tokens) run one padding column wider. Measured with the
     int8 graph (OpenVINO 2026.4, bf16 inference hint) on an Intel Xeon with AMX: every text
@@ -184,7 +218,8 @@ class OpenVINORunner:
     def __init__(self, compile_model: Callable[[str], Any], *, hint: str = "THROUGHPUT",
                  avoid_widths: frozenset[int] = frozenset()):
         self._compile = compile_model
-        compiled = compile_model(hint)
+        compiled = _compiled_at(DOCUMENT_NICE, compile_model, hint) \
+            if hint == "THROUGHPUT" and sys.platform == "linux" else compile_model(hint)
         self.depth = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
         for _ in range(self.depth):

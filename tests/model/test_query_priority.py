@@ -3,15 +3,19 @@ tokenised, and document batches wait to start while a query is encoded."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from bienc.encoding.encoder import QUERY_YIELD_S, Encoder
+from bienc.encoding.openvino import DOCUMENT_NICE
 
 TEXTS = ["How do plants make energy from light?", "Tides follow the moon.",
          "A short history of jazz in New Orleans."]
@@ -175,3 +179,37 @@ def test_when_a_shared_pass_fails_each_of_its_callers_is_told_and_the_next_query
     assert len(errors) == 2 and all("the runner failed" in str(e) for e in errors)
     assert not encoder._waiting
     assert encoder.encode_queries(TEXTS[2:]).shape == (1, encoder.dimension)
+
+
+def _cpu_ticks_by_thread() -> dict[int, tuple[int, int]]:
+    """This process's threads: id -> (CPU ticks used, nice)."""
+    threads = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # ended meanwhile
+            continue
+        threads[int(tid)] = (int(fields[11]) + int(fields[12]), int(fields[16]))
+    return threads
+
+
+def _busiest_thread(work: Callable[[], Any]) -> tuple[int, int]:
+    """(CPU ticks, nice) of the thread that used the most CPU while `work` ran."""
+    before = _cpu_ticks_by_thread()
+    work()
+    after = _cpu_ticks_by_thread()
+    return max((ticks - before.get(tid, (0, 0))[0], nice) for tid, (ticks, nice) in after.items())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are Linux's")
+def test_documents_are_encoded_by_threads_of_lower_priority_than_queries(
+        encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    if encoder.backend != "openvino":
+        pytest.skip("the document streams' priority is OpenVINO's")
+    _no_query_cache(encoder, monkeypatch)
+    documents = [f"{TEXTS[i % 3]} Paragraph {i} goes on about it at some length. " * 8 for i in range(96)]
+    ticks, nice = _busiest_thread(lambda: encoder.encode_documents(documents))
+    assert ticks > 0 and nice == DOCUMENT_NICE
+    queries = [f"{TEXTS[i % 3]} ({i})" for i in range(60)]
+    ticks, nice = _busiest_thread(lambda: [encoder.encode_queries([q]) for q in queries])
+    assert ticks > 0 and nice == os.getpriority(os.PRIO_PROCESS, 0)  # the process's own

@@ -5,8 +5,8 @@
 Each round times, in turn: the queries one call each from one thread (as one client's
 searches are), from 4 threads at once (as 4 clients' are: queries that wait for the encoder
 share its next forward pass, bienc.encoding.encoder.Encoder._encode_queries), and from one
-thread in calls of 4 (one pass of 4, the most sharing can give). Prints ms per query and,
-for the threads, the forward passes per query; then the medians over rounds. The query
+thread in calls of 4 (passes of 4 where their lengths allow, the most sharing can give).
+Prints ms per query and forward passes per query; then the medians over rounds. The query
 cache is off, and the encoder warmed up as `bienc serve` does.
 """
 
@@ -41,11 +41,14 @@ def threads(encoder: Encoder, queries: list[str], callers: int) -> tuple[float, 
     return spent / len(queries) * 1e3, (encoder.query_passes - passes) / len(queries)
 
 
-def batches(encoder: Encoder, queries: list[str], size: int) -> float:
+def batches(encoder: Encoder, queries: list[str], size: int) -> tuple[float, float]:
+    """ms per query and forward passes per query, one thread encoding `size` queries a call."""
+    passes = encoder.query_passes
     started = time.perf_counter()
     for start in range(0, len(queries), size):
         encoder.encode_queries(queries[start:start + size])
-    return (time.perf_counter() - started) / len(queries) * 1e3
+    spent = time.perf_counter() - started
+    return spent / len(queries) * 1e3, (encoder.query_passes - passes) / len(queries)
 
 
 def main() -> None:
@@ -61,7 +64,7 @@ def main() -> None:
     for round_no in range(1, args.rounds + 1):
         for name, run in (("1 thread", lambda: threads(encoder, queries, 1)),
                           ("4 threads", lambda: threads(encoder, queries, 4)),
-                          ("1 thread, calls of 4", lambda: (batches(encoder, queries, 4), 0.25))):
+                          ("1 thread, calls of 4", lambda: batches(encoder, queries, 4))):
             ms, passes = run()
             figures.setdefault(name, []).append(ms)
             print(f"round {round_no} {name}: {ms:.2f} ms a query, {passes:.2f} passes a query",

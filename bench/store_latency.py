@@ -116,7 +116,8 @@ def main() -> None:
         edge = EdgeVectorStore(folder / "edge", hnsw_m=args.hnsw_m, hnsw_ef_construct=args.hnsw_ef_construct,
                                search_ef=args.search_ef, indexing_threshold=args.indexing_threshold)
         try:
-            measure(f"Edge (m={args.hnsw_m}, ef_construct={args.hnsw_ef_construct}, ef={args.search_ef})",
+            measure(f"Edge (m={args.hnsw_m}, ef_construct={args.hnsw_ef_construct}, "
+                    f"ef at most {args.search_ef})",
                     edge, points, vectors, args.chunks, queries, args.batch)
         finally:
             edge.close()

@@ -129,8 +129,8 @@ def rank(store: Store, collection: str, request: SearchRequest, mode: Mode,
     top_k, query_filter = request.offset + request.top_k, request.filter
     if mode == "dense":
         assert vector is not None
-        # as deep as its tier, so that pages agree within it (past the last, `ef` is at its
-        # most whatever the depth: asked as deep as wanted)
+        # as deep as its tier, so that pages agree within it (past the last tier: asked as
+        # deep as wanted, as a tier of MAX_TOP_K would cost every deep search a top-1000)
         depth = leg_depth(top_k) if top_k <= TIERS[-1] else top_k
         ranked = store.dense_candidates(collection, vector, depth, query_filter=query_filter)[:top_k]
     elif mode == "lexical":

@@ -96,6 +96,16 @@ class _WaitingQueries:
         return self.vectors is not None or self.error is not None
 
 
+def _own_copy(error: BaseException) -> BaseException:
+    """A new instance of `error` (the same class and arguments, else a RuntimeError saying
+    it), for another thread to raise: raising one instance in several threads mixes their
+    tracebacks."""
+    try:
+        return copy.copy(error)
+    except Exception:
+        return RuntimeError(f"encoding the queries failed: {error!r}")
+
+
 class Encoder:
     """A loaded model. `encode_*` return float32 arrays of shape (n, dimension), rows of norm 1.
 
@@ -141,8 +151,9 @@ class Encoder:
         self._query_tokenizer_lock = threading.Lock() if own else self._tokenizer_lock
         self._runner_lock = threading.Lock()
         self._query_lock = self._runner_lock if self._query_runner is self._runner else threading.Lock()
-        self._waiting: list[_WaitingQueries] = []  # queries waiting for the query runner
-        self._waiting_lock = threading.Lock()
+        self._waiting: list[_WaitingQueries] = []  # queries waiting for a leader to take them
+        self._waiting_changed = threading.Condition()
+        self._leading = False  # a caller is encoding the queries it took
         self.query_passes = 0  # forward passes run for queries
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()  # least recent first
         self._query_cache_size = query_cache
@@ -191,37 +202,49 @@ class Encoder:
 
     def _encode_queries(self, texts: list[str]) -> np.ndarray:
         """`texts`' vectors on the query runner, together with those of every other caller
-        waiting for it: whoever gets the runner next encodes all the queries waiting, in one
-        forward pass, and the others find theirs done (no timer: a query that finds the
-        runner free starts at once). On two cores one pass of 4 queries took 1.21 ms a query
-        against 1.68 ms one by one (int8, AMD EPYC Zen 5), so concurrent searches share the
-        encoder's cost."""
+        waiting meanwhile: one caller at a time leads, taking every query waiting and
+        encoding them together (in one forward pass where the batching plan keeps them in
+        one batch), while the others wait for it and return as soon as it has answered
+        theirs. No timer: a query that finds no leader starts at once. On two cores one pass
+        of 4 queries took 1.21 ms a query against 1.68 ms one by one (int8, AMD EPYC Zen 5),
+        so concurrent searches share the encoder's cost."""
         waiting = _WaitingQueries(texts)
         self._count_call()
         with self._queries_changed:
             self._queries += 1
         try:
-            with self._waiting_lock:
+            with self._waiting_changed:
                 self._waiting.append(waiting)
-            with self._query_lock:
-                if not waiting.answered:  # else a caller before encoded it with theirs
-                    with self._waiting_lock:
-                        together, self._waiting = self._waiting, []
-                    self._encode_together(together)
+                while self._leading and not waiting.answered:
+                    self._waiting_changed.wait()
+                leads = not waiting.answered
+                if leads:  # the queries waiting now are this caller's to encode
+                    self._leading = True
+                    together, self._waiting = self._waiting, []
+            if leads:
+                try:
+                    with self._query_lock:
+                        self._encode_together(together)
+                finally:
+                    with self._waiting_changed:
+                        self._leading = False
+                        self._waiting_changed.notify_all()
         finally:
             with self._queries_changed:
                 self._queries -= 1
                 self._queries_changed.notify_all()
         if waiting.error is not None:
-            raise waiting.error
+            if leads:
+                raise waiting.error
+            raise _own_copy(waiting.error) from waiting.error  # one instance per thread
         assert waiting.vectors is not None
         return waiting.vectors
 
     def _encode_together(self, together: list[_WaitingQueries]) -> None:
         """Encode the queries of all `together` in one go (on the query runner, its lock
         held) and hand each its vectors, or the error."""
-        texts = [text for waiting in together for text in waiting.texts]
         try:
+            texts = [text for waiting in together for text in waiting.texts]
             out = np.empty((len(texts), self.dimension), dtype=np.float32)
             with self._query_tokenizer_lock:
                 planned = list(self._batches(texts, *self._query_preprocessing))

@@ -120,8 +120,8 @@ def clear_leftovers(folder: Path, known: set[str], building: str | None, retired
 def begun_unnamed(path: Path, next_part: int) -> bool:
     """Whether `path` is a part begun after the manifest was last written (named p<n>, n at
     least the manifest's `next`) that holds no point: the new active part that a crash caught
-    between making its folder and naming it. A part takes writes only once a manifest names
-    it, so such a folder holds nothing; one that holds points is kept (quarantined)."""
+    between making its folder and naming it. A part is named before it takes writes, so
+    such a folder holds nothing; one that holds points is kept (quarantined)."""
     match = re.fullmatch(r"p(\d+)", path.name)
     if match is None or int(match.group(1)) < next_part:
         return False

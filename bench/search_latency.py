@@ -19,7 +19,8 @@ Prints the build time, the process's peak memory and the store's size on disk, t
 mode and top-10, top-100 and top-1000 (a reranker's depth): p50/p99 ms of one query through
 bienc.search.searcher.search (query encoding included, with document text, as the API
 answers it, after the warm-up and heap settling `bienc serve` does at start; queries timed
-back to back), the p50 of each stage (encoding the query; ranking: the store's candidates,
+back to back, the modes taking turns query by query so that they are measured side by
+side), the p50 of each stage (encoding the query; ranking: the store's candidates,
 fused; fetching the hits' payloads) and recall@K of the document lists against the same
 search with exact dense search (exact=True) on the same collection.
 
@@ -63,7 +64,7 @@ from bienc.search.measures import load_queries
 from bienc.search.searcher import SearchRequest, search
 from bienc.store.edge import EdgeVectorStore
 from bienc.store.factory import open_store
-from bienc.store.interface import ChunkPoint, Store, hnsw_ef
+from bienc.store.interface import ChunkPoint, Hit, Store, hnsw_ef
 from bienc.store.record import Chunking
 from bienc.workers.indexing import build_points, encoding_of, index_hash
 
@@ -142,27 +143,52 @@ def exact_ranking(store: Store, encoder: Encoder, query: str, mode: str, k: int)
     return {c.doc_id for c in fuse({"dense": dense, "lexical": lexical}, "dbsf")[:k]}
 
 
-def floor(store: Store, encoder: Encoder, queries: list[str]) -> tuple[float, float]:
-    """p50 ms of the two costs no search can avoid, each query timed alone: encoding it, and
-    the engine's own top-10 query at the `ef` a top-10 search uses (one HNSW query per part,
-    no grouping of chunks into documents, no payloads)."""
+def floor(store: Store, encoder: Encoder, query: str) -> tuple[float, float]:
+    """ms of the two costs no search can avoid, for one query: encoding it, and the engine's
+    own top-10 query at the `ef` a top-10 search uses (one HNSW query per part, no grouping
+    of chunks into documents, no payloads)."""
     import qdrant_edge as qe
 
     assert isinstance(store, EdgeVectorStore)
     collection = store._collection(COLLECTION)
-    encode_ms, engine_ms = [], []
-    for query in queries:
-        started = time.perf_counter()
-        vector = encoder.encode_queries([query])[0]
-        encoded = time.perf_counter()
-        nearest = qe.Query.Nearest(vector.tolist())
-        collection.parts.query(*(qe.QueryRequest(limit=10, query=nearest,
-                                                 params=store.search_params(leg_depth(10), exact),
-                                                 with_payload=False, with_vector=False)
-                                 for exact in (False, True)))
-        engine_ms.append((time.perf_counter() - encoded) * 1e3)
-        encode_ms.append((encoded - started) * 1e3)
-    return float(np.percentile(encode_ms, 50)), float(np.percentile(engine_ms, 50))
+    started = time.perf_counter()
+    vector = encoder.encode_queries([query])[0]
+    encoded = time.perf_counter()
+    nearest = qe.Query.Nearest(vector.tolist())
+    collection.parts.query(*(qe.QueryRequest(limit=10, query=nearest,
+                                             params=store.search_params(leg_depth(10), exact),
+                                             with_payload=False, with_vector=False)
+                             for exact in (False, True)))
+    return (encoded - started) * 1e3, (time.perf_counter() - encoded) * 1e3
+
+
+Timed = tuple[list[float], list[list[float]], list[list[Hit]]]  # ms, stage ms, hits per query
+
+
+def timed_searches(store: Store, encoder: Encoder, queries: list[str], modes: list[str]
+                   ) -> tuple[dict[tuple[str, int], Timed], list[tuple[float, float]]]:
+    """Every query searched in each mode at each depth (and, at top-10, its floor), timed
+    back to back as a server answers them. The modes take turns query by query, in an order
+    that rotates, so that each meets the same state of the machine and of the caches: the
+    ratios between them are measured side by side."""
+    timed: dict[tuple[str, int], Timed] = {(m, k): ([], [], []) for m in modes for k in KS}
+    floors: list[tuple[float, float]] = []
+    with_floor = isinstance(store, EdgeVectorStore)
+    for k in KS:
+        turns = [*modes, *(["floor"] if k == 10 and with_floor else [])]
+        for i, query in enumerate(queries):
+            for mode in turns[i % len(turns):] + turns[:i % len(turns)]:
+                if mode == "floor":
+                    floors.append(floor(store, encoder, query))
+                    continue
+                latencies, stages, results = timed[(mode, k)]
+                timings: dict[str, float] = {}
+                started = time.perf_counter()
+                results.append(search(store, encoder, COLLECTION, SearchRequest(
+                    [query], top_k=k, mode=mode), timings=timings).hits[0])  # type: ignore[arg-type]
+                latencies.append((time.perf_counter() - started) * 1e3)
+                stages.append([timings[stage] * 1e3 for stage in ("encode", "rank", "fetch")])
+    return timed, floors
 
 
 def ef_sweep(settings: Settings, encoder: Encoder, queries: list[str], efs: list[int]) -> None:
@@ -291,8 +317,9 @@ def main() -> None:
         encoder.warm_up()  # as `bienc serve` does at start
         settle_heap()
         search(store, encoder, COLLECTION, SearchRequest(queries[:5], top_k=10))
-        floor_encode, floor_engine = floor(store, encoder, queries) \
-            if isinstance(store, EdgeVectorStore) else (0.0, 0.0)
+        timed, floors = timed_searches(store, encoder, queries, modes)
+        floor_encode, floor_engine = (float(x) for x in np.percentile(floors, 50, axis=0)) \
+            if floors else (0.0, 0.0)
         floor_ms = floor_encode + floor_engine
         print(f"floor: encode {floor_encode:.1f} ms + the engine's own top-10 at ef "
               f"{hnsw_ef(leg_depth(10), settings.hnsw_ef)} {floor_engine:.1f} ms = "
@@ -303,14 +330,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for mode in modes:
             for k in KS:
-                latencies, stages, results = [], [], []
-                for query in queries:  # timed back to back, as a server answers them
-                    timings: dict[str, float] = {}
-                    started = time.perf_counter()
-                    results.append(search(store, encoder, COLLECTION, SearchRequest(
-                        [query], top_k=k, mode=mode), timings=timings).hits[0])  # type: ignore[arg-type]
-                    latencies.append((time.perf_counter() - started) * 1e3)
-                    stages.append([timings[stage] * 1e3 for stage in ("encode", "rank", "fetch")])
+                latencies, stages, results = timed[(mode, k)]
                 recalls, found = [], {"real": [0, 0], "filler": [0, 0]}
                 for query, hits in zip(queries, results, strict=True):  # then exact, untimed
                     want = exact_ranking(store, encoder, query, mode, k)

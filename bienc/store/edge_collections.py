@@ -15,7 +15,7 @@ import json
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,17 @@ class DocumentNames:
 
     def get(self, key: int) -> str | None:
         return self._names.get(key)
+
+    def lookup(self, keys: Iterable[int]) -> tuple[dict[int, str], list[int]]:
+        """The names known of `keys`, and the keys not known."""
+        known, names, missing = self._names, {}, []
+        for key in keys:
+            name = known.get(key)
+            if name is None:
+                missing.append(key)
+            else:
+                names[key] = name
+        return names, missing
 
     def add(self, names: Mapping[int, str]) -> None:
         with self._lock:

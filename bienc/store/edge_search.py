@@ -97,7 +97,7 @@ def dense_candidates(collection: OpenCollection, vector: np.ndarray, limit: int,
         fetch = max(2 * fetch, int(fetch * 1.25 * limit / max(1, len(best))))
     kept = list(best.items())[:max(0, limit)]
     if keyed:
-        return _named(collection, [found for _, found in kept])
+        return _named(collection, kept)
     return [Candidate(doc_id, chunk, score) for doc_id, (_, chunk, score) in kept]
 
 
@@ -126,13 +126,14 @@ def _best_chunks(scored: Sequence[Any], limit: int, keyed: bool
     return best, 0
 
 
-def _named(collection: OpenCollection, chosen: list[tuple[Any, int, float]]) -> list[Candidate]:
-    """Candidates of best chunks found by their point ids alone ("document-key" ids), named
-    (_names). A document deleted since it was found and never named before is left out."""
-    keys = [document_key(point) for point, _, _ in chosen]
-    names = _names(collection, keys, [point for point, _, _ in chosen])
+def _named(collection: OpenCollection, chosen: list[tuple[int, tuple[Any, int, float]]]
+           ) -> list[Candidate]:
+    """Candidates of best chunks found by their point ids alone ("document-key" ids), given
+    as (document key, (point id, chunk, score)), named (_names). A document deleted since it
+    was found and never named before is left out."""
+    names = _names(collection, [key for key, _ in chosen], [point for _, (point, _, _) in chosen])
     return [Candidate(names[key], chunk, score)
-            for (_, chunk, score), key in zip(chosen, keys, strict=True) if key in names]
+            for key, (_, chunk, score) in chosen if key in names]
 
 
 def _names(collection: OpenCollection, keys: Sequence[int], points: Sequence[Any] = ()
@@ -141,14 +142,7 @@ def _names(collection: OpenCollection, keys: Sequence[int], points: Sequence[Any
     (OpenCollection.names), the others read from the documents' chunk 0 in the lexical part,
     whose payloads are small (~0.35 ms for 100, against ~0.8 ms from the dense parts' full
     ones), and from `points` (the chunks found, in the dense parts) for any not found there."""
-    known = collection.names
-    names: dict[int, str] = {}
-    missing: list[int] = []
-    for key in keys:
-        if (name := known.get(key)) is not None:
-            names[key] = name
-        else:
-            missing.append(key)
+    names, missing = collection.names.lookup(keys)
     if not missing:
         return names
     read = _document_names(collection.parts.retrieve_lexical(
@@ -157,7 +151,7 @@ def _names(collection: OpenCollection, keys: Sequence[int], points: Sequence[Any
     unread = [point for point in points if document_key(point) not in named]
     if unread:
         read.update(_document_names(collection.parts.retrieve(unread, ["doc_id"])))
-    known.add(read)
+    collection.names.add(read)
     names.update(read)
     return names
 

@@ -241,11 +241,14 @@ class Parts:
     # Reads
 
     @contextmanager
-    def _held(self, lexical: bool = False) -> Iterator[list[Part]]:
-        """The dense parts (or the lexical one) now, none of them closed until released."""
+    def _held(self, lexical: bool = False, filled: bool = False) -> Iterator[list[Part]]:
+        """The dense parts (or the lexical one) now, none of them closed until released;
+        `filled`: without the active part while it holds no point (a search or a read of
+        ids skips it: reading 1,750 ids in an empty part took 1.8 ms)."""
         with self._state_lock:
             held = [self.lexical_part] if lexical and self.lexical_part else \
-                [] if lexical else list(self.parts.values())
+                [] if lexical else [p for p in self.parts.values() if not filled
+                                    or p.name != self.active or self.active_points]
             for part in held:
                 part.readers += 1
         try:
@@ -299,7 +302,7 @@ class Parts:
         found: list[Any] = []
         ef = request.params.hnsw_ef if request.params is not None else None
         in_list = ef is not None and request.limit <= ef
-        with self._held() as held:
+        with self._held(filled=True) as held:
             for part in held:
                 by_index = part.state == "indexed" and \
                     (in_list or part.points >= EXACT_RATIO * request.limit)
@@ -317,7 +320,7 @@ class Parts:
             return held[0].shard.retrieve(ids, fields, False) if held and ids else []
 
     def retrieve(self, ids: list[qe.PointId], fields: Any) -> list[Any]:
-        with self._held() as held:
+        with self._held(filled=True) as held:
             return [r for part in held for r in part.shard.retrieve(ids, fields, False)]
 
     def count(self, request: qe.CountRequest) -> int:
@@ -396,9 +399,9 @@ class Parts:
                     if held:
                         self._apply(part, qe.UpdateOperation.delete_points(held))
                         crash_point("parts.upsert.between")
-            if points:
-                self.parts[self.active].shard.update(qe.UpdateOperation.upsert_points(points))
+            if points:  # counted first: a read skips the active part while it counts none
                 self.active_points += len(points)
+                self.parts[self.active].shard.update(qe.UpdateOperation.upsert_points(points))
             if self.active_points < self._threshold:
                 return False
             self._seal()

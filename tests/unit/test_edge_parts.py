@@ -273,3 +273,22 @@ def test_a_nearly_full_disk_refuses_writes_as_an_outage(tmp_path: Path) -> None:
         assert store.count_documents("c") == 3
     finally:
         store.close()
+
+
+def test_points_are_found_the_moment_they_are_written_after_a_seal(tmp_path: Path) -> None:
+    """Searches and reads skip the active part while it holds nothing. Right after a seal
+    (a new, empty active part), the sealed points are found and read, and so is the first
+    point written to the new part, at once."""
+    store = EdgeVectorStore(tmp_path / "edge", indexing_threshold=100)
+    try:
+        store.ensure_collection("c", _encoding())
+        sealed = _points(0, 100)
+        store.upsert("c", sealed)
+        for point in (sealed[7], _points(100, 1)[0]):
+            if point.doc_id == "d100":
+                store.upsert("c", [point])
+            found = store.dense_candidates("c", point.vector, 1, exact=True)
+            assert [c.doc_id for c in found] == [point.doc_id]
+            assert [h.text for h in store.fetch_hits("c", found)] == [point.payload["text"]]
+    finally:
+        store.close()

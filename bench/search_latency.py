@@ -3,6 +3,8 @@ path, in each search mode.
 
     python bench/search_latency.py                      # SciFact chunks + filler to 100k points
     python bench/search_latency.py --points 1000000     # a million chunks
+    python bench/search_latency.py --points 100000,1000000 --modes dense,hybrid --queries 100
+                                                        # both, the second a ratio of the first
     python bench/search_latency.py --points 20000 --documents 1000 --quantization int8
     python bench/search_latency.py --during-ingest      # and search beside an ingest
     python bench/search_latency.py --ef-sweep 128,256,512,1024,2048
@@ -18,7 +20,8 @@ interface with the BIENC_HNSW_* / BIENC_QUANTIZATION settings.
 Prints the build time, the process's peak memory and the store's size on disk, then for each
 mode and top-10, top-100 and top-1000 (a reranker's depth): p50/p99 ms of one query through
 bienc.search.searcher.search (query encoding included, with document text, as the API
-answers it, after the warm-up and heap settling `bienc serve` does at start; queries timed
+answers it, after the warm-up and heap settling `bienc serve` does at start and one untimed
+top-10 pass over the queries, as a server that has answered for a while; queries timed
 back to back, the modes taking turns query by query so that they are measured side by
 side), the p50 of each stage (encoding the query; ranking: the store's candidates,
 fused; fetching the hits' payloads) and recall@K of the document lists against the same
@@ -34,7 +37,12 @@ with nothing else running, then while that process ingests --ingest-documents Sc
 again under new ids (re-encoded: about three sealed parts' worth at the default chunking), to
 the ingest's last batch.
 
-Ends with one JSON line (dense mode; hybrid_* for hybrid; during_ingest_* with --during-ingest).
+With several --points, the collection grows to each size in turn (the same SciFact chunks,
+more filler) and is measured at each, in one run: the ratios between the largest and the
+smallest are measured side by side.
+
+Each size ends with one JSON line (dense mode; hybrid_* for hybrid); --during-ingest adds one
+(during_ingest_*), several --points one of the ratios, largest against smallest (*_p50_ms_ratio).
 Encoded SciFact chunks are cached in bench/out so a rerun skips the encoding.
 """
 
@@ -85,9 +93,9 @@ def peak_rss_mb(children: bool = False) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux: KiB
 
 
-def build(store: Store, encoder: Encoder, settings: Settings, docs: list[Document],
-          points_wanted: int) -> tuple[int, int]:
-    """Write the collection; returns (real chunks, filler chunks)."""
+def write_scifact(store: Store, encoder: Encoder, settings: Settings, docs: list[Document]
+                  ) -> tuple[np.ndarray, list[Any]]:
+    """Write every SciFact chunk; returns their vectors and the documents' lexical vectors."""
     params = Chunking(settings.chunking, settings.chunk_tokens, settings.chunk_overlap)
     lexical = lexical_params(settings)
     chunked, vectors = encoded_chunks(encoder, docs, params)
@@ -104,26 +112,38 @@ def build(store: Store, encoder: Encoder, settings: Settings, docs: list[Documen
             store.upsert(COLLECTION, batch)
             batch = []
     store.upsert(COLLECTION, batch)
-    filler = max(0, points_wanted - len(vectors))
-    rng = np.random.default_rng(0)
-    mean, cov = vectors.mean(axis=0), np.cov(vectors, rowvar=False)
-    for start in range(0, filler, 5000):
-        n = min(5000, filler - start)
-        fake = rng.multivariate_normal(mean, cov, size=n).astype(np.float32)
-        fake /= np.linalg.norm(fake, axis=1, keepdims=True)
-        picks = rng.integers(0, len(docs), size=n)
-        points = []
-        for i, v in enumerate(fake):
-            number, chunk = divmod(start + i, FILLER_CHUNKS)
-            payload = {"doc_id": f"filler-{number}", "chunk": chunk, "chunks": FILLER_CHUNKS,
-                       "title": "", "metadata": {}, "content_hash": "f",
-                       "chunk_text": f"filler chunk {chunk}"}
-            if chunk == 0:
-                payload["text"] = "filler " * 100
-            points.append(ChunkPoint(f"filler-{number}", chunk, v, payload,
-                                     sparse[picks[i]] if chunk == 0 else None))
-        store.upsert(COLLECTION, points)
-    return len(vectors), filler
+    return vectors, list(sparse)
+
+
+class Filler:
+    """Filler documents of FILLER_CHUNKS chunks, their vectors drawn from a Gaussian with the
+    real chunks' mean and covariance, their lexical vectors those of random SciFact documents;
+    written `add` at a time, numbered on from the last (the same chunks for the same seed)."""
+
+    def __init__(self, vectors: np.ndarray, sparse: list[Any]) -> None:
+        self.mean, self.cov = vectors.mean(axis=0), np.cov(vectors, rowvar=False)
+        self.sparse = sparse
+        self.rng = np.random.default_rng(0)
+        self.written = 0
+
+    def add(self, store: Store, count: int) -> None:
+        for start in range(self.written, self.written + count, 5000):
+            n = min(5000, self.written + count - start)
+            fake = self.rng.multivariate_normal(self.mean, self.cov, size=n).astype(np.float32)
+            fake /= np.linalg.norm(fake, axis=1, keepdims=True)
+            picks = self.rng.integers(0, len(self.sparse), size=n)
+            points = []
+            for i, v in enumerate(fake):
+                number, chunk = divmod(start + i, FILLER_CHUNKS)
+                payload = {"doc_id": f"filler-{number}", "chunk": chunk, "chunks": FILLER_CHUNKS,
+                           "title": "", "metadata": {}, "content_hash": "f",
+                           "chunk_text": f"filler chunk {chunk}"}
+                if chunk == 0:
+                    payload["text"] = "filler " * 100
+                points.append(ChunkPoint(f"filler-{number}", chunk, v, payload,
+                                         self.sparse[picks[i]] if chunk == 0 else None))
+            store.upsert(COLLECTION, points)
+        self.written += max(0, count)
 
 
 def exact_ranking(store: Store, encoder: Encoder, query: str, mode: str, k: int) -> set[str]:
@@ -260,7 +280,9 @@ def during_ingest(folder: Path, overrides: dict[str, object], queries: list[str]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--points", default="100000",
+                        help="points in the collection; several, comma-separated: the collection "
+                             "grows to each in turn and is measured at each")
     parser.add_argument("--documents", type=int, default=0, help="SciFact documents; 0 = all")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--modes", default="dense,lexical,hybrid",
@@ -286,87 +308,107 @@ def main() -> None:
     encoder = load_encoder(settings)
     corpus = read_path(DATA / "corpus.jsonl", max_text_chars=10**7)
     docs = [d for d in itertools.islice(corpus, args.documents or None) if isinstance(d, Document)]
-    summary: dict[str, Any] = {}
+    sizes = sorted(int(x) for x in args.points.split(",") if x.strip())
 
+    queries = list(load_queries(DATA / "queries_test.jsonl").values())[:args.queries]
     store = open_store(settings)
+    summaries: list[dict[str, Any]] = []
     try:
         started = time.perf_counter()
-        real, filler = build(store, encoder, settings, docs, args.points)
-        written_s = time.perf_counter() - started
-        if isinstance(store, EdgeVectorStore):  # index builds run in builder processes
-            store.wait_indexed(COLLECTION, timeout_s=7200)
-            print(f"index: {store.index_state(COLLECTION)}", flush=True)
-        build_s = time.perf_counter() - started
-        info = store.info(COLLECTION)
-        print(f"store {store.location} ({type(store).__name__}, hnsw m={settings.hnsw_m} "
-              f"ef_construct={settings.hnsw_ef_construct} ef={settings.hnsw_ef}, quantization "
-              f"{settings.quantization}): {info.points} points ({real} SciFact chunks of "
-              f"{len(docs)} documents + {filler} filler chunks), {info.documents} documents, "
-              f"written in {written_s:.0f} s, indexed {build_s:.0f} s from the start; peak RSS "
-              f"{peak_rss_mb():.0f} MB (builder processes: {peak_rss_mb(children=True):.0f} MB); "
-              f"encoder {encoder.encoding}", flush=True)
-        disk_mb = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
-        print(f"store folder: {disk_mb:.0f} MB on disk", flush=True)
-        summary.update(points=info.points, build_s=round(build_s, 1), disk_mb=round(disk_mb))
-
-        queries = list(load_queries(DATA / "queries_test.jsonl").values())[:args.queries]
-        if args.ef_sweep:
-            store.close()  # one store open at a time on the folder
-            ef_sweep(settings, encoder, queries, [int(x) for x in args.ef_sweep.split(",")])
-            store = open_store(settings)
-        encoder.warm_up()  # as `bienc serve` does at start
-        settle_heap()
-        search(store, encoder, COLLECTION, SearchRequest(queries[:5], top_k=10))
-        timed, floors = timed_searches(store, encoder, queries, modes)
-        floor_encode, floor_engine = (float(x) for x in np.percentile(floors, 50, axis=0)) \
-            if floors else (0.0, 0.0)
-        floor_ms = floor_encode + floor_engine
-        print(f"floor: encode {floor_encode:.1f} ms + the engine's own top-10 at ef "
-              f"{hnsw_ef(leg_depth(10), settings.hnsw_ef)} {floor_engine:.1f} ms = "
-              f"{floor_ms:.1f} ms (p50s)", flush=True)
-        summary["floor_ms"] = round(floor_ms, 2)
-        print("| mode | top-K | p50 ms | p99 ms | of which p50 ms: encode / rank / fetch "
-              "| recall@K vs exact dense (mean / min) |")
-        print("|---|---|---|---|---|---|")
-        for mode in modes:
-            for k in KS:
-                latencies, stages, results = timed[(mode, k)]
-                recalls, found = [], {"real": [0, 0], "filler": [0, 0]}
-                for query, hits in zip(queries, results, strict=True):  # then exact, untimed
-                    want = exact_ranking(store, encoder, query, mode, k)
-                    got = {h.doc_id for h in hits}
-                    recalls.append(len(want & got) / max(1, len(want)))
-                    for doc_id in want:  # recall on SciFact's chunks and on the filler apart
-                        tally = found["filler" if doc_id.startswith("filler-") else "real"]
-                        tally[0] += doc_id in got
-                        tally[1] += 1
-                p50, p99 = (float(x) for x in np.percentile(latencies, [50, 99]))
-                split = " / ".join(f"{x:.1f}" for x in np.percentile(stages, 50, axis=0))
-                print(f"| {mode} | {k} | {p50:.1f} | {p99:.1f} | {split} | "
-                      f"{np.mean(recalls):.4f} / {min(recalls):.2f} |", flush=True)
-                prefix = "" if mode == "dense" else f"{mode}_"
-                if k in (10, 1000):
-                    summary[f"{prefix}top{k}_p50_ms"] = round(p50, 2)
-                if k == 10:
-                    summary[f"{prefix}top10_p99_ms"] = round(p99, 2)
-                    summary[f"{prefix}recall10"] = round(float(np.mean(recalls)), 4)
-                    for kind, (hit, of) in found.items():
-                        summary[f"{prefix}recall10_{kind}"] = round(hit / of, 4) if of else None
-                    if floor_ms:
-                        summary[f"{prefix}floor_ratio"] = round(p50 / floor_ms, 2)
-                        print(f"  top-10 p50 / floor: x{p50 / floor_ms:.2f}; recall@10 on SciFact "
-                              f"chunks {summary[f'{prefix}recall10_real']}, on filler "
-                              f"{summary[f'{prefix}recall10_filler']}", flush=True)
-        summary["peak_rss_mb"] = round(peak_rss_mb())
-        summary["builder_peak_rss_mb"] = round(peak_rss_mb(children=True))
+        vectors, sparse = write_scifact(store, encoder, settings, docs)
+        filler = Filler(vectors, sparse)
+        for points in sizes:
+            filler.add(store, points - len(vectors) - filler.written)
+            written_s = time.perf_counter() - started
+            if isinstance(store, EdgeVectorStore):  # index builds run in builder processes
+                store.wait_indexed(COLLECTION, timeout_s=7200)
+                print(f"index: {store.index_state(COLLECTION)}", flush=True)
+            build_s = time.perf_counter() - started
+            info = store.info(COLLECTION)
+            print(f"store {store.location} ({type(store).__name__}, hnsw m={settings.hnsw_m} "
+                  f"ef_construct={settings.hnsw_ef_construct} ef={settings.hnsw_ef}, quantization "
+                  f"{settings.quantization}): {info.points} points ({len(vectors)} SciFact chunks "
+                  f"of {len(docs)} documents + {filler.written} filler chunks), {info.documents} "
+                  f"documents, written {written_s:.0f} s and indexed {build_s:.0f} s from the "
+                  f"start; peak RSS {peak_rss_mb():.0f} MB (builder processes: "
+                  f"{peak_rss_mb(children=True):.0f} MB); encoder {encoder.encoding}", flush=True)
+            disk_mb = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+            print(f"store folder: {disk_mb:.0f} MB on disk", flush=True)
+            summary: dict[str, Any] = {"points": info.points, "build_s": round(build_s, 1),
+                                       "disk_mb": round(disk_mb)}
+            if args.ef_sweep:
+                store.close()  # one store open at a time on the folder
+                ef_sweep(settings, encoder, queries, [int(x) for x in args.ef_sweep.split(",")])
+                store = open_store(settings)
+            measure(store, encoder, settings, queries, modes, summary)
+            print(json.dumps(summary), flush=True)
+            summaries.append(summary)
         store.close()
         if args.during_ingest:
-            summary.update(during_ingest(folder, overrides, queries, docs[:args.ingest_documents]))
+            summary = {"points": sizes[-1], **during_ingest(
+                folder, overrides, queries, docs[:args.ingest_documents])}
+            print(json.dumps(summary), flush=True)
     finally:
         store.close()
         shutil.rmtree(folder, ignore_errors=True)
-    print(json.dumps(summary))
+    if len(summaries) > 1:  # the largest size against the smallest, measured in this run
+        first, last = summaries[0], summaries[-1]
+        print(json.dumps({"points": [first["points"], last["points"]], **{
+            f"{key}_ratio": round(last[key] / first[key], 2)
+            for key in first if key.endswith("_p50_ms") and first[key] and key in last}}))
 
+
+def measure(store: Store, encoder: Encoder, settings: Settings, queries: list[str],
+            modes: list[str], summary: dict[str, Any]) -> None:
+    """Time the searches (timed_searches), score their recall against exact search, print
+    the table and add the figures to `summary`."""
+    encoder.warm_up()  # as `bienc serve` does at start
+    settle_heap()
+    for mode in modes:  # untimed: the store's pages that these searches read are mapped, as
+        for query in queries:  # in a server that has answered for a while
+            search(store, encoder, COLLECTION, SearchRequest([query], top_k=10, mode=mode))  # type: ignore[arg-type]
+    timed, floors = timed_searches(store, encoder, queries, modes)
+    floor_encode, floor_engine = (float(x) for x in np.percentile(floors, 50, axis=0)) \
+        if floors else (0.0, 0.0)
+    floor_ms = floor_encode + floor_engine
+    print(f"floor: encode {floor_encode:.1f} ms + the engine's own top-10 at ef "
+          f"{hnsw_ef(leg_depth(10), settings.hnsw_ef)} {floor_engine:.1f} ms = "
+          f"{floor_ms:.1f} ms (p50s)", flush=True)
+    summary["floor_ms"] = round(floor_ms, 2)
+    print("| mode | top-K | p50 ms | p99 ms | of which p50 ms: encode / rank / fetch "
+          "| recall@K vs exact dense (mean / min) |")
+    print("|---|---|---|---|---|---|")
+    for mode in modes:
+        for k in KS:
+            latencies, stages, results = timed[(mode, k)]
+            recalls, found = [], {"real": [0, 0], "filler": [0, 0]}
+            for query, hits in zip(queries, results, strict=True):  # then exact, untimed
+                want = exact_ranking(store, encoder, query, mode, k)
+                got = {h.doc_id for h in hits}
+                recalls.append(len(want & got) / max(1, len(want)))
+                for doc_id in want:  # recall on SciFact's chunks and on the filler apart
+                    tally = found["filler" if doc_id.startswith("filler-") else "real"]
+                    tally[0] += doc_id in got
+                    tally[1] += 1
+            p50, p99 = (float(x) for x in np.percentile(latencies, [50, 99]))
+            split = " / ".join(f"{x:.1f}" for x in np.percentile(stages, 50, axis=0))
+            print(f"| {mode} | {k} | {p50:.1f} | {p99:.1f} | {split} | "
+                  f"{np.mean(recalls):.4f} / {min(recalls):.2f} |", flush=True)
+            prefix = "" if mode == "dense" else f"{mode}_"
+            if k in (10, 1000):
+                summary[f"{prefix}top{k}_p50_ms"] = round(p50, 2)
+            if k == 10:
+                summary[f"{prefix}top10_p99_ms"] = round(p99, 2)
+                summary[f"{prefix}recall10"] = round(float(np.mean(recalls)), 4)
+                for kind, (hit, of) in found.items():
+                    summary[f"{prefix}recall10_{kind}"] = round(hit / of, 4) if of else None
+                if floor_ms:
+                    summary[f"{prefix}floor_ratio"] = round(p50 / floor_ms, 2)
+                    print(f"  top-10 p50 / floor: x{p50 / floor_ms:.2f}; recall@10 on SciFact "
+                          f"chunks {summary[f'{prefix}recall10_real']}, on filler "
+                          f"{summary[f'{prefix}recall10_filler']}", flush=True)
+    summary["peak_rss_mb"] = round(peak_rss_mb())
+    summary["builder_peak_rss_mb"] = round(peak_rss_mb(children=True))
 
 if __name__ == "__main__":
     main()

@@ -201,7 +201,7 @@ def routes_reference() -> str:
 def _constants() -> list[tuple[str, Any, str]]:
     """(name, value, meaning) of the numbers the design pages quote."""
     from bienc.api_requests import MAX_QUERIES
-    from bienc.config.settings import MAX_TOP_K, MIN_KEY_CHARS
+    from bienc.config.settings import LARGE_PART_POINTS, MAX_TOP_K, MIN_KEY_CHARS
     from bienc.encoding.encoder import QUERY_WARM_UP_TOKENS, TOKENIZE_WINDOW
     from bienc.encoding.openvino import DOCUMENT_NICE
     from bienc.ingest.documents import MAX_ID_CHARS
@@ -240,6 +240,8 @@ def _constants() -> list[tuple[str, Any, str]]:
         ("bienc.store.interface.EF_MIN", EF_MIN,
          "HNSW candidates a dense search keeps at least (BIENC_HNSW_EF_PER_DOCUMENT a document "
          "asked for, BIENC_HNSW_EF at most)"),
+        ("bienc.config.settings.LARGE_PART_POINTS", LARGE_PART_POINTS,
+         "points from which an Edge part's graph takes BIENC_HNSW_M_LARGE links per node"),
         ("bienc.store.parts.EXACT_RATIO", parts.EXACT_RATIO,
          "an Edge part with fewer points than this many per point asked for is searched exactly "
          "(when more points are asked for than the search's ef)"),

@@ -4,8 +4,9 @@ searches them (bienc.store.parts says why and how the result is swapped in).
     python -m bienc.store.builder SPEC_JSON
 
 SPEC: {"kind": "index" | "merge" | "compact", "copies": [folder, ...], "target": folder,
-"config": dense_config's keyword arguments (none for "compact"), "parent": the pid of the
-process that started it}.
+"config": dense_config's keyword arguments (none for "compact"), "graph": {"hnsw_m_large":
+links, "large_part": points} (graph_links; optional), "parent": the pid of the process that
+started it}.
 "index" turns the one copy (of a sealed part) into the target with one indexed segment;
 "merge" writes every point of the copies into a new target and indexes it; "compact" writes
 every point of the one copy (of the lexical part) into a new target, leaving behind the slots
@@ -88,17 +89,39 @@ def scratch_of(target: Path) -> Path:
     return target.with_name(target.name + ".work")
 
 
+def graph_links(points: int, hnsw_m: int, hnsw_m_large: int, large_part: int) -> int:
+    """Links per node of the graph of a part of `points` points: `hnsw_m_large` from
+    `large_part` points on where that is more (settings.LARGE_PART_POINTS says why), else
+    `hnsw_m`."""
+    return max(hnsw_m, hnsw_m_large) if points >= large_part else hnsw_m
+
+
+def _for_its_size(shard: qe.EdgeShard, folder: Path, config: dict[str, Any],
+                  graph: dict[str, int]) -> qe.EdgeShard:
+    """`shard`, opened again with the links its size calls for (graph_links) where they
+    differ from `config`'s, before its graph is built."""
+    links = graph_links(shard.info().points_count, config["hnsw_m"], **graph) if graph \
+        else config["hnsw_m"]
+    if links == config["hnsw_m"]:
+        return shard
+    shard.close()
+    return qe.EdgeShard.load(str(folder), dense_config(**{**config, "hnsw_m": links}, indexing=True))
+
+
 def build(spec: dict[str, Any]) -> None:
     target = Path(spec["target"])
     copies = [Path(c) for c in spec["copies"]]
     merged = scratch_of(target)
     shutil.rmtree(merged, ignore_errors=True)
+    config, graph = spec.get("config") or {}, spec.get("graph") or {}
     if spec["kind"] == "index":
         built = copies[0]
-        shard = qe.EdgeShard.load(str(built), dense_config(**spec["config"], indexing=True))
+        shard = _for_its_size(qe.EdgeShard.load(str(built), dense_config(**config, indexing=True)),
+                              built, config, graph)
     elif spec["kind"] == "merge":
         built = merged
-        shard = _copy_points(copies, built, dense_config(**spec["config"], indexing=True))
+        shard = _for_its_size(_copy_points(copies, built, dense_config(**config, indexing=True)),
+                              built, config, graph)
     else:
         built = merged
         shard = _copy_points(copies, built, lexical_config())

@@ -72,7 +72,7 @@ from bienc.config.errors import (
     ConfigError,
     StoreUnavailableError,
 )
-from bienc.config.settings import HNSW_EF_PER_DOCUMENT
+from bienc.config.settings import HNSW_EF_PER_DOCUMENT, LARGE_PART_POINTS
 from bienc.store import edge_search
 from bienc.store.base import StoreBase, in_use_error
 from bienc.store.durable import is_io_error
@@ -107,14 +107,16 @@ class EdgeVectorStore(StoreBase):
     and errors of bienc.store.qdrant.VectorStore. A missing collection raises CollectionNotFoundError
     from every method that needs it (VectorStore's local mode lets some raise ValueError)."""
 
-    def __init__(self, root: Path, *, hnsw_m: int = 16, hnsw_ef_construct: int = 100,
+    def __init__(self, root: Path, *, hnsw_m: int = 16, hnsw_m_large: int = 32,
+                 large_part: int = LARGE_PART_POINTS, hnsw_ef_construct: int = 100,
                  search_ef: int = 512, ef_per_document: int = HNSW_EF_PER_DOCUMENT,
                  indexing_threshold: int = 10_000, quantization: bool = False,
                  oversampling: float = 2.0, indexed_fields: Mapping[str, IndexType] | None = None,
                  build_retry_s: float = RETRY_BASE_S, min_free_mb: float = MIN_FREE_MB):
-        if min(hnsw_m, hnsw_ef_construct, search_ef, ef_per_document, indexing_threshold) < 1:
-            raise ConfigError("hnsw_m, hnsw_ef_construct, search_ef, ef_per_document and "
-                              "indexing_threshold must be >= 1")
+        if min(hnsw_m, hnsw_m_large, hnsw_ef_construct, search_ef, ef_per_document,
+               indexing_threshold) < 1:
+            raise ConfigError("hnsw_m, hnsw_m_large, hnsw_ef_construct, search_ef, "
+                              "ef_per_document and indexing_threshold must be >= 1")
         self._root = Path(root)
         self.location = str(self._root)
         self._hnsw_m = hnsw_m
@@ -133,7 +135,9 @@ class EdgeVectorStore(StoreBase):
         self._root.mkdir(parents=True, exist_ok=True)
         self._lock_file: IO[bytes] | None = self._take_folder_lock()
         self._aliases = AliasFile(self._root)
-        self._indexer = Indexer(self._open_collections, self._dense_settings)
+        # a part's graph has more links from `large_part` points on (builder.graph_links)
+        self._indexer = Indexer(self._open_collections, self._dense_settings,
+                                {"hnsw_m_large": hnsw_m_large, "large_part": large_part})
 
     def _take_folder_lock(self) -> IO[bytes]:
         handle = (self._root / ".lock").open("ab")

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bienc.config.crash import crash_point
@@ -39,13 +39,16 @@ _RELEASE_WAIT_S = 60.0  # how long dropping a collection waits for its build to 
 class Indexer:
     """Runs the index jobs of the `collections` open now (physical name, collection) in
     builder processes, one at a time, from a thread; swaps each result in when it is done.
-    `dense_settings` gives a collection's dense_config arguments. `busy` is clear while it has
+    `dense_settings` gives a collection's dense_config arguments, `graph` the builder's rule for
+    a large part's graph (bienc.store.builder.graph_links). `busy` is clear while it has
     nothing to do."""
 
     def __init__(self, collections: Callable[[], list[tuple[str, OpenCollection]]],
-                 dense_settings: Callable[[CollectionEncoding], dict[str, Any]]):
+                 dense_settings: Callable[[CollectionEncoding], dict[str, Any]],
+                 graph: Mapping[str, int]):
         self._collections = collections
         self._dense_settings = dense_settings
+        self._graph = dict(graph)  # the builder spec's "graph" (bienc.store.builder)
         self._wake = threading.Event()
         self._stopping = False
         self._process: subprocess.Popen[bytes] | None = None
@@ -140,7 +143,7 @@ class Indexer:
         started = time.perf_counter()
         config = None if job.kind == "compact" else self._dense_settings(collection.encoding)
         spec = {"kind": job.kind, "copies": [str(c) for c in job.copies], "target": str(job.folder),
-                "config": config, "parent": os.getpid()}
+                "config": config, "graph": self._graph, "parent": os.getpid()}
         with self._working:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "bienc.store.builder", json.dumps(spec)],

@@ -26,7 +26,7 @@ def open_store(settings: Settings) -> Store:
     if kind == "edge":
         from bienc.store.edge import EdgeVectorStore
 
-        return EdgeVectorStore(Path(location), **ann)
+        return EdgeVectorStore(Path(location), hnsw_m_large=settings.hnsw_m_large, **ann)
     from qdrant_client import QdrantClient
 
     from bienc.store.qdrant import VectorStore

@@ -292,3 +292,39 @@ def test_points_are_found_the_moment_they_are_written_after_a_seal(tmp_path: Pat
             assert [h.text for h in store.fetch_hits("c", found)] == [point.payload["text"]]
     finally:
         store.close()
+
+
+def _graph_links(part_folder: Path) -> set[int]:
+    """The links per node of the HNSW graphs in an Edge part's folder (its segments' own
+    records of their index)."""
+    links = set()
+    for record in part_folder.glob("segments/*/segment.json"):
+        index = json.loads(record.read_text())["config"]["vector_data"][""]["index"]
+        if index["type"] == "hnsw":
+            links.add(index["options"]["m"])
+    return links
+
+
+def test_a_part_that_grows_large_gets_a_graph_with_more_links(tmp_path: Path) -> None:
+    """A part of `large_part` points or more is indexed with `hnsw_m_large` links per node (a
+    large graph finds fewer true neighbours at the same candidate list); smaller ones keep
+    `hnsw_m`. The results are those of exact search either way."""
+    store = EdgeVectorStore(tmp_path / "edge", indexing_threshold=100, hnsw_m=4,
+                            hnsw_m_large=12, large_part=250)
+    try:
+        store.ensure_collection("c", _encoding())
+        points = _points(0, 400)
+        for start in range(0, 400, 100):
+            store.upsert("c", points[start:start + 100])
+        store.wait_indexed("c")
+        parts = store._collection("c").parts
+        sizes = {name: part.shard.info().points_count for name, part in parts.parts.items()}
+        built = {name: _graph_links(parts._part_dir(name)) for name in sizes}
+        assert any(sizes[name] >= 250 for name in sizes), sizes
+        for name, links in built.items():
+            if sizes[name]:
+                assert links == {12 if sizes[name] >= 250 else 4}, (name, sizes[name], links)
+        for point in points[::50]:
+            assert [c.doc_id for c in store.dense_candidates("c", point.vector, 1)] == [point.doc_id]
+    finally:
+        store.close()

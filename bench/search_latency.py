@@ -25,7 +25,11 @@ top-10 pass over the queries, as a server that has answered for a while; queries
 back to back, the modes taking turns query by query so that they are measured side by
 side), the p50 of each stage (encoding the query; ranking: the store's candidates,
 fused; fetching the hits' payloads) and recall@K of the document lists against the same
-search with exact dense search (exact=True) on the same collection.
+search with exact dense search (exact=True) on the same collection. Beside them, each
+query's floor, the work no search in that mode can avoid: dense, encoding the query and the
+engine's own top-10 query at the `ef` a top-10 search uses (no grouping into documents, no
+payloads); lexical, the query's terms and the engine's own BM25 top-10; hybrid, both. Each
+mode's top-10 p50 is given as a ratio of its floor's.
 
 --ef-sweep first times the store's ranking alone (no encoding, no payloads) with each HNSW
 candidate list (`ef`) given at every depth, top-10, top-30 and top-100, with recall against
@@ -71,8 +75,10 @@ from bienc.search.fusion import fuse, leg_depth
 from bienc.search.measures import load_queries
 from bienc.search.searcher import SearchRequest, search
 from bienc.store.edge import EdgeVectorStore
+from bienc.store.edge_filters import edge_filter
+from bienc.store.edge_search import edge_sparse
 from bienc.store.factory import open_store
-from bienc.store.interface import ChunkPoint, Store, hnsw_ef
+from bienc.store.interface import IDF_CORPUS, LEXICAL_VECTOR, ChunkPoint, Store, hnsw_ef
 from bienc.store.record import Chunking
 from bienc.workers.indexing import build_points, encoding_of, index_hash
 
@@ -163,10 +169,11 @@ def exact_ranking(store: Store, encoder: Encoder, query: str, mode: str, k: int)
     return {c.doc_id for c in fuse({"dense": dense, "lexical": lexical}, "dbsf")[:k]}
 
 
-def floor(store: Store, encoder: Encoder, query: str) -> tuple[float, float]:
-    """ms of the two costs no search can avoid, for one query: encoding it, and the engine's
-    own top-10 query at the `ef` a top-10 search uses (one HNSW query per part, no grouping
-    of chunks into documents, no payloads)."""
+def floor(store: Store, encoder: Encoder, query: str) -> tuple[float, float, float]:
+    """ms of the costs no search can avoid, for one query: encoding it; the engine's own
+    top-10 query at the `ef` a top-10 search uses (one HNSW query per part, no grouping of
+    chunks into documents, no payloads); and, for a lexical or hybrid search, its terms and
+    the engine's own top-10 BM25 query of the lexical part (no payloads; 0 without one)."""
     import qdrant_edge as qe
 
     assert isinstance(store, EdgeVectorStore)
@@ -179,20 +186,29 @@ def floor(store: Store, encoder: Encoder, query: str) -> tuple[float, float]:
                                              params=store.search_params(leg_depth(10), exact),
                                              with_payload=False, with_vector=False)
                              for exact in (False, True)))
-    return (encoded - started) * 1e3, (time.perf_counter() - encoded) * 1e3
+    ranked = time.perf_counter()
+    recorded = collection.encoding.lexical
+    if recorded is not None:
+        terms = lexical_encoder(LexicalParams.from_record(recorded)).embed_query(query)
+        collection.parts.query_lexical(qe.QueryRequest(
+            limit=10, query=qe.Query.Nearest(edge_sparse(terms), using=LEXICAL_VECTOR),
+            params=qe.SearchParams(idf=qe.IdfParams(corpus=edge_filter(IDF_CORPUS))),
+            with_payload=False, with_vector=False))
+    lexical_ms = (time.perf_counter() - ranked) * 1e3 if recorded is not None else 0.0
+    return (encoded - started) * 1e3, (ranked - encoded) * 1e3, lexical_ms
 
 
 Timed = tuple[list[float], list[list[float]], list[tuple[str, ...]]]  # ms, stage ms, documents found
 
 
 def timed_searches(store: Store, encoder: Encoder, queries: list[str], modes: list[str]
-                   ) -> tuple[dict[tuple[str, int], Timed], list[tuple[float, float]]]:
+                   ) -> tuple[dict[tuple[str, int], Timed], list[tuple[float, float, float]]]:
     """Every query searched in each mode at each depth (and, at top-10, its floor), timed
     back to back as a server answers them. The modes take turns query by query, in an order
     that rotates, so that each meets the same state of the machine and of the caches: the
     ratios between them are measured side by side."""
     timed: dict[tuple[str, int], Timed] = {(m, k): ([], [], []) for m in modes for k in KS}
-    floors: list[tuple[float, float]] = []
+    floors: list[tuple[float, float, float]] = []
     with_floor = isinstance(store, EdgeVectorStore)
     for k in KS:
         turns = [*modes, *(["floor"] if k == 10 and with_floor else [])]
@@ -371,13 +387,15 @@ def measure(store: Store, encoder: Encoder, settings: Settings, queries: list[st
         for query in queries:  # in a server that has answered for a while
             search(store, encoder, COLLECTION, SearchRequest([query], top_k=10, mode=mode))  # type: ignore[arg-type]
     timed, floors = timed_searches(store, encoder, queries, modes)
-    floor_encode, floor_engine = (float(x) for x in np.percentile(floors, 50, axis=0)) \
-        if floors else (0.0, 0.0)
-    floor_ms = floor_encode + floor_engine
-    print(f"floor: encode {floor_encode:.1f} ms + the engine's own top-10 at ef "
-          f"{hnsw_ef(leg_depth(10), settings.hnsw_ef)} {floor_engine:.1f} ms = "
-          f"{floor_ms:.1f} ms (p50s)", flush=True)
-    summary["floor_ms"] = round(floor_ms, 2)
+    encode, engine, lexical = (float(x) for x in np.percentile(floors, 50, axis=0)) \
+        if floors else (0.0, 0.0, 0.0)
+    floors_ms = {"dense": encode + engine, "lexical": lexical, "hybrid": encode + engine + lexical}
+    print(f"floor: encode {encode:.1f} ms + the engine's own top-10 at ef "
+          f"{hnsw_ef(leg_depth(10), settings.hnsw_ef)} {engine:.1f} ms = {encode + engine:.1f} "
+          f"ms (p50s); lexical: the query's terms and the engine's own BM25 top-10 {lexical:.1f} "
+          f"ms; hybrid: all three, {encode + engine + lexical:.1f} ms", flush=True)
+    summary["floor_ms"] = round(floors_ms["dense"], 2)
+    summary["hybrid_floor_ms"] = round(floors_ms["hybrid"], 2)
     print("| mode | top-K | p50 ms | p99 ms | of which p50 ms: encode / rank / fetch "
           "| recall@K vs exact dense (mean / min) |")
     print("|---|---|---|---|---|---|")
@@ -405,7 +423,7 @@ def measure(store: Store, encoder: Encoder, settings: Settings, queries: list[st
                 summary[f"{prefix}recall10"] = round(float(np.mean(recalls)), 4)
                 for kind, (hit, of) in found.items():
                     summary[f"{prefix}recall10_{kind}"] = round(hit / of, 4) if of else None
-                if floor_ms:
+                if floor_ms := floors_ms.get(mode, 0.0):
                     summary[f"{prefix}floor_ratio"] = round(p50 / floor_ms, 2)
                     print(f"  top-10 p50 / floor: x{p50 / floor_ms:.2f}; recall@10 on SciFact "
                           f"chunks {summary[f'{prefix}recall10_real']}, on filler "

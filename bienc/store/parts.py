@@ -128,6 +128,7 @@ class Parts:
         self.active = ""
         self._next = 1
         self.active_points = 0
+        self._unnamed_active = False  # a seal made the active part but could not name it
         self.job: Job | None = None
         self.build = BuildStatus()
         self.closed = False
@@ -390,6 +391,9 @@ class Parts:
         with self.write_lock:
             self._check_open()
             self.last_write = time.monotonic()
+            if self._unnamed_active:  # named before it takes a point, or the write fails
+                self._save()
+                self._unnamed_active = False
             if sparse and self.lexical_part is not None:
                 self._apply(self.lexical_part, qe.UpdateOperation.upsert_points(sparse))
             ids: list[qe.PointId] = [p.id for p in points]
@@ -413,7 +417,11 @@ class Parts:
             self.parts[self.active].state = "sealed"
             self._new_active()
         crash_point("parts.seal.created")  # the new active part's folder is made, not named
+        # a failed save (a full disk) leaves the manifest without the new part: a restart
+        # would set aside the points written to it, so it takes none until it is named
+        self._unnamed_active = True
         self._save()
+        self._unnamed_active = False
 
     def update_all(self, operation: qe.UpdateOperation, lexical: bool = True) -> None:
         """A delete that concerns every part (and the lexical one)."""

@@ -4,6 +4,7 @@ the lexical part is compacted, payload indexes outlive merges, disk trouble is a
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import pytest
 import qdrant_edge as qe
 
 from bienc.config.errors import StoreUnavailableError
+from bienc.store import parts as parts_module
 from bienc.store.edge import EdgeVectorStore
 from bienc.store.filters import parse_filter
 from bienc.store.interface import ChunkPoint
@@ -328,3 +330,42 @@ def test_a_part_that_grows_large_gets_a_graph_with_more_links(tmp_path: Path) ->
             assert [c.doc_id for c in store.dense_candidates("c", point.vector, 1)] == [point.doc_id]
     finally:
         store.close()
+
+
+def test_a_part_the_manifest_could_not_name_takes_no_point_until_it_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk is full as a write seals the active part: the manifest, which a restart
+    reads, cannot name the new one. That write fails; its retry, once there is room, names
+    the new part first and then writes to it, so that every point written is in a part the
+    manifest names (a restart sets aside a part it does not name, with its points)."""
+    root = tmp_path / "edge"
+    real_write = parts_module.write_atomic
+    full = {"manifests": 1}
+
+    def full_disk(path: Path, text: str) -> None:
+        if path.name == MANIFEST and full["manifests"]:
+            full["manifests"] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, text)
+
+    store = EdgeVectorStore(root, indexing_threshold=100)
+    try:
+        store.ensure_collection("c", _encoding())
+        points = _points(0, 100)
+        monkeypatch.setattr(parts_module, "write_atomic", full_disk)
+        with pytest.raises(StoreUnavailableError):
+            store.upsert("c", points)  # fills the active part, which is sealed
+        store.upsert("c", _points(100, 5))  # another write, once there is room
+        parts = store._collection("c").parts
+        holding = {name for name, part in parts.parts.items() if part.shard.info().points_count}
+        named = set(json.loads((parts.folder / MANIFEST).read_text())["parts"])
+        assert holding <= named, (holding, named)  # as a restart would find them now
+        store.upsert("c", points)  # the queue delivers the failed write again
+        assert store.count_documents("c") == 105
+    finally:
+        store.close()
+    reopened = EdgeVectorStore(root)
+    try:
+        assert reopened.count_documents("c") == 105
+    finally:
+        reopened.close()

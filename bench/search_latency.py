@@ -390,8 +390,9 @@ def measure(store: Store, encoder: Encoder, settings: Settings, queries: list[st
     encode, engine, lexical = (float(x) for x in np.percentile(floors, 50, axis=0)) \
         if floors else (0.0, 0.0, 0.0)
     floors_ms = {"dense": encode + engine, "lexical": lexical, "hybrid": encode + engine + lexical}
-    print(f"floor: encode {encode:.1f} ms + the engine's own top-10 at ef "
-          f"{hnsw_ef(leg_depth(10), settings.hnsw_ef)} {engine:.1f} ms = {encode + engine:.1f} "
+    ef = hnsw_ef(leg_depth(10), settings.hnsw_ef, settings.hnsw_ef_per_document)
+    print(f"floor: encode {encode:.1f} ms + the engine's own top-10 at ef {ef} "
+          f"{engine:.1f} ms = {encode + engine:.1f} "
           f"ms (p50s); lexical: the query's terms and the engine's own BM25 top-10 {lexical:.1f} "
           f"ms; hybrid: all three, {encode + engine + lexical:.1f} ms", flush=True)
     summary["floor_ms"] = round(floors_ms["dense"], 2)

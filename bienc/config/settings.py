@@ -20,8 +20,9 @@ MAX_TOP_K = 1000
 HNSW_EF_PER_DOCUMENT = 8
 # Points from which a part's graph takes BIENC_HNSW_M_LARGE links per node (the embedded
 # store): at the same candidate list a graph finds fewer true neighbours as it grows, and more
-# links win them back; measured with bench/search_latency.py, recall@10 on SciFact chunks at
-# m 16 fell from 0.995 at 100,000 points to 0.947 at 1,000,000, so the step sits between
+# links win them back. Measured with bench/search_latency.py (240 candidates), recall@10 on
+# SciFact chunks at m 16 fell from 0.99 at 100,000 points to 0.947 at 1,000,000 (0.973 at
+# m 32), so the step sits between the two sizes
 LARGE_PART_POINTS = 250_000
 MIN_KEY_CHARS = 16
 # an entry of BIENC_WEBHOOK_ALLOWED_HOSTS: host, host:port, an IPv6 address, [v6], [v6]:port

@@ -65,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from bienc.config.settings import Settings
+from bienc.config.settings import LARGE_PART_POINTS, Settings
 from bienc.encoding.encoder import Encoder, load_encoder
 from bienc.encoding.lexical import LexicalParams, document_text, lexical_encoder, lexical_params
 from bienc.ingest.documents import Document
@@ -75,10 +75,9 @@ from bienc.search.fusion import fuse, leg_depth
 from bienc.search.measures import load_queries
 from bienc.search.searcher import SearchRequest, search
 from bienc.store.edge import EdgeVectorStore
-from bienc.store.edge_filters import edge_filter
-from bienc.store.edge_search import edge_sparse
+from bienc.store.edge_search import IDF_OVER_DOCUMENTS, edge_sparse
 from bienc.store.factory import open_store
-from bienc.store.interface import IDF_CORPUS, LEXICAL_VECTOR, ChunkPoint, Store, hnsw_ef
+from bienc.store.interface import LEXICAL_VECTOR, ChunkPoint, Store, hnsw_ef
 from bienc.store.record import Chunking
 from bienc.workers.indexing import build_points, encoding_of, index_hash
 
@@ -192,7 +191,7 @@ def floor(store: Store, encoder: Encoder, query: str) -> tuple[float, float, flo
         terms = lexical_encoder(LexicalParams.from_record(recorded)).embed_query(query)
         collection.parts.query_lexical(qe.QueryRequest(
             limit=10, query=qe.Query.Nearest(edge_sparse(terms), using=LEXICAL_VECTOR),
-            params=qe.SearchParams(idf=qe.IdfParams(corpus=edge_filter(IDF_CORPUS))),
+            params=qe.SearchParams(idf=IDF_OVER_DOCUMENTS),  # as the lexical leg asks
             with_payload=False, with_vector=False))
     lexical_ms = (time.perf_counter() - ranked) * 1e3 if recorded is not None else 0.0
     return (encoded - started) * 1e3, (ranked - encoded) * 1e3, lexical_ms
@@ -345,6 +344,7 @@ def main() -> None:
             build_s = time.perf_counter() - started
             info = store.info(COLLECTION)
             print(f"store {store.location} ({type(store).__name__}, hnsw m={settings.hnsw_m} "
+                  f"(parts of {LARGE_PART_POINTS} points or more: {settings.hnsw_m_large}) "
                   f"ef_construct={settings.hnsw_ef_construct} ef={settings.hnsw_ef}, quantization "
                   f"{settings.quantization}): {info.points} points ({len(vectors)} SciFact chunks "
                   f"of {len(docs)} documents + {filler.written} filler chunks), {info.documents} "

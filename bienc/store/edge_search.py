@@ -54,7 +54,7 @@ _OVERFETCH = 4  # chunks asked for per wanted document, before the collection's 
 _ESTIMATE_MARGIN = 1.25  # the estimate is exceeded by this much, so that one fetch does
 _ESTIMATE_WEIGHT = 0.1  # of each search in the running estimate
 _MAX_OVERFETCH = 64  # chunks asked for per wanted document at first, at most
-_IDF_OVER_DOCUMENTS = qe.IdfParams(corpus=edge_filter(IDF_CORPUS))
+IDF_OVER_DOCUMENTS = qe.IdfParams(corpus=edge_filter(IDF_CORPUS))
 
 
 def edge_sparse(vector: SparseVector) -> qe.SparseVector:
@@ -172,7 +172,7 @@ def lexical_candidates(collection: OpenCollection, query: SparseVector, limit: i
     scored = collection.parts.query_lexical(qe.QueryRequest(
         limit=max(1, limit), query=qe.Query.Nearest(edge_sparse(query), using=LEXICAL_VECTOR),
         filter=edge_query_filter, score_threshold=score_threshold,
-        params=qe.SearchParams(idf=_IDF_OVER_DOCUMENTS),
+        params=qe.SearchParams(idf=IDF_OVER_DOCUMENTS),
         with_payload=False if keyed else ["doc_id"], with_vector=False))
     if keyed:  # the documents are named by their ids' keys (_names)
         keys = [document_key(point.id) for point in scored]

@@ -43,7 +43,12 @@ the ingest's last batch.
 
 With several --points, the collection grows to each size in turn (the same SciFact chunks,
 more filler) and is measured at each, in one run: the ratios between the largest and the
-smallest are measured side by side.
+smallest are measured side by side. --keep leaves the store's folder behind; --open measures
+such a folder after the sizes built, so that a change to the search path is measured at a
+million points, against a fresh 100,000 in the same run, without building the million again:
+
+    python bench/search_latency.py --points 1000000 --keep       # prints its folder
+    python bench/search_latency.py --points 100000 --open FOLDER --modes dense,hybrid
 
 Each size ends with one JSON line (dense mode; hybrid_* for hybrid); --during-ingest adds one
 (during_ingest_*), several --points one of the ratios, largest against smallest (*_p50_ms_ratio).
@@ -181,10 +186,13 @@ def floor(store: Store, encoder: Encoder, query: str) -> tuple[float, float, flo
     vector = encoder.encode_queries([query])[0]
     encoded = time.perf_counter()
     nearest = qe.Query.Nearest(vector.tolist())
-    collection.parts.query(*(qe.QueryRequest(limit=10, query=nearest,
-                                             params=store.search_params(leg_depth(10), exact),
-                                             with_payload=False, with_vector=False)
-                             for exact in (False, True)))
+
+    def top10(params: qe.SearchParams) -> qe.QueryRequest:
+        return qe.QueryRequest(limit=10, query=nearest, params=params, with_payload=False,
+                               with_vector=False)
+
+    collection.parts.query(lambda points: top10(store.search_params(leg_depth(10), points=points)),
+                           top10(store.search_params(leg_depth(10), exact=True)))
     ranked = time.perf_counter()
     recorded = collection.encoding.lexical
     if recorded is not None:
@@ -313,6 +321,11 @@ def main() -> None:
                         help="also time searches through bienc serve while it ingests")
     parser.add_argument("--ingest-documents", type=int, default=3000,
                         help="SciFact documents the --during-ingest ingest sends")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the store's folder (its path is printed) for a later --open")
+    parser.add_argument("--open", metavar="DIR", type=Path,
+                        help="after the sizes built, measure the store a --keep run left in DIR "
+                             "too (a million points without building them again)")
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     overrides: dict[str, object] = {}
@@ -363,13 +376,26 @@ def main() -> None:
             print(json.dumps(summary), flush=True)
             summaries.append(summary)
         store.close()
+        if args.open:
+            store = open_store(settings.model_copy(update={"data_dir": args.open}))
+            kept = store.info(COLLECTION)
+            print(f"kept store {store.location}: {kept.points} points, index {kept.index}",
+                  flush=True)
+            summary = {"points": kept.points, "kept": str(args.open)}
+            measure(store, encoder, settings, queries, modes, summary)
+            print(json.dumps(summary), flush=True)
+            summaries.append(summary)
+            store.close()
         if args.during_ingest:
             summary = {"points": sizes[-1], **during_ingest(
                 folder, overrides, queries, docs[:args.ingest_documents])}
             print(json.dumps(summary), flush=True)
     finally:
         store.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        if args.keep:
+            print(f"kept: --open {folder}", flush=True)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
     if len(summaries) > 1:  # the largest size against the smallest, measured in this run
         first, last = summaries[0], summaries[-1]
         print(json.dumps({"points": [first["points"], last["points"]], **{
@@ -390,8 +416,10 @@ def measure(store: Store, encoder: Encoder, settings: Settings, queries: list[st
     encode, engine, lexical = (float(x) for x in np.percentile(floors, 50, axis=0)) \
         if floors else (0.0, 0.0, 0.0)
     floors_ms = {"dense": encode + engine, "lexical": lexical, "hybrid": encode + engine + lexical}
-    ef = hnsw_ef(leg_depth(10), settings.hnsw_ef, settings.hnsw_ef_per_document)
-    print(f"floor: encode {encode:.1f} ms + the engine's own top-10 at ef {ef} "
+    points = store.info(COLLECTION).points
+    ef = hnsw_ef(leg_depth(10), settings.hnsw_ef, settings.hnsw_ef_per_document, points)
+    print(f"floor: encode {encode:.1f} ms + the engine's own top-10 at ef {ef} (a graph of "
+          f"{points} points) "
           f"{engine:.1f} ms = {encode + engine:.1f} "
           f"ms (p50s); lexical: the query's terms and the engine's own BM25 top-10 {lexical:.1f} "
           f"ms; hybrid: all three, {encode + engine + lexical:.1f} ms", flush=True)

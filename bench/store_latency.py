@@ -69,8 +69,9 @@ def measure(label: str, store: Store, points: list[ChunkPoint], vectors: np.ndar
     upsert_s = time.perf_counter() - started
     extra = ""
     if isinstance(store, EdgeVectorStore):
-        info = store._collection(COLLECTION).shard.info()  # a peek inside, for the report
-        extra = f"  (segments {info.segments_count}, HNSW-indexed {info.indexed_vectors_count})"
+        state = store.index_state(COLLECTION)
+        extra = (f"  (parts indexed {state['indexed_parts']}, HNSW-indexed "
+                 f"{state['indexed_points']}, unindexed {state['unindexed_points']})")
     print(f"\n{label}: {len(points)} points, {len(points) // chunks} documents{extra}")
     print(f"  upsert            {len(points) / upsert_s:10.0f} points/s  ({upsert_s:.1f} s)")
     store.search(COLLECTION, queries[0], 10)  # warm up

@@ -209,7 +209,7 @@ def _constants() -> list[tuple[str, Any, str]]:
     from bienc.search import fusion
     from bienc.search.searcher import MAX_QUERY_CHARS
     from bienc.store import edge, parts
-    from bienc.store.interface import EF_MIN
+    from bienc.store.interface import EF_MIN, EF_REFERENCE_POINTS
     from bienc.workers import reindexing, tasks
 
     return [
@@ -240,6 +240,9 @@ def _constants() -> list[tuple[str, Any, str]]:
         ("bienc.store.interface.EF_MIN", EF_MIN,
          "HNSW candidates a dense search keeps at least (BIENC_HNSW_EF_PER_DOCUMENT a document "
          "asked for, BIENC_HNSW_EF at most)"),
+        ("bienc.store.interface.EF_REFERENCE_POINTS", EF_REFERENCE_POINTS,
+         "graph size (points) past which an Edge part's candidate list grows, x (1 + "
+         "log10(points / this)), BIENC_HNSW_EF at most"),
         ("bienc.config.settings.LARGE_PART_POINTS", LARGE_PART_POINTS,
          "points from which an Edge part's graph takes BIENC_HNSW_M_LARGE links per node"),
         ("bienc.store.parts.EXACT_RATIO", parts.EXACT_RATIO,

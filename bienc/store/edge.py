@@ -82,6 +82,7 @@ from bienc.store.edge_filters import FIRST_CHUNKS_FILTER, documents_filter, meta
 from bienc.store.edge_indexer import Indexer
 from bienc.store.filters import IndexType, MetadataFilter
 from bienc.store.interface import (
+    EF_REFERENCE_POINTS,
     FIRST_CHUNKS,
     LEXICAL_VECTOR,
     Candidate,
@@ -112,7 +113,8 @@ class EdgeVectorStore(StoreBase):
                  search_ef: int = 512, ef_per_document: int = HNSW_EF_PER_DOCUMENT,
                  indexing_threshold: int = 10_000, quantization: bool = False,
                  oversampling: float = 2.0, indexed_fields: Mapping[str, IndexType] | None = None,
-                 build_retry_s: float = RETRY_BASE_S, min_free_mb: float = MIN_FREE_MB):
+                 build_retry_s: float = RETRY_BASE_S, min_free_mb: float = MIN_FREE_MB,
+                 ef_reference: int = EF_REFERENCE_POINTS):
         if min(hnsw_m, hnsw_m_large, hnsw_ef_construct, search_ef, ef_per_document,
                indexing_threshold) < 1:
             raise ConfigError("hnsw_m, hnsw_m_large, hnsw_ef_construct, search_ef, "
@@ -128,6 +130,7 @@ class EdgeVectorStore(StoreBase):
             if quantization else None
         self._search_ef = search_ef
         self._ef_per_document = ef_per_document
+        self._ef_reference = ef_reference  # a bigger part walks a longer list (hnsw_ef)
         self._exact_params = qe.SearchParams(exact=True, quantization=self._rescoring)
         self._lock = threading.RLock()
         self._collections = Collections(self._root, self.location, indexing_threshold,
@@ -483,14 +486,17 @@ class EdgeVectorStore(StoreBase):
         with self._lock:
             collection = self._collection(name)
         return edge_search.dense_candidates(
-            collection, vector, limit, self.search_params(limit, exact),
+            collection, vector, limit, lambda points: self.search_params(limit, exact, points),
             self._exact_params, query_filter=query_filter, score_threshold=score_threshold)
 
-    def search_params(self, documents: int, exact: bool = False) -> qe.SearchParams:
-        """Edge's parameters of a dense search `documents` deep (hnsw_ef)."""
+    def search_params(self, documents: int, exact: bool = False, points: int = 0
+                      ) -> qe.SearchParams:
+        """Edge's parameters of a dense search `documents` deep in a part's graph of `points`
+        points (hnsw_ef)."""
         if exact:
             return self._exact_params
-        return qe.SearchParams(hnsw_ef=hnsw_ef(documents, self._search_ef, self._ef_per_document),
+        return qe.SearchParams(hnsw_ef=hnsw_ef(documents, self._search_ef, self._ef_per_document,
+                                               points, self._ef_reference),
                                quantization=self._rescoring)
 
     def _lexical_candidates(self, name: str, query: SparseVector, limit: int,

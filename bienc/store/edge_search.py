@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -71,11 +71,12 @@ def _filter_of(collection: OpenCollection, query_filter: MetadataFilter | None) 
 
 
 def dense_candidates(collection: OpenCollection, vector: np.ndarray, limit: int,
-                     params: qe.SearchParams, exact_params: qe.SearchParams, *,
+                     params: Callable[[int], qe.SearchParams], exact_params: qe.SearchParams, *,
                      query_filter: MetadataFilter | None,
                      score_threshold: float | None) -> list[Candidate]:
     """The `limit` best documents by cosine, each with its best chunk, best first: searched
-    with `params` (each part not searched through its graph: `exact_params`)."""
+    with `params(points)` in a part of that many points searched through its graph, with
+    `exact_params` in the others."""
     query = qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist())
     edge_query_filter = _filter_of(collection, query_filter)
     keyed = collection.encoding.point_ids == "document-key"
@@ -83,10 +84,14 @@ def dense_candidates(collection: OpenCollection, vector: np.ndarray, limit: int,
     estimate = collection.chunks_per_document.get(size, _OVERFETCH)
     fetch = max(limit, 1, math.ceil(limit * min(_MAX_OVERFETCH, estimate * _ESTIMATE_MARGIN)))
     while True:
-        scored = collection.parts.query(*(qe.QueryRequest(
-            limit=fetch, query=query, filter=edge_query_filter, score_threshold=score_threshold,
-            params=p, with_payload=False if keyed else ["doc_id", "chunk"], with_vector=False)
-            for p in (params, exact_params)))
+        def request(search: qe.SearchParams, fetch: int = fetch) -> qe.QueryRequest:
+            return qe.QueryRequest(
+                limit=fetch, query=query, filter=edge_query_filter,
+                score_threshold=score_threshold, params=search,
+                with_payload=False if keyed else ["doc_id", "chunk"], with_vector=False)
+
+        scored = collection.parts.query(lambda points: request(params(points)),
+                                        request(exact_params))
         best, needed = _best_chunks(scored, limit, keyed)
         if len(best) >= limit or len(scored) < fetch:
             if needed and query_filter is None and score_threshold is None:

@@ -296,20 +296,25 @@ class Parts:
         """The lexical part's shard now (for a look; a search uses query_lexical)."""
         return self.lexical_part.shard if self.lexical_part is not None else None
 
-    def query(self, request: qe.QueryRequest, exact: qe.QueryRequest) -> list[Any]:
-        """The best `request.limit` points over every dense part, best first: `request` on
-        the indexed parts where HNSW pays (EXACT_RATIO), `exact` (the same request with exact
-        search) on the others."""
+    def query(self, request: Callable[[int], qe.QueryRequest], exact: qe.QueryRequest
+              ) -> list[Any]:
+        """The best `exact.limit` points over every dense part, best first: on an indexed
+        part where HNSW pays (EXACT_RATIO), `request(points)`, the graph search for a part of
+        that many points (its candidate list grows with it: bienc.store.interface.hnsw_ef);
+        on the others `exact` (the same search, exact)."""
         found: list[Any] = []
-        ef = request.params.hnsw_ef if request.params is not None else None
-        in_list = ef is not None and request.limit <= ef
+        limit = exact.limit
         with self._held(filled=True) as held:
             for part in held:
-                by_index = part.state == "indexed" and \
-                    (in_list or part.points >= EXACT_RATIO * request.limit)
-                found.extend(part.shard.query(request if by_index else exact))
+                asked = exact
+                if part.state == "indexed":
+                    graph = request(part.points)
+                    ef = graph.params.hnsw_ef if graph.params is not None else None
+                    if (ef is not None and limit <= ef) or part.points >= EXACT_RATIO * limit:
+                        asked = graph
+                found.extend(part.shard.query(asked))
         found.sort(key=lambda p: -p.score)
-        return found[:request.limit]
+        return found[:limit]
 
     def query_lexical(self, request: qe.QueryRequest) -> list[Any]:
         with self._held(lexical=True) as held:

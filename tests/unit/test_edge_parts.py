@@ -332,6 +332,38 @@ def test_a_part_that_grows_large_gets_a_graph_with_more_links(tmp_path: Path) ->
         store.close()
 
 
+def test_each_part_is_searched_with_the_candidate_list_of_its_own_size(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search walks each part's graph with the candidate list its size calls for
+    (interface.hnsw_ef): a part bigger than `ef_reference` points a longer one than a small
+    part; the results are those of exact search."""
+    store = EdgeVectorStore(tmp_path / "edge", indexing_threshold=100, ef_reference=200)
+    try:
+        store.ensure_collection("c", _encoding())
+        points = _points(0, 1100)
+        store.upsert("c", points[:1000])
+        store.wait_indexed("c")
+        store.upsert("c", points[1000:])  # a tenth of the first part: it stays a part of its own
+        store.wait_indexed("c")
+        parts = store._collection("c").parts
+        sizes = sorted(p.points for p in parts.parts.values() if p.state == "indexed")
+        assert sizes == [100, 1000], sizes
+        asked: list[int] = []
+        params = store.search_params
+        monkeypatch.setattr(store, "search_params", lambda documents, exact=False, points=0: (
+            asked.append(points), params(documents, exact, points))[1])
+        for point in points[::100]:
+            asked.clear()
+            found = store.dense_candidates("c", point.vector, 5)
+            assert sorted(asked) == sizes
+            exact = store.dense_candidates("c", point.vector, 5, exact=True)
+            assert [c.doc_id for c in found] == [c.doc_id for c in exact]
+        efs = [params(5, points=n).hnsw_ef for n in sizes]
+        assert efs[0] is not None and efs[1] is not None and efs[0] < efs[1], efs
+    finally:
+        store.close()
+
+
 def test_a_part_the_manifest_could_not_name_takes_no_point_until_it_is_named(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The disk is full as a write seals the active part: the manifest, which a restart

@@ -20,7 +20,14 @@ from bienc.store.filters import (
     iso_bound,
     parse_filter,
 )
-from bienc.store.interface import EF_MIN, chunk_number, document_key, hnsw_ef, point_id
+from bienc.store.interface import (
+    EF_MIN,
+    EF_REFERENCE_POINTS,
+    chunk_number,
+    document_key,
+    hnsw_ef,
+    point_id,
+)
 
 NAMESPACE = uuid.UUID("6f1c3a52-8a0e-4d55-9a53-2f1f0b1e7c11")  # ids of stored points: never changes
 DOCUMENTS = (("a", 0), ("paper-17", 3), ("é ü 東京", 12), ("x" * 512, 4095))
@@ -161,3 +168,14 @@ def test_a_deeper_search_walks_a_longer_candidate_list_within_the_settings_bound
     assert hnsw_ef(30, 512, 8) == 240  # 8 candidates a document
     assert efs[-1] == settings.hnsw_ef  # BIENC_HNSW_EF: the most
     assert hnsw_ef(1000, 64, 8) == 64  # a cap below the minimum is the cap
+
+
+def test_a_bigger_graph_walks_a_longer_candidate_list_by_the_logarithm_of_its_size() -> None:
+    small = hnsw_ef(30, 10_000, 8, points=EF_REFERENCE_POINTS)
+    assert small == hnsw_ef(30, 10_000, 8) == 240  # up to the reference, as without a size
+    sizes = [EF_REFERENCE_POINTS * n for n in (1, 2, 10, 100)]
+    efs = [hnsw_ef(30, 10_000, 8, points=n) for n in sizes]
+    assert efs == sorted(efs) and efs[0] < efs[1]
+    assert efs[2] == 2 * small and efs[3] == 3 * small  # one more list a tenfold growth
+    assert hnsw_ef(30, 512, 8, points=100 * EF_REFERENCE_POINTS) == 512  # BIENC_HNSW_EF caps it
+    assert hnsw_ef(30, 10_000, 8, points=2000, reference=200) == 2 * small

@@ -116,9 +116,9 @@ class EdgeVectorStore(StoreBase):
                  build_retry_s: float = RETRY_BASE_S, min_free_mb: float = MIN_FREE_MB,
                  ef_reference: int = EF_REFERENCE_POINTS):
         if min(hnsw_m, hnsw_m_large, hnsw_ef_construct, search_ef, ef_per_document,
-               indexing_threshold) < 1:
+               indexing_threshold, ef_reference) < 1:
             raise ConfigError("hnsw_m, hnsw_m_large, hnsw_ef_construct, search_ef, "
-                              "ef_per_document and indexing_threshold must be >= 1")
+                              "ef_per_document, indexing_threshold and ef_reference must be >= 1")
         self._root = Path(root)
         self.location = str(self._root)
         self._hnsw_m = hnsw_m

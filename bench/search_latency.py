@@ -416,10 +416,13 @@ def measure(store: Store, encoder: Encoder, settings: Settings, queries: list[st
     encode, engine, lexical = (float(x) for x in np.percentile(floors, 50, axis=0)) \
         if floors else (0.0, 0.0, 0.0)
     floors_ms = {"dense": encode + engine, "lexical": lexical, "hybrid": encode + engine + lexical}
-    points = store.info(COLLECTION).points
-    ef = hnsw_ef(leg_depth(10), settings.hnsw_ef, settings.hnsw_ef_per_document, points)
-    print(f"floor: encode {encode:.1f} ms + the engine's own top-10 at ef {ef} (a graph of "
-          f"{points} points) "
+    # the list each graph walks (a part's own size sets it: hnsw_ef)
+    graphs = sorted((p.points for p in store._collection(COLLECTION).parts.parts.values()
+                     if p.state == "indexed"), reverse=True) \
+        if isinstance(store, EdgeVectorStore) else [0]
+    efs = ", ".join(f"{hnsw_ef(leg_depth(10), settings.hnsw_ef, settings.hnsw_ef_per_document, n)}"
+                    + (f" in a graph of {n} points" if n else "") for n in graphs)
+    print(f"floor: encode {encode:.1f} ms + the engine's own top-10 at ef {efs} "
           f"{engine:.1f} ms = {encode + engine:.1f} "
           f"ms (p50s); lexical: the query's terms and the engine's own BM25 top-10 {lexical:.1f} "
           f"ms; hybrid: all three, {encode + engine + lexical:.1f} ms", flush=True)

@@ -206,6 +206,7 @@ def _constants() -> list[tuple[str, Any, str]]:
     from bienc.encoding.openvino import DOCUMENT_NICE
     from bienc.ingest.documents import MAX_ID_CHARS
     from bienc.queue import versions
+    from bienc.queue.celery_app import UNACKED_MUTEX_EXPIRE_S
     from bienc.search import fusion
     from bienc.search.searcher import MAX_QUERY_CHARS
     from bienc.store import edge, parts
@@ -237,6 +238,8 @@ def _constants() -> list[tuple[str, Any, str]]:
          "copy batches of a reindex in the queue at once"),
         ("bienc.workers.tasks.HOLD_RETRY_S", tasks.HOLD_RETRY_S,
          "seconds after which a write held by a reindex's fence is tried again"),
+        ("bienc.queue.celery_app.UNACKED_MUTEX_EXPIRE_S", UNACKED_MUTEX_EXPIRE_S,
+         "seconds a worker killed inside the sweep of unacknowledged batches holds the sweep's lock"),
         ("bienc.store.interface.EF_MIN", EF_MIN,
          "HNSW candidates a dense search keeps at least (BIENC_HNSW_EF_PER_DOCUMENT a document "
          "asked for, BIENC_HNSW_EF at most)"),

@@ -8,6 +8,7 @@ there. Nothing happens unless the one variable BIENC_CRASH_AT names that point:
                                  killer does at the worst moment
     BIENC_CRASH_AT=<name>:raise  the point raises InjectedFault instead: an error nobody
                                  planned for, so that the caller's error path is what is tested
+    BIENC_CRASH_AT=<name>#<n>    the kill, at the n-th time this process reaches the point
 
 The variable is read at every call (a dictionary lookup), so a test can set it in a child's
 environment only, and production code pays nothing measurable.
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 
 VARIABLE = "BIENC_CRASH_AT"
+_reached: Counter[str] = Counter()
 
 
 class InjectedFault(RuntimeError):
@@ -33,5 +36,9 @@ def crash_point(name: str) -> None:
         return
     if wanted == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    if wanted.startswith(f"{name}#"):
+        _reached[name] += 1
+        if str(_reached[name]) == wanted.removeprefix(f"{name}#"):
+            os.kill(os.getpid(), signal.SIGKILL)
     if wanted == f"{name}:raise":
         raise InjectedFault(f"injected fault at crash point {name!r} ({VARIABLE}={wanted})")

@@ -114,7 +114,8 @@ def redis_url(settings: Settings) -> str:
 
 
 def celery_broker_url(redis_py_url: str) -> str:
-    """The same server spelled for kombu, which names unix sockets `redis+socket://`."""
+    """The same server spelled for kombu, which names a unix socket `<transport>+socket://`
+    (bienc's transport, bienc.queue.transport)."""
     if redis_py_url.startswith("unix://"):
-        return "redis+socket://" + redis_py_url.removeprefix("unix://")
+        return "bienc+socket://" + redis_py_url.removeprefix("unix://")
     return redis_py_url

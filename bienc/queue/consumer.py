@@ -52,8 +52,13 @@ def restore_unacknowledged(app: Celery) -> int:
     options: dict[str, Any] = {**(app.conf.broker_transport_options or {}), "visibility_timeout": 0}
     with app.connection_for_write(transport_options=options) as connection:
         channel: Any = connection.default_channel
-        left = int(channel.client.zcard(channel.unacked_index_key))
+        client = channel.client
+        left = int(client.zcard(channel.unacked_index_key))
         if left:
+            # the sweep's lock, if a dead process held it, would make this restore a no-op
+            client.delete(channel.unacked_mutex_key)
             channel.qos.restore_visible(start=0, num=None)
-            log.warning("queued again %d batches that a stopped process left unfinished", left)
-        return left
+            restored = left - int(client.zcard(channel.unacked_index_key))
+            log.warning("queued again %d batches that a stopped process left unfinished", restored)
+            return restored
+        return 0

@@ -39,3 +39,12 @@ def test_the_raise_variant_raises_an_injected_fault(monkeypatch: pytest.MonkeyPa
     with pytest.raises(InjectedFault, match=r"'a\.b'"):
         crash_point("a.b")
     crash_point("a.c")
+
+
+def test_the_counted_variant_kills_at_the_nth_time_the_point_is_reached() -> None:
+    env = {**os.environ, "BIENC_CRASH_AT": "a.b#3"}
+    child = ("from bienc.config.crash import crash_point\n"
+             "for n in range(1, 5):\n    print(n, flush=True)\n    crash_point('a.b')")
+    done = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == -signal.SIGKILL and done.stdout.split() == ["1", "2", "3"]

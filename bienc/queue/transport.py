@@ -1,0 +1,154 @@
+"""kombu's Redis transport with a fetch that a killed worker cannot lose a message in.
+
+Stock kombu takes a message with BRPOP and then, in a second command, records it as
+delivered and unacknowledged (the `unacked` hash that a dead worker's messages are restored
+from). A worker killed between the two, or stopped while a BRPOP reply is in flight (celery
+#7950), loses the message for good: it is in no queue and in no record.
+
+Here the take and the record are one Lua script (`CLAIM`), so a message is always in a queue
+or in `unacked`. The script cannot block, so a worker waits on a doorbell list instead: each
+publish, and each restore, pushes a token to it; a woken worker claims, and the claim leaves
+a token behind while messages remain, so a backlog is drained without waiting. A worker also
+claims when its wait times out (`brpop_timeout`, 1 s), which bounds the wait for a message
+whose token was taken by a worker that found nothing or died.
+
+Message priorities keep kombu's meaning (the same keys, in the same order). Used through
+`TRANSPORT`, the alias `bienc.queue.celery_app` registers for the broker URL.
+"""
+
+# kombu's transport classes are untyped: calls into them are what this module is made of
+# mypy: disable-error-code="no-untyped-call"
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+
+from bienc.config.crash import crash_point
+
+TRANSPORT = "bienc"  # the kombu alias of `Transport`
+DOORBELL_KEY = "bienc:doorbell"
+DOORBELL_TOKENS = 64  # at most this many waiting tokens: enough to wake every idle worker
+
+# KEYS: unacked index, unacked hash, doorbell, then the queue keys in the order to try.
+# ARGV: the time to record the delivery at (the client's clock, as kombu's own restore reads).
+CLAIM = """
+for i = 4, #KEYS do
+  local item = redis.call('RPOP', KEYS[i])
+  if item then
+    local properties = cjson.decode(item)['properties']
+    local info = properties['delivery_info']
+    local tag = properties['delivery_tag']
+    redis.call('ZADD', KEYS[1], ARGV[1], tag)
+    redis.call('HSET', KEYS[2], tag, '[' .. item .. ',' .. cjson.encode(info['exchange'])
+                                     .. ',' .. cjson.encode(info['routing_key']) .. ']')
+    for j = i, #KEYS do
+      if redis.call('LLEN', KEYS[j]) > 0 then
+        if redis.call('LLEN', KEYS[3]) == 0 then redis.call('LPUSH', KEYS[3], 1) end
+        break
+      end
+    end
+    return {KEYS[i], item}
+  end
+end
+return false
+"""
+
+
+class QoS(kombu_redis.QoS):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.claimed: set[str] = set()  # delivery tags whose record the claim already wrote
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        if delivery_tag in self.claimed:
+            self.claimed.discard(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)  # this process's bookkeeping only
+        else:
+            super().append(message, delivery_tag)
+
+    def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
+        crash_point("queue.restore")  # putting a message back (in the sweep: under its lock)
+        super().restore_by_tag(tag, client, leftmost)
+
+
+class Channel(kombu_redis.Channel):  # type: ignore[misc]
+    QoS = QoS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.global_keyprefix:
+            raise ValueError("bienc's broker transport does not support global_keyprefix")
+        self._claim_script: Any = None
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        if not self._queue_cycle.consume(len(self.active_queues)):
+            return
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]  # None in kombu's stub
+        wait = (self.brpop_timeout if timeout is None else timeout) or 1
+        self.client.connection.send_command("BRPOP", DOORBELL_KEY, wait)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        try:
+            try:  # a token, or the wait's timeout: either way, claim
+                self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+        finally:
+            self._in_poll = None  # type: ignore[assignment]
+            flush = getattr(self, "_flush_brpop_reauth", None)
+            if flush is not None:
+                flush()
+        claimed = self.claim()
+        if claimed is None:
+            raise virtual.Empty()
+        crash_point("queue.claimed")  # taken, not yet handed to the task
+        key, payload = claimed
+        queue = key.rsplit(self.sep, 1)[0]
+        self._queue_cycle.rotate(queue)
+        self.qos.claimed.add(payload["properties"]["delivery_tag"])
+        self.connection._deliver(payload, queue)
+        return True
+
+    def claim(self) -> tuple[str, dict[str, Any]] | None:
+        """Take the next message of the consumed queues and record it as unacknowledged, in
+        one step; None when they are empty."""
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
+        if not keys:
+            return None
+        with self.conn_or_acquire() as client:
+            if self._claim_script is None:
+                self._claim_script = client.register_script(CLAIM)
+            found = self._claim_script(
+                keys=[self.unacked_index_key, self.unacked_key, DOORBELL_KEY, *keys],
+                args=[time.time()], client=client)
+        if not found:
+            return None
+        key, item = found
+        return bytes_to_str(key), loads(bytes_to_str(item))
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        super()._put(queue, message, **kwargs)
+        with self.conn_or_acquire() as client:
+            self._ring(client.pipeline()).execute()
+
+    def _do_restore_message(self, payload: Any, exchange: str, routing_key: str, pipe: Any,
+                            leftmost: bool = False) -> None:
+        super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
+        self._ring(pipe)
+
+    @staticmethod
+    def _ring(pipe: Any) -> Any:
+        return pipe.lpush(DOORBELL_KEY, 1).ltrim(DOORBELL_KEY, 0, DOORBELL_TOKENS - 1)
+
+
+class Transport(kombu_redis.Transport):  # type: ignore[misc]
+    Channel = Channel

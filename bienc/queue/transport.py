@@ -34,19 +34,33 @@ from bienc.config.crash import crash_point
 TRANSPORT = "bienc"  # the kombu alias of `Transport`
 DOORBELL_KEY = "bienc:doorbell"
 DOORBELL_TOKENS = 64  # at most this many waiting tokens: enough to wake every idle worker
+UNREADABLE_KEY = "bienc:unreadable"  # messages found in a queue that are not kombu's JSON
 
-# KEYS: unacked index, unacked hash, doorbell, then the queue keys in the order to try.
+# KEYS: unacked index, unacked hash, doorbell, unreadable list, then the queue keys in the
+# order to try.
 # ARGV: the time to record the delivery at (the client's clock, as kombu's own restore reads).
 CLAIM = """
-for i = 4, #KEYS do
+local function readable(item)
+  local read, message = pcall(cjson.decode, item)
+  if not read or type(message) ~= 'table' then return nil end
+  local properties = message['properties']
+  if type(properties) ~= 'table' or type(properties['delivery_tag']) ~= 'string'
+     or type(properties['delivery_info']) ~= 'table' then return nil end
+  return properties
+end
+for i = 5, #KEYS do
   local item = redis.call('RPOP', KEYS[i])
+  local properties = item and readable(item)
+  while item and not properties do
+    redis.call('LPUSH', KEYS[4], item)  -- kept aside for a person to read, never dropped
+    item = redis.call('RPOP', KEYS[i])
+    properties = item and readable(item)
+  end
   if item then
-    local properties = cjson.decode(item)['properties']
-    local info = properties['delivery_info']
-    local tag = properties['delivery_tag']
+    local info, tag = properties['delivery_info'], properties['delivery_tag']
     redis.call('ZADD', KEYS[1], ARGV[1], tag)
-    redis.call('HSET', KEYS[2], tag, '[' .. item .. ',' .. cjson.encode(info['exchange'])
-                                     .. ',' .. cjson.encode(info['routing_key']) .. ']')
+    redis.call('HSET', KEYS[2], tag, '[' .. item .. ',' .. cjson.encode(info['exchange'] or '')
+                                     .. ',' .. cjson.encode(info['routing_key'] or '') .. ']')
     for j = i, #KEYS do
       if redis.call('LLEN', KEYS[j]) > 0 then
         if redis.call('LLEN', KEYS[3]) == 0 then redis.call('LPUSH', KEYS[3], 1) end
@@ -128,7 +142,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             if self._claim_script is None:
                 self._claim_script = client.register_script(CLAIM)
             found = self._claim_script(
-                keys=[self.unacked_index_key, self.unacked_key, DOORBELL_KEY, *keys],
+                keys=[self.unacked_index_key, self.unacked_key, DOORBELL_KEY, UNREADABLE_KEY, *keys],
                 args=[time.time()], client=client)
         if not found:
             return None

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from bienc.config.settings import Settings
+from bienc.queue.broker import embedded_socket_path
 from bienc.store.factory import open_store
 from bienc.store.record import Chunking, CollectionEncoding
 from tests.conftest import KEPT_VARIABLES
@@ -63,6 +65,15 @@ def worker_process(cwd: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[
     finally:
         stop_gracefully(process)
         log.close()
+
+
+def embedded_unacknowledged(data_dir: Path) -> int:
+    """Batches (messages) delivered and not acknowledged in the embedded queue of `data_dir`."""
+    client = redis.Redis(unix_socket_path=str(embedded_socket_path(data_dir)), socket_timeout=5)
+    try:
+        return int(client.hlen("unacked"))
+    finally:
+        client.close()
 
 
 def write_jsonl(path: Path, records: list[Any]) -> Path:

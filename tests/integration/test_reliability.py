@@ -21,6 +21,7 @@ from tests.conftest import TEST_REDIS_URL
 from tests.integration.conftest import (
     BIENC,
     bienc_env,
+    embedded_unacknowledged,
     run_bienc,
     run_json,
     worker_process,
@@ -209,14 +210,6 @@ def _indexed(data_dir: Path, job_id: str) -> int:
         client.close()
 
 
-def _unacknowledged(data_dir: Path) -> int:
-    client = redis.Redis(unix_socket_path=str(embedded_socket_path(data_dir)), socket_timeout=5)
-    try:
-        return int(client.hlen("unacked"))
-    finally:
-        client.close()
-
-
 def test_an_embedded_ingest_killed_mid_job_is_finished_by_the_next(tmp_path: Path) -> None:
     """kill -9 at a moment of its own leaves the batch in hand delivered and unacknowledged in
     the embedded queue (or none, between two). The next process on the folder takes it back
@@ -242,7 +235,7 @@ def test_an_embedded_ingest_killed_mid_job_is_finished_by_the_next(tmp_path: Pat
         [first_job] = jobs
         left = run_json("jobs", "show", first_job, cwd=tmp_path, env=env)
         assert left["state"] == "running" and left["queued"] > 0, left
-        in_flight = _unacknowledged(data_dir)  # 1, or 0 if killed between two batches
+        in_flight = embedded_unacknowledged(data_dir)  # 1, or 0 if killed between two batches
 
         result = run_bienc("ingest", str(second), "-c", "k", "--json", cwd=tmp_path, env=env,
                            timeout=600)

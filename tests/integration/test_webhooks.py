@@ -18,7 +18,7 @@ import redis
 
 from bienc.queue.broker import embedded_socket_path
 from bienc.queue.jobs import BatchOutcome, JobTracker
-from tests.integration.conftest import BIENC, bienc_env, run_bienc, write_jsonl
+from tests.integration.conftest import BIENC, bienc_env, embedded_unacknowledged, run_bienc, write_jsonl
 from tests.integration.test_api import SHORT, Server, serve
 from tests.webhook_receiver import SECRET, Receiver, closed_port, documented_verify, receiver
 
@@ -269,7 +269,8 @@ def test_a_webhook_waiting_for_its_next_attempt_outlives_a_killed_process(tmp_pa
                                   stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 240
-            while _hook_state(data_dir) != "retrying":
+            # retrying, and its next attempt's message taken (not still in the queue)
+            while _hook_state(data_dir) != "retrying" or embedded_unacknowledged(data_dir) != 1:
                 assert killed.poll() is None and time.monotonic() < deadline, "no retry came"
                 time.sleep(0.1)
             killed.send_signal(signal.SIGKILL)

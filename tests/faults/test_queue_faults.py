@@ -7,21 +7,25 @@ under the sweep's lock, which the killed worker then holds until it expires)."""
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from bienc.queue.broker import embedded_socket_path
 from bienc.queue.celery_app import INGEST_QUEUE
 from bienc.queue.transport import DOORBELL_KEY
 from tests.conftest import TEST_REDIS_URL
-from tests.integration.conftest import BIENC, bienc_env, run_bienc, run_json, worker_process, write_jsonl
+from tests.integration.conftest import (
+    BIENC,
+    bienc_env,
+    run_bienc,
+    run_json,
+    stop_embedded_redis,
+    worker_process,
+    write_jsonl,
+)
 from tests.integration.test_reliability import _embedded_jobs, _indexed, _short_docs, _submit, _wait_job
 
 KILLED = -signal.SIGKILL
@@ -83,9 +87,7 @@ def test_an_embedded_ingest_killed_taking_a_batch_is_finished_by_the_next(tmp_pa
         assert (finished["state"], finished["indexed"]) == ("completed", 60)
         assert run_json("info", "-c", "k", cwd=tmp_path, env=env)["collections"][0]["documents"] == 61
     finally:
-        with contextlib.suppress(redis.RedisError, OSError):  # the killed process's Redis
-            redis.Redis(unix_socket_path=str(embedded_socket_path(data_dir)), socket_timeout=5,
-                        retry=Retry(NoBackoff(), 0)).shutdown(nosave=True)
+        stop_embedded_redis(data_dir)
 
 
 def test_a_backlog_is_taken_without_waiting_for_tokens(tmp_path: Path, redis_db: redis.Redis) -> None:

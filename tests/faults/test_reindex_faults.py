@@ -13,7 +13,6 @@ vectors and loads no model: the processes that ingest and search do."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import subprocess
@@ -25,13 +24,18 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from bienc.queue.broker import embedded_socket_path
 from bienc.queue.reindex import ReindexRegistry
 from tests.conftest import TEST_REDIS_URL
-from tests.integration.conftest import BIENC, bienc_env, run_bienc, run_json, stop_gracefully, write_jsonl
+from tests.integration.conftest import (
+    BIENC,
+    bienc_env,
+    run_bienc,
+    run_json,
+    stop_embedded_redis,
+    stop_gracefully,
+    write_jsonl,
+)
 from tests.integration.test_api import _wait_for_job, serve
 
 TOPICS = ["tides", "glaciers", "orchids", "comets", "violins", "harbours"]
@@ -63,10 +67,7 @@ def embedded(tmp_path: Path) -> Iterator[dict[str, str]]:
                        cwd=tmp_path, env=env)
     assert ingest.returncode == 0, ingest.stderr
     yield env
-    server = redis.Redis(unix_socket_path=str(embedded_socket_path(data)), socket_timeout=5,
-                         retry=Retry(NoBackoff(), 0))
-    with contextlib.suppress(redis.RedisError, OSError):
-        server.shutdown(nosave=True)
+    stop_embedded_redis(data)
 
 
 def _crashed(point: str, *args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from bienc.config.settings import Settings
 from bienc.queue.broker import embedded_socket_path
@@ -67,13 +70,26 @@ def worker_process(cwd: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[
         log.close()
 
 
+def _embedded_client(data_dir: Path) -> redis.Redis:
+    """A client of the embedded Redis of `data_dir` that tries each command once."""
+    return redis.Redis(unix_socket_path=str(embedded_socket_path(data_dir)), socket_timeout=5,
+                       retry=Retry(NoBackoff(), 0))
+
+
 def embedded_unacknowledged(data_dir: Path) -> int:
     """Batches (messages) delivered and not acknowledged in the embedded queue of `data_dir`."""
-    client = redis.Redis(unix_socket_path=str(embedded_socket_path(data_dir)), socket_timeout=5)
+    client = _embedded_client(data_dir)
     try:
         return int(client.hlen("unacked"))
     finally:
         client.close()
+
+
+def stop_embedded_redis(data_dir: Path) -> None:
+    """Shut down the embedded Redis of `data_dir`, if one runs: a killed bienc process leaves
+    its server running (a later command would reuse it)."""
+    with contextlib.suppress(redis.RedisError, OSError):
+        _embedded_client(data_dir).shutdown(nosave=True)
 
 
 def write_jsonl(path: Path, records: list[Any]) -> Path:

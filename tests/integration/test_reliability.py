@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from tests.integration.conftest import (
     embedded_unacknowledged,
     run_bienc,
     run_json,
+    stop_embedded_redis,
     worker_process,
     write_jsonl,
 )
@@ -251,7 +251,4 @@ def test_an_embedded_ingest_killed_mid_job_is_finished_by_the_next(tmp_path: Pat
     finally:
         if killed.poll() is None:
             killed.kill()
-        # the killed process's Redis outlived it (a later command reuses such a server)
-        with contextlib.suppress(redis.RedisError, OSError):
-            redis.Redis(unix_socket_path=str(embedded_socket_path(data_dir)),
-                        socket_timeout=5).shutdown(nosave=True)
+        stop_embedded_redis(data_dir)

@@ -18,7 +18,14 @@ import redis
 
 from bienc.queue.broker import embedded_socket_path
 from bienc.queue.jobs import BatchOutcome, JobTracker
-from tests.integration.conftest import BIENC, bienc_env, embedded_unacknowledged, run_bienc, write_jsonl
+from tests.integration.conftest import (
+    BIENC,
+    bienc_env,
+    embedded_unacknowledged,
+    run_bienc,
+    stop_embedded_redis,
+    write_jsonl,
+)
 from tests.integration.test_api import SHORT, Server, serve
 from tests.webhook_receiver import SECRET, Receiver, closed_port, documented_verify, receiver
 
@@ -286,6 +293,4 @@ def test_a_webhook_waiting_for_its_next_attempt_outlives_a_killed_process(tmp_pa
         finally:
             if killed.poll() is None:
                 killed.kill()
-            if embedded_socket_path(data_dir).exists():  # the killed process's Redis outlived it
-                redis.Redis(unix_socket_path=str(embedded_socket_path(data_dir)),
-                            socket_timeout=5).shutdown(nosave=True)
+            stop_embedded_redis(data_dir)

@@ -45,8 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
 from bienc.config.settings import MAX_TOP_K
 from bienc.store.interface import Candidate
@@ -105,38 +104,37 @@ def fuse(legs: Mapping[str, Sequence[Candidate]], fusion: Fusion,
     search's first documents may differ with the depth asked for)."""
     longest = max((len(leg) for leg in legs.values()), default=0)
     ranked: list[Candidate] = []
+    seen: set[str] = set()
     for depth in (*TIERS, longest):
         source = (upper or {}).get(depth, legs)
-        window = {name: leg[:depth] for name, leg in source.items()}
-        if not ranked:
-            ranked = _fuse_window(window, fusion)
-        else:
-            seen = {c.doc_id for c in ranked}
-            deeper = [c for c in _fuse_window(window, fusion) if c.doc_id not in seen]
-            if deeper and deeper[0].score > 0.0:
-                # scores decrease down the whole list: this tier's under the last one's
-                scale = ranked[-1].score / deeper[0].score * TIER_MARGIN
-                deeper = [replace(c, score=c.score * scale) for c in deeper]
-            ranked += deeper
+        fused = [item for item in _fuse_window({name: leg[:depth] for name, leg in source.items()},
+                                               fusion) if item[0] not in seen]
+        scale = 1.0
+        if ranked and fused and fused[0][1][0] > 0.0:
+            # scores decrease down the whole list: this tier's under the last one's
+            scale = ranked[-1].score / fused[0][1][0] * TIER_MARGIN
+        ranked += [Candidate(doc_id, chunk, score * scale, found)
+                   for doc_id, (score, chunk, found) in fused]
+        seen.update(doc_id for doc_id, _ in fused)
         if longest <= depth:
             break
     return ranked
 
 
-def _fuse_window(legs: Mapping[str, Sequence[Candidate]], fusion: Fusion) -> list[Candidate]:
+def _fuse_window(legs: Mapping[str, Sequence[Candidate]], fusion: Fusion
+                 ) -> list[tuple[str, list[Any]]]:
+    """The documents of `legs`, best fused score first, ties by document id: (document,
+    [fused score, its chunk (the first leg's to find it), {leg: its score}])."""
     contributions = _CONTRIBUTIONS[fusion]
     population = max((len(leg) for leg in legs.values()), default=0)
-    fused: dict[str, float] = {}
-    chunks: dict[str, int] = {}
-    found: dict[str, dict[str, float]] = {}
+    fused: dict[str, list[Any]] = {}
     for name, leg in legs.items():
         for candidate, value in zip(leg, contributions(leg, population, ABSENT_SCORES.get(name)),
                                     strict=True):
-            doc_id = candidate.doc_id
-            if doc_id in found and name in found[doc_id]:
-                continue  # a leg lists a document once; keep its best
-            fused[doc_id] = fused.get(doc_id, 0.0) + value
-            chunks.setdefault(doc_id, candidate.chunk)
-            found.setdefault(doc_id, {})[name] = float(candidate.score)
-    order = sorted(fused, key=lambda doc_id: (-fused[doc_id], doc_id))
-    return [Candidate(doc_id, chunks[doc_id], fused[doc_id], found[doc_id]) for doc_id in order]
+            entry = fused.get(candidate.doc_id)
+            if entry is None:
+                fused[candidate.doc_id] = [value, candidate.chunk, {name: float(candidate.score)}]
+            elif name not in entry[2]:  # a leg lists a document once; keep its best
+                entry[0] += value
+                entry[2][name] = float(candidate.score)
+    return sorted(fused.items(), key=lambda item: (-item[1][0], item[0]))

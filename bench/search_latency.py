@@ -6,6 +6,8 @@ path, in each search mode.
     python bench/search_latency.py --points 100000,1000000 --modes dense,hybrid --queries 100
                                                         # both, the second a ratio of the first
     python bench/search_latency.py --points 20000 --documents 1000 --quantization int8
+    python bench/search_latency.py --points 100000,1000000 --memory-limit 8G
+                                                        # inside 8 GB, page cache included
     python bench/search_latency.py --during-ingest      # and search beside an ingest
     python bench/search_latency.py --ef-sweep 128,256,512,1024,2048
 
@@ -17,7 +19,8 @@ random (so the words are of the same domain), to --points in all. The store is t
 bienc's settings choose (the embedded default: Qdrant Edge, HNSW), built through the Store
 interface with the BIENC_HNSW_* / BIENC_QUANTIZATION settings.
 
-Prints the build time, the process's peak memory and the store's size on disk, then for each
+Prints the build time, the peak memory (bench/memory.py: resident, and anonymous: the part
+the kernel cannot drop; with --memory-limit, the cgroup's) and the store's size on disk, then for each
 mode and top-10, top-100 and top-1000 (a reranker's depth): p50/p99 ms of one query through
 bienc.search.searcher.search (query encoding included, with document text, as the API
 answers it, after the warm-up and heap settling `bienc serve` does at start and one untimed
@@ -88,6 +91,7 @@ from bienc.workers.indexing import build_points, encoding_of, index_hash
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encoded import encoded_chunks
+from memory import AnonSampler, cap_memory, cap_report, parse_size
 from serving import pct, search_loop, searching, serving, wait_job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -326,7 +330,12 @@ def main() -> None:
     parser.add_argument("--open", metavar="DIR", type=Path,
                         help="after the sizes built, measure the store a --keep run left in DIR "
                              "too (a million points without building them again)")
+    parser.add_argument("--memory-limit", metavar="SIZE",
+                        help="run in a memory cgroup of SIZE (e.g. 8G), the builder processes "
+                             "too (Linux, as root): the run ends inside it or is killed")
     args = parser.parse_args()
+    capped = cap_memory(parse_size(args.memory_limit)) if args.memory_limit else None
+    anon = AnonSampler()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     overrides: dict[str, object] = {}
     if args.hnsw_ef:
@@ -363,7 +372,13 @@ def main() -> None:
                   f"of {len(docs)} documents + {filler.written} filler chunks), {info.documents} "
                   f"documents, written {written_s:.0f} s and indexed {build_s:.0f} s from the "
                   f"start; peak RSS {peak_rss_mb():.0f} MB (builder processes: "
-                  f"{peak_rss_mb(children=True):.0f} MB); encoder {encoder.encoding}", flush=True)
+                  f"{peak_rss_mb(children=True):.0f} MB; RSS counts the store's mapped files, "
+                  f"which the kernel can drop); peak anonymous memory, this process and its "
+                  f"builders together, {anon.peak_mb:.0f} MB; encoder {encoder.encoding}", flush=True)
+            if capped is not None:
+                report = cap_report(capped)
+                print(f"memory cgroup of {args.memory_limit}: peak {report['peak_bytes'] / 2**20:.0f} "
+                      f"MB (page cache included), OOM kills {report['oom_kills']}", flush=True)
             disk_mb = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
             print(f"store folder: {disk_mb:.0f} MB on disk", flush=True)
             summary: dict[str, Any] = {"points": info.points, "build_s": round(build_s, 1),
@@ -373,6 +388,9 @@ def main() -> None:
                 ef_sweep(settings, encoder, queries, [int(x) for x in args.ef_sweep.split(",")])
                 store = open_store(settings)
             measure(store, encoder, settings, queries, modes, summary)
+            summary["peak_anon_mb"] = round(anon.peak_mb)
+            if capped is not None:
+                summary["cgroup_peak_mb"] = round(cap_report(capped)["peak_bytes"] / 2**20)
             print(json.dumps(summary), flush=True)
             summaries.append(summary)
         store.close()

@@ -13,6 +13,7 @@ back when memory is short. Two figures tell what a machine needs:
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from pathlib import Path
@@ -97,7 +98,17 @@ def cap_memory(limit: int) -> Path:
     except OSError as exc:
         raise SystemExit(f"cannot make a memory cgroup at {group} ({exc}): run as root, or "
                          "without --memory-limit") from exc
+    atexit.register(_leave, group)
     return group
+
+
+def _leave(group: Path) -> None:
+    """Back to the parent cgroup, and the empty one removed (its children have exited)."""
+    try:
+        (group.parent / "cgroup.procs").write_text(str(os.getpid()))
+        group.rmdir()
+    except OSError:
+        pass
 
 
 def cap_report(group: Path) -> dict[str, int]:

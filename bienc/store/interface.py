@@ -143,8 +143,8 @@ class ChunkPoint:
 class Candidate(NamedTuple):
     """A document found by a search leg (or by their fusion): its best chunk and the score.
     `scores` holds each leg's own score of a fused document. A tuple, not a dataclass: a
-    top-1000 hybrid search makes ~5,000 of them, and a frozen dataclass takes three times as
-    long to build."""
+    top-1000 hybrid search makes ~5,000 of them, and a frozen dataclass took 2.5 times as
+    long to build (560 against 220 ns)."""
 
     doc_id: str
     chunk: int

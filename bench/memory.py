@@ -2,7 +2,8 @@
 
 A process's resident set counts the pages of files it maps. Qdrant Edge maps its vectors,
 graphs and write-ahead log, so a build's RSS counts much that the kernel can drop and read
-back when memory is short. Two figures tell what a machine needs:
+back when memory is short. Beside the peak RSS (`peak_rss_mb`), two figures tell what a
+machine needs:
 
 - `AnonSampler`: the peak anonymous memory (heap, graph under construction: what cannot be
   dropped) of this process and its children together, sampled.
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import resource
 import threading
+import time
 from pathlib import Path
 
 _V1 = Path("/sys/fs/cgroup/memory")
@@ -27,6 +30,12 @@ def parse_size(text: str) -> int:
     units = {"K": 2**10, "M": 2**20, "G": 2**30}
     text = text.strip().upper()
     return int(float(text[:-1]) * units[text[-1]]) if text[-1:] in units else int(text)
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    """Peak resident memory of this process (or of the largest child it waited for)."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux: KiB
 
 
 def _anon_kib(pid: int) -> int:
@@ -60,24 +69,19 @@ class AnonSampler:
 
     def __init__(self, interval: float = 0.25) -> None:
         self.peak_kib = 0
-        self._stop = threading.Event()
         self._interval = interval
-        self._thread = threading.Thread(target=self._run, name="anon-sampler", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._run, name="anon-sampler", daemon=True).start()
 
     @property
     def peak_mb(self) -> float:
         return self.peak_kib / 1024
 
-    def _run(self) -> None:
+    def _run(self) -> None:  # until the process exits (a daemon thread)
         me = os.getpid()
-        while not self._stop.wait(self._interval):
+        while True:
             total = _anon_kib(me) + sum(_anon_kib(child) for child in _children(me))
             self.peak_kib = max(self.peak_kib, total)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+            time.sleep(self._interval)
 
 
 def cap_memory(limit: int) -> Path:

@@ -63,7 +63,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import resource
 import shutil
 import sys
 import tempfile
@@ -91,7 +90,7 @@ from bienc.workers.indexing import build_points, encoding_of, index_hash
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encoded import encoded_chunks
-from memory import AnonSampler, cap_memory, cap_report, parse_size
+from memory import AnonSampler, cap_memory, cap_report, parse_size, peak_rss_mb
 from serving import pct, search_loop, searching, serving, wait_job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,12 +98,6 @@ DATA = ROOT.parent / "shared" / "data" / "scifact"
 COLLECTION = "latency"
 FILLER_CHUNKS = 4  # chunks per filler document (SciFact's documents have 4.0 on average)
 KS = (10, 100, 1000)
-
-
-def peak_rss_mb(children: bool = False) -> float:
-    """Peak resident memory of this process (or of the largest child it waited for)."""
-    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
-    return resource.getrusage(who).ru_maxrss / 1024  # Linux: KiB
 
 
 def write_scifact(store: Store, encoder: Encoder, settings: Settings, docs: list[Document]
